@@ -1,1 +1,8 @@
-"""lmscale.models."""
+"""lmscale.models: the decoder, its configuration, shape families and parameter counts."""
+
+from lmscale.models.config import ConfigError, ModelConfig, ParamCount, count_params
+from lmscale.models.decoder import (Decoder, KVCache, Prefix, abstract_params,
+                                    cache_bytes_per_slot, init_cache, init_params)
+
+__all__ = ["ConfigError", "ModelConfig", "ParamCount", "count_params", "Decoder", "KVCache",
+           "Prefix", "abstract_params", "cache_bytes_per_slot", "init_cache", "init_params"]

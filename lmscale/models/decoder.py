@@ -1,0 +1,178 @@
+"""The lmscale decoder-only Transformer (Flax Linen), for training, scoring and decoding.
+
+Stage: models. Consumes a `ModelConfig` and token ids; produces next-token logits, and in
+decode mode an updated KV cache. One module covers LLaMA-style (pre-norm RMSNorm, rotary,
+gated SiLU), Hu et al. (gated GeLU, tied embeddings), open_lm/Gadre et al. (qk-LayerNorm,
+gain-only LayerNorm) and GPT-NeoX/Pythia (LayerNorm with bias, parallel residual, 25%
+rotary, biases, plain GeLU MLP).
+
+Call forms of `Decoder.__call__`:
+  * train/score: `logits = model.apply(vars, tokens, positions, segment_ids)`;
+  * prefill: `logits, kv = model.apply(vars, tokens, positions, return_kv=True)` with `kv`
+    a `KVCache` of this call's keys/values ([L, B, T, K, H]), usable as a shared prefix;
+  * decode: `logits, cache = model.apply(vars, tokens, positions, cache=cache,
+    cache_index=idx, prefix=prefix, prefix_index=pidx)` (see `KVCache`, `Prefix`).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lmscale.models.config import ModelConfig
+from lmscale.models.layers import Attention, Mlp, Norm
+
+Array = jax.Array
+
+
+class KVCache(NamedTuple):
+    """Per-slot keys and values, stacked over layers.
+
+    k, v: [L, B, S, K, H] in the compute dtype. Row b's valid entries are [0, n_b), where
+    n_b is tracked by the caller (the sampler) and passed as `cache_index`.
+    """
+
+    k: Array
+    v: Array
+
+
+class Prefix(NamedTuple):
+    """Shared prompt keys/values: computed once, read by many slots.
+
+    k, v: [L, Bp, P, K, H]; lengths: [Bp] int32 valid prefix lengths.
+    """
+
+    k: Array
+    v: Array
+    lengths: Array
+
+
+def init_cache(config: ModelConfig, batch: int, length: int, dtype=None) -> KVCache:
+    """An all-zero KV cache for `batch` slots of `length` positions."""
+    dtype = jnp.dtype(dtype or config.dtype)
+    shape = (config.n_layers, batch, length, config.n_kv_heads, config.head_dim)
+    return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+
+
+def cache_bytes_per_slot(config: ModelConfig, length: int, dtype=None) -> int:
+    """Bytes of KV cache one slot needs for `length` positions."""
+    itemsize = jnp.dtype(dtype or config.dtype).itemsize
+    return 2 * config.n_layers * length * config.n_kv_heads * config.head_dim * itemsize
+
+
+class Block(nn.Module):
+    """One pre-norm Transformer block (sequential or parallel residual)."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, positions, segment_ids, cache, cache_index, prefix, prefix_index):
+        c = self.config
+        dtype = jnp.dtype(c.dtype)
+        out_std = c.init_std / (2 * c.n_layers) ** 0.5
+        attn = Attention(
+            n_heads=c.n_heads, n_kv_heads=c.n_kv_heads, head_dim=c.head_dim,
+            rotary_dims=c.rotary_dims, rope_theta=c.rope_theta, qk_norm=c.qk_norm,
+            norm=c.norm, norm_eps=c.norm_eps, use_bias=c.use_bias, init_std=c.init_std,
+            out_std=out_std, dtype=dtype, name="attn")
+        mlp = Mlp(d_ff=c.d_ff, kind=c.mlp, activation=c.activation, use_bias=c.use_bias,
+                  init_std=c.init_std, out_std=out_std, dtype=dtype, name="mlp")
+        h = Norm(c.norm, c.norm_eps, name="ln_attn")(x)
+        a, kv, new_cache = attn(h, positions, segment_ids, cache, cache_index, prefix,
+                                prefix_index)
+        if c.parallel_residual:
+            x = x + a + mlp(Norm(c.norm, c.norm_eps, name="ln_mlp")(x))
+        else:
+            x = x + a
+            x = x + mlp(Norm(c.norm, c.norm_eps, name="ln_mlp")(x))
+        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        return x, kv, new_cache
+
+
+class Decoder(nn.Module):
+    """Decoder-only LM. See the module docstring for the call forms."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, tokens: Array, positions: Array | None = None,
+                 segment_ids: Array | None = None, *, cache: KVCache | None = None,
+                 cache_index: Array | None = None, prefix: Prefix | None = None,
+                 prefix_index: Array | None = None, return_kv: bool = False):
+        """Runs the decoder.
+
+        Args:
+          tokens: [B, T] int token ids.
+          positions: [B, T] int absolute positions (rotary); default arange(T). With a
+            prefix of length P, the first generated token sits at position P.
+          segment_ids: [B, T] int packing segments (train/score only); tokens attend only
+            within their segment.
+          cache: decode mode: the slots' `KVCache`; this call's keys/values are written at
+            rows' `cache_index` + [0, T).
+          cache_index: [B] int32, where each row writes (its number of cached tokens).
+          prefix: optional shared `Prefix` every query may attend to.
+          prefix_index: [B] int32, which prefix each row reads (default 0).
+          return_kv: also return this call's keys/values as a `KVCache` ([L, B, T, K, H]).
+
+        Returns:
+          logits [B, T, vocab_size] float32, then (decode) the new `KVCache`, or
+          (return_kv) this call's `KVCache`.
+        """
+        c = self.config
+        dtype = jnp.dtype(c.dtype)
+        b, t = tokens.shape
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+        embed = nn.Embed(
+            c.padded_vocab_size, c.d_model, dtype=dtype, name="embed",
+            embedding_init=nn.with_logical_partitioning(nn.initializers.normal(c.init_std),
+                                                        ("vocab", "embed")))
+        x = embed(tokens)
+        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        keys, values, new_k, new_v = [], [], [], []
+        for i in range(c.n_layers):
+            layer_cache = None if cache is None else (cache.k[i], cache.v[i])
+            layer_prefix = None if prefix is None else (prefix.k[i], prefix.v[i],
+                                                        prefix.lengths)
+            x, (k_i, v_i), updated = Block(c, name=f"block_{i}")(
+                x, positions, segment_ids, layer_cache, cache_index, layer_prefix,
+                prefix_index)
+            if return_kv:
+                keys.append(k_i)
+                values.append(v_i)
+            if updated is not None:
+                new_k.append(updated[0])
+                new_v.append(updated[1])
+        x = Norm(c.norm, c.norm_eps, name="ln_final")(x)
+        if c.tie_embeddings:
+            logits = embed.attend(x)
+        else:
+            logits = nn.Dense(
+                c.padded_vocab_size, use_bias=False, dtype=dtype, name="unembed",
+                kernel_init=nn.with_logical_partitioning(nn.initializers.normal(c.init_std),
+                                                         ("embed", "vocab")))(x)
+        logits = logits.astype(jnp.float32)
+        if c.padded_vocab_size != c.vocab_size:
+            logits = logits[..., :c.vocab_size]
+        logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+        if cache is not None:
+            return logits, KVCache(jnp.stack(new_k), jnp.stack(new_v))
+        if return_kv:
+            return logits, KVCache(jnp.stack(keys), jnp.stack(values))
+        return logits
+
+
+def init_params(config: ModelConfig, rng: Array, batch: int = 1, length: int = 8):
+    """Initialises `Decoder(config)`; returns the boxed (logically partitioned) variables."""
+    tokens = jnp.zeros((batch, length), jnp.int32)
+    return Decoder(config).init(rng, tokens)
+
+
+@functools.lru_cache(maxsize=None)
+def abstract_params(config: ModelConfig):
+    """Shape/dtype tree of the (boxed) variables, without allocating them."""
+    return jax.eval_shape(lambda r: init_params(config, r), jax.random.PRNGKey(0))
