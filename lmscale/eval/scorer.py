@@ -1,0 +1,348 @@
+"""Likelihood scorer: multiple-choice log-likelihoods, their metrics, and validation loss.
+
+Stage: eval. Consumes a decoder (`ModelConfig` + params) and tokenised questions; produces,
+per question, the log-likelihood of every choice's continuation given the shared context,
+and the metrics of Du et al. (accuracy, CorrectChoiceProb, Brier score) and of the
+lm-evaluation-harness family (length-normalised accuracy by characters, bytes, tokens),
+plus the per-instance answer loss used by loss-assisted PassUntil (Hu et al., Sec. 4) and
+the token-weighted validation loss of a held-out corpus.
+
+How a question is scored (the context is computed once per question):
+  1. prefill `[bos] + context` for a batch of questions with `return_kv=True`; the logits at
+     the last context position give log p(first choice token), the keys/values become a
+     `Prefix`;
+  2. every choice of every question in the batch is one row of a decode call over a fresh,
+     empty per-row KV cache, reading its question's prefix through `prefix_index`, at
+     positions len(context) + [0, T): logits at choice position j give log p(token j + 1);
+  3. target-token log-probs are summed under a mask (t5x `score_batch` style).
+The `bos` id (0 by default) is prepended because seqio's DecoderFeatureConverter shifts
+every training sequence right with id 0, so a document always starts after a 0 in training.
+
+Shapes are bucketed (powers of two) and the jitted functions are built once per model and
+cached, so a new task reuses every compiled shape it shares with earlier tasks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Iterable, NamedTuple, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from lmscale.eval import results as results_lib
+from lmscale.models import Decoder, ModelConfig, Prefix, init_cache
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Question:
+    """One tokenised multiple-choice question (a generative target is a 1-choice question).
+
+    Attributes:
+      id: instance id, carried into result rows.
+      context_ids: [P] int token ids of the shared context (may be empty: bos alone).
+      choice_ids: one [T_c] int array of continuation token ids per choice (each non-empty).
+      choice_texts: the choices' strings (for character / byte length normalisation).
+      gold: index of the correct choice, or None when there is none.
+    """
+
+    id: str
+    context_ids: np.ndarray
+    choice_ids: tuple[np.ndarray, ...]
+    choice_texts: tuple[str, ...]
+    gold: int | None = None
+
+    def __post_init__(self):
+        if len(self.choice_ids) == 0:
+            raise ValueError(f"question {self.id!r}: no choices")
+        if len(self.choice_texts) != len(self.choice_ids):
+            raise ValueError(f"question {self.id!r}: {len(self.choice_texts)} choice_texts for "
+                             f"{len(self.choice_ids)} choice_ids")
+        for c, ids in enumerate(self.choice_ids):
+            if len(ids) == 0:
+                raise ValueError(f"question {self.id!r}: choice {c} ({self.choice_texts[c]!r}) "
+                                 f"encodes to no tokens")
+        if self.gold is not None and not 0 <= self.gold < len(self.choice_ids):
+            raise ValueError(f"question {self.id!r}: gold={self.gold} is not a choice index "
+                             f"in [0, {len(self.choice_ids)})")
+
+
+def encode_question(vocab, instance_id: str, context: str, choices: Sequence[str],
+                    gold: int | None) -> Question:
+    """Tokenises a question with a `seqio.Vocabulary`.
+
+    Context and each choice are encoded separately, so a choice's tokens never depend on its
+    context (the byte vocabulary gives the same ids either way).
+    """
+    return Question(
+        id=str(instance_id),
+        context_ids=np.asarray(vocab.encode(context), np.int32).reshape(-1),
+        choice_ids=tuple(np.asarray(vocab.encode(c), np.int32).reshape(-1) for c in choices),
+        choice_texts=tuple(choices), gold=gold)
+
+
+@dataclasses.dataclass(frozen=True)
+class QuestionScore:
+    """Scores of one question. C = number of choices.
+
+    Attributes:
+      id: the question's id.
+      loglik: [C] float64 sum of target-token log-probs (nats) of each choice.
+      num_tokens, num_chars, num_bytes: [C] int lengths of each choice.
+      greedy: [C] bool, every token of the choice is the argmax of its distribution.
+      gold: correct choice index, or None.
+      truncated: number of context tokens dropped from the left to fit `max_seq_len`.
+    """
+
+    id: str
+    loglik: np.ndarray
+    num_tokens: np.ndarray
+    num_chars: np.ndarray
+    num_bytes: np.ndarray
+    greedy: np.ndarray
+    gold: int | None
+    truncated: int = 0
+
+    def metrics(self) -> dict[str, float]:
+        """Per-question metrics keyed by the `results` metric constants (needs `gold`)."""
+        if self.gold is None:
+            raise ValueError(f"question {self.id!r} has no gold choice: no metrics")
+        ll, g = self.loglik, self.gold
+        # softmax over choices of the choice log-likelihoods (Du et al., CorrectChoiceProb).
+        probs = np.exp(ll - ll.max())
+        probs /= probs.sum()
+        onehot = np.zeros_like(probs)
+        onehot[g] = 1.0
+
+        def hit(scores):
+            # First index wins ties, like numpy argmax; a tie with gold counts only if gold is
+            # first, so a constant model is never credited with every tie.
+            return float(int(np.argmax(scores)) == g)
+
+        return {
+            results_lib.ACCURACY: hit(ll),
+            results_lib.ACCURACY_NORM_CHARS: hit(ll / np.maximum(self.num_chars, 1)),
+            results_lib.ACCURACY_NORM_BYTES: hit(ll / np.maximum(self.num_bytes, 1)),
+            results_lib.ACCURACY_NORM_TOKENS: hit(ll / self.num_tokens),
+            results_lib.CORRECT_CHOICE_PROB: float(probs[g]),
+            # Brier (1950) as in Du et al.: summed over choices; uniform over 4 gives 0.75.
+            results_lib.BRIER_SCORE: float(np.sum((probs - onehot) ** 2)),
+            results_lib.ANSWER_LOSS: float(-ll[g] / self.num_tokens[g]),
+        }
+
+    def detail(self) -> dict[str, Any]:
+        """JSON-ready per-instance detail: everything needed to recompute any convention."""
+        out = {"loglik": [float(x) for x in self.loglik],
+               "num_tokens": [int(x) for x in self.num_tokens],
+               "num_chars": [int(x) for x in self.num_chars],
+               "num_bytes": [int(x) for x in self.num_bytes],
+               "greedy": [bool(x) for x in self.greedy], "gold": self.gold}
+        if self.truncated:
+            out["truncated"] = self.truncated
+        return out
+
+
+def aggregate(scores: Sequence[QuestionScore]) -> dict[str, float]:
+    """Dataset metrics: the mean over questions of each per-question metric."""
+    if not scores:
+        raise ValueError("aggregate: no question scores")
+    per = [s.metrics() for s in scores]
+    return {name: float(np.mean([m[name] for m in per])) for name in per[0]}
+
+
+def _bucket(n: int, minimum: int) -> int:
+    return max(minimum, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
+
+
+def _as_params(params):
+    params = nn.unbox(params)
+    if isinstance(params, dict) and set(params) == {"params"}:
+        return params["params"]
+    return params
+
+
+@functools.lru_cache(maxsize=None)
+def _score_fn(model: nn.Module, config: ModelConfig):
+    """Jitted shared-context scorer for `model`; jit caches one executable per shape."""
+
+    def score(params, ctx_tokens, ctx_len, row_question, choice_tokens, choice_len):
+        # ctx_tokens [Q, P] (bos + context, right-padded), ctx_len [Q] (>= 1, incl. bos);
+        # row_question [R] question of each choice row; choice_tokens [R, T]; choice_len [R].
+        variables = {"params": params}
+        ctx_logits, kv = model.apply(variables, ctx_tokens, return_kv=True)  # [Q, P, V]
+        last = jnp.take_along_axis(ctx_logits, (ctx_len - 1)[:, None, None], axis=1)[:, 0]
+        first_logp = jax.nn.log_softmax(last)[row_question]  # [R, V]
+        r, t = choice_tokens.shape
+        positions = ctx_len[row_question][:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]
+        logits, _ = model.apply(
+            variables, choice_tokens, positions, cache=init_cache(config, r, t),
+            cache_index=jnp.zeros((r,), jnp.int32), prefix=Prefix(kv.k, kv.v, ctx_len),
+            prefix_index=row_question)  # [R, T, V]
+        # Token j of a choice is predicted by choice position j - 1, token 0 by the context.
+        logp = jnp.concatenate([first_logp[:, None], jax.nn.log_softmax(logits[:, :-1])], 1)
+        token_logp = jnp.take_along_axis(logp, choice_tokens[..., None], axis=-1)[..., 0]
+        mask = jnp.arange(t)[None, :] < choice_len[:, None]  # [R, T]
+        loglik = jnp.sum(jnp.where(mask, token_logp, 0.0), axis=1)
+        greedy = jnp.all((jnp.argmax(logp, -1) == choice_tokens) | ~mask, axis=1)
+        return loglik, greedy
+
+    return jax.jit(score)
+
+
+class Scorer:
+    """Scores multiple-choice questions with one decoder checkpoint.
+
+    Args:
+      config: the model's configuration.
+      params: the unboxed parameter tree (as `restore_params` returns; a boxed
+        `{"params": ...}` variables dict is accepted too).
+      batch_questions: questions prefilled together (Q of the jitted call).
+      bos_id: id prepended to every context (0: the feature converter's shift token).
+      model: a Linen module with `Decoder`'s call forms (default `Decoder(config)`; tests pass
+        a fake-logits model).
+    """
+
+    def __init__(self, config: ModelConfig, params, *, batch_questions: int = 8,
+                 bos_id: int = 0, model: nn.Module | None = None):
+        if batch_questions < 1:
+            raise ValueError(f"Scorer: batch_questions={batch_questions} must be >= 1")
+        self.config, self.params = config, _as_params(params)
+        self.batch_questions, self.bos_id = int(batch_questions), int(bos_id)
+        self._fn = _score_fn(model if model is not None else Decoder(config), config)
+
+    def _prepare(self, q: Question) -> tuple[np.ndarray, int]:
+        """[bos] + context, left-truncated so context + longest choice fit max_seq_len."""
+        ctx = np.concatenate([[self.bos_id], np.asarray(q.context_ids, np.int32)])
+        longest = max(len(c) for c in q.choice_ids)
+        room = self.config.max_seq_len - longest
+        if room < 1:
+            raise ValueError(f"question {q.id!r}: a choice of {longest} tokens does not fit "
+                             f"max_seq_len={self.config.max_seq_len}")
+        dropped = max(0, len(ctx) - room)
+        if dropped:
+            ctx = np.concatenate([ctx[:1], ctx[1 + dropped:]])
+        return ctx.astype(np.int32), dropped
+
+    def score(self, questions: Sequence[Question]) -> list[QuestionScore]:
+        """Scores `questions`; returns one `QuestionScore` each, in input order."""
+        prepared = [self._prepare(q) for q in questions]
+        truncated = sum(1 for _, d in prepared if d)
+        if truncated:
+            logging.warning("scorer: %d of %d contexts left-truncated to fit max_seq_len=%d",
+                            truncated, len(questions), self.config.max_seq_len)
+        # Similar context lengths share a batch, so little is padded.
+        order = sorted(range(len(questions)), key=lambda i: len(prepared[i][0]))
+        out: list[QuestionScore | None] = [None] * len(questions)
+        for start in range(0, len(order), self.batch_questions):
+            idx = order[start:start + self.batch_questions]
+            lls, greedy = self._score_batch([questions[i] for i in idx],
+                                            [prepared[i][0] for i in idx])
+            for i, ll, gr in zip(idx, lls, greedy):
+                q = questions[i]
+                out[i] = QuestionScore(
+                    id=q.id, loglik=ll, greedy=gr, gold=q.gold, truncated=prepared[i][1],
+                    num_tokens=np.array([len(c) for c in q.choice_ids]),
+                    num_chars=np.array([len(t) for t in q.choice_texts]),
+                    num_bytes=np.array([len(t.encode("utf-8")) for t in q.choice_texts]))
+        return out  # type: ignore[return-value]
+
+    def _score_batch(self, questions, contexts):
+        qn = self.batch_questions
+        p = _bucket(max(len(c) for c in contexts), 8)
+        rows = [(qi, c) for qi, q in enumerate(questions) for c in q.choice_ids]
+        r = _bucket(len(rows), 4)
+        t = _bucket(max(len(c) for _, c in rows), 4)
+        ctx_tokens = np.zeros((qn, p), np.int32)
+        ctx_len = np.ones((qn,), np.int32)  # padding questions: bos alone
+        for qi, c in enumerate(contexts):
+            ctx_tokens[qi, :len(c)], ctx_len[qi] = c, len(c)
+        row_question = np.zeros((r,), np.int32)
+        choice_tokens = np.zeros((r, t), np.int32)
+        choice_len = np.zeros((r,), np.int32)
+        for ri, (qi, c) in enumerate(rows):
+            row_question[ri], choice_tokens[ri, :len(c)], choice_len[ri] = qi, c, len(c)
+        loglik, greedy = self._fn(self.params, ctx_tokens, ctx_len, row_question,
+                                  choice_tokens, choice_len)
+        loglik = np.asarray(loglik, np.float64)
+        greedy = np.asarray(greedy)
+        lls, grs, ri = [], [], 0
+        for q in questions:
+            c = len(q.choice_ids)
+            lls.append(loglik[ri:ri + c])
+            grs.append(greedy[ri:ri + c])
+            ri += c
+        return lls, grs
+
+
+class ValidationLoss(NamedTuple):
+    """Token-weighted mean NLL of a held-out corpus.
+
+    loss_nats: sum of per-token NLL / number of weighted tokens (nats per token).
+    num_tokens: target tokens with non-zero loss weight.
+    num_batches: batches read.
+    """
+
+    loss_nats: float
+    num_tokens: int
+    num_batches: int
+
+
+@functools.lru_cache(maxsize=None)
+def _nll_fn(model: nn.Module):
+    def nll(params, inputs, targets, weights, positions, segment_ids):
+        # All [B, T] int32 (weights too: seqio's loss weights are 0/1 ints).
+        logits = model.apply({"params": params}, inputs, positions, segment_ids)
+        logp = jax.nn.log_softmax(logits)
+        token_nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+        w = weights.astype(jnp.float32)
+        return jnp.sum(token_nll * w), jnp.sum(w)
+
+    return jax.jit(nll)
+
+
+def validation_loss(config: ModelConfig, params, batches: Iterable[dict[str, np.ndarray]],
+                    *, max_batches: int | None = None,
+                    model: nn.Module | None = None) -> ValidationLoss:
+    """Token-weighted mean NLL over `batches` (e.g. `LMStream(..., repeat=False)`).
+
+    Args:
+      config: the model's configuration.
+      params: the unboxed parameter tree.
+      batches: dicts with [B, T] int arrays `decoder_input_tokens`, `decoder_target_tokens`,
+        `decoder_loss_weights`, `decoder_positions`, `decoder_segment_ids` (seqio's
+        DecoderFeatureConverter); packed rows attend only within their segment.
+      max_batches: stop after this many batches (None: the whole finite stream).
+      model: as in `Scorer`.
+
+    Returns:
+      `ValidationLoss`; sums are accumulated in float64 on the host.
+
+    Raises:
+      ValueError: the stream held no weighted token, or a batch lacks a feature.
+    """
+    fn = _nll_fn(model if model is not None else Decoder(config))
+    params = _as_params(params)
+    total, count, n = 0.0, 0.0, 0
+    for batch in batches:
+        if max_batches is not None and n >= max_batches:
+            break
+        try:
+            args = [np.asarray(batch[k], np.int32) for k in (
+                "decoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights",
+                "decoder_positions", "decoder_segment_ids")]
+        except KeyError as e:
+            raise ValueError(f"validation_loss: batch {n} lacks feature {e}") from None
+        s, c = fn(params, *args)
+        total += float(s)
+        count += float(c)
+        n += 1
+    if count == 0:
+        raise ValueError(f"validation_loss: no weighted target token in {n} batches")
+    return ValidationLoss(total / count, int(count), n)
