@@ -513,7 +513,11 @@ def execute_many(programs: Iterable[str], timeout_s: float = 10.0, max_workers: 
     _validate_limits(timeout_s, kwargs.get("memory_mb", 512),
                      kwargs.get("max_output_bytes", 1), kwargs.get("max_processes", 1),
                      kwargs.get("max_file_mb", 1), kwargs.get("max_open_files", 8))
-    isolation = kwargs.get("isolation") or isolation_level()
+    isolation = kwargs.get("isolation")
+    if isolation is None:
+        isolation = isolation_level()
+    elif isolation not in ISOLATION_LEVELS:
+        raise ValueError(f"execute_many: isolation={isolation!r}; allowed: {ISOLATION_LEVELS}")
 
     def one(program):
         try:
