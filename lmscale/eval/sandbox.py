@@ -336,15 +336,16 @@ def _classify(returncode: int, stderr: str, isolation: str) -> str:
 
 def _validate_limits(timeout_s, memory_mb, max_output_bytes, max_processes, max_file_mb,
                      max_open_files):
-    checks = (("timeout_s", timeout_s, 0), ("memory_mb", memory_mb, 16),
-              ("max_output_bytes", max_output_bytes, 1),
-              ("max_processes", max_processes, 1), ("max_file_mb", max_file_mb, 1),
-              ("max_open_files", max_open_files, 8))
-    for name, value, low in checks:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                value >= low if name != "timeout_s" else value > low):
-            relation = "> 0" if name == "timeout_s" else f">= {low}"
-            raise ValueError(f"sandbox: {name}={value!r}; must be a number {relation}")
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not (
+            0 < timeout_s < math.inf):
+        raise ValueError(f"sandbox: timeout_s={timeout_s!r}; must be a finite number > 0")
+    for name, value, low in (("memory_mb", memory_mb, 16),
+                             ("max_output_bytes", max_output_bytes, 1),
+                             ("max_processes", max_processes, 1),
+                             ("max_file_mb", max_file_mb, 1),
+                             ("max_open_files", max_open_files, 8)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"sandbox: {name}={value!r}; must be an int >= {low}")
 
 
 def execute(program: str, timeout_s: float = 10.0, memory_mb: int = 512,

@@ -90,7 +90,8 @@ def test_fallback_warns_when_no_namespaces(monkeypatch):
 
 
 @pytest.mark.parametrize("kwargs, field", [
-    ({"timeout_s": 0}, "timeout_s"), ({"memory_mb": 1}, "memory_mb"),
+    ({"timeout_s": 0}, "timeout_s"), ({"timeout_s": float("inf")}, "timeout_s"),
+    ({"memory_mb": 1}, "memory_mb"), ({"memory_mb": 256.5}, "memory_mb"),
     ({"max_output_bytes": 0}, "max_output_bytes"), ({"max_processes": 0}, "max_processes"),
     ({"isolation": "chroot"}, "isolation")])
 def test_bad_limits_raise_naming_the_field(kwargs, field):
