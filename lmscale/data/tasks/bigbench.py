@@ -1,0 +1,204 @@
+"""Data stage: BIG-bench JSON tasks (`task.json`) by path, including subtask folders.
+
+A task with `target_scores` becomes a multiple-choice EvalTask (choices in file order,
+gold = highest score) and also a generative one (`<name>_gen`, target = gold choice,
+checker CONTAINS as Hu et al. use for Emoji Movie and Date Understanding); a task with only
+`target` becomes generative (checker EXACT, BIG-bench's exact_str_match). Prompts follow the
+file's `task_prefix`, `example_input_prefix`, `example_output_prefix`,
+`few_shot_example_separator` and `append_choices_to_input`; k demonstrations come from a
+seeded pool disjoint from the test instances.
+
+The shared copies used by Hu et al. are registered as `bb_<task>[.<subtask>]` when the
+folder is found: $LMSCALE_BIGBENCH_DIR, else ../shared/data/bigbench beside the checkout.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import pathlib
+import random
+from typing import Sequence
+
+from lmscale.data import checkers
+from lmscale.data import errors
+from lmscale.data import registry
+from lmscale.data.tasks import filters as filters_lib
+
+DEFAULT_SHOTS = 4
+# lmscale's defaults where a task.json sets no prefixes.
+INPUT_PREFIX, OUTPUT_PREFIX, SEPARATOR = "Q: ", "\nA: ", "\n\n"
+CHOICE_PREFIX = "\n  choice: "
+
+
+@functools.lru_cache(maxsize=None)
+def read_task_json(path: str) -> dict:
+    """The task.json at `path`, with every example checked (file, example index, field)."""
+    data = errors.read_json(path)
+    if not isinstance(data, dict):
+        raise errors.DataError("task.json must hold a JSON object", path=path)
+    examples = data.get("examples")
+    if examples is None:
+        raise errors.DataError("no 'examples' (a folder of subtasks? pass the folder)",
+                               path=path, field="examples")
+    if not isinstance(examples, list) or not examples:
+        raise errors.DataError("'examples' must be a non-empty list", path=path,
+                               field="examples")
+    for i, ex in enumerate(examples):
+        where = f"examples[{i}]"
+        if not isinstance(ex, dict):
+            raise errors.DataError(f"{where} is not an object", path=path)
+        if not isinstance(ex.get("input"), str):
+            raise errors.DataError(f"{where}: missing or non-string", path=path,
+                                   field="input")
+        scores = ex.get("target_scores")
+        target = ex.get("target")
+        if scores is None and target is None:
+            raise errors.DataError(f"{where}: needs 'target' or 'target_scores'", path=path,
+                                   field="target")
+        if scores is not None and (not isinstance(scores, dict) or not scores or
+                                   not all(isinstance(v, (int, float))
+                                           for v in scores.values())):
+            raise errors.DataError(f"{where}: must map choices to numbers", path=path,
+                                   field="target_scores")
+        if target is not None and not isinstance(target, (str, list)):
+            raise errors.DataError(f"{where}: must be a string or list", path=path,
+                                   field="target")
+    return data
+
+
+def _gold_text(ex: dict) -> str:
+    if "target_scores" in ex:
+        scores = ex["target_scores"]
+        return max(scores, key=lambda k: scores[k])
+    target = ex["target"]
+    return target if isinstance(target, str) else target[0]
+
+
+def make_bigbench_task(path: str, name: str, generative: bool | None = None,
+                       shots: int = DEFAULT_SHOTS, num_test: int | None = None,
+                       seed: int = 0,
+                       task_filters: Sequence[registry.InstanceFilter] = ()
+                       ) -> registry.EvalTask:
+    """An EvalTask from one BIG-bench task.json.
+
+    Args:
+      path: the task.json file.
+      name: registry name.
+      generative: None = multiple choice when the file has target_scores.
+      shots: demonstrations per prompt, drawn once (seeded) from the non-test pool.
+      num_test: test instances kept after filtering (None = all not in the pool).
+      seed: selects the pool, the demonstrations and the test order.
+      task_filters: distracting-instance filters (see tasks/filters.py).
+    """
+    data = read_task_json(path)
+    has_scores = all("target_scores" in ex for ex in data["examples"])
+    generative = (not has_scores) if generative is None else generative
+    in_pfx = data.get("example_input_prefix", INPUT_PREFIX)
+    out_pfx = data.get("example_output_prefix", OUTPUT_PREFIX)
+    sep = data.get("few_shot_example_separator", SEPARATOR)
+    task_prefix = data.get("task_prefix", "")
+    append_choices = data.get("append_choices_to_input", True) and not generative
+
+    def query(ex):
+        text = ex["input"]
+        if append_choices and "target_scores" in ex:
+            text += "".join(CHOICE_PREFIX + c for c in ex["target_scores"])
+        return text
+
+    def loader(split):
+        del split
+        order = list(range(len(data["examples"])))
+        rng = random.Random(f"{name}/{seed}")
+        rng.shuffle(order)
+        demo_idx, test_idx = order[:shots], order[shots:]
+        demos = [(query(data["examples"][i]), _gold_text(data["examples"][i]))
+                 for i in demo_idx]
+        out = []
+        for i in test_idx:
+            ex = data["examples"][i]
+            prompt = registry.format_demonstrations(demos, query(ex), in_pfx, out_pfx, sep,
+                                                    task_prefix)
+            meta = {"input": ex["input"], "index": i}
+            if generative:
+                out.append(registry.Instance(str(i), prompt, _gold_text(ex), meta=meta))
+            else:
+                choices = tuple(ex["target_scores"])
+                out.append(registry.Instance(str(i), prompt, None, choices,
+                                             choices.index(_gold_text(ex)), meta))
+        return out
+
+    first = data["examples"][0]
+    num_choices = len(first.get("target_scores", {})) or 1
+    stop = data.get("stop_string")
+    return registry.EvalTask(
+        name=name, kind=registry.GENERATIVE if generative else registry.MULTIPLE_CHOICE,
+        checker=(checkers.CONTAINS if has_scores else checkers.EXACT) if generative else None,
+        random_baseline=0.0 if generative else 1.0 / num_choices,
+        stop_strings=(stop,) if stop else ("\n",), max_new_tokens=64, loader=loader,
+        family="bigbench", description=str(data.get("description", ""))[:100],
+        num_shots=shots, filters=tuple(task_filters), num_test=num_test)
+
+
+def task_files(folder: str) -> dict[str, str]:
+    """{"<task>" or "<task>.<subtask>": task.json path} for a task folder with or without
+    subtask folders.
+
+    Raises:
+      errors.DataError: the folder holds no task.json with examples.
+    """
+    root = pathlib.Path(folder)
+    top = root / "task.json"
+    if top.is_file() and "examples" in errors.read_json(str(top)):
+        return {root.name: str(top)}
+    subs = {f"{root.name}.{p.parent.name}": str(p) for p in sorted(root.glob("*/task.json"))}
+    if not subs:
+        raise errors.DataError("no task.json with examples here or in subfolders",
+                               path=str(root))
+    return subs
+
+
+# Hu et al.'s settings: 4-shot; distracting instances removed (App. D.5).
+_HU_FILTERS = {
+    "emoji_movie": (filters_lib.common_word_targets(),),
+    "date_understanding": (filters_lib.answerable_by_copying(),),
+}
+
+
+def register_bigbench_folder(folder: str, prefix: str = "bb_") -> list[str]:
+    """Registers every task/subtask in `folder`; returns the registered names."""
+    names = []
+    for key, path in task_files(folder).items():
+        base = prefix + key
+        data = read_task_json(path)
+        flt = _HU_FILTERS.get(key.split(".")[0], ())
+        if all("target_scores" in ex for ex in data["examples"]):
+            registry.register_eval_task(make_bigbench_task(path, base, False,
+                                                           task_filters=flt))
+            registry.register_eval_task(make_bigbench_task(path, base + "_gen", True,
+                                                           task_filters=flt))
+            names += [base, base + "_gen"]
+        else:
+            registry.register_eval_task(make_bigbench_task(path, base, task_filters=flt))
+            names.append(base)
+    return names
+
+
+def default_folder() -> str | None:
+    """$LMSCALE_BIGBENCH_DIR, else ../shared/data/bigbench beside the checkout, if present."""
+    env = os.environ.get("LMSCALE_BIGBENCH_DIR")
+    if env:
+        return env
+    guess = pathlib.Path(__file__).resolve().parents[4] / "shared" / "data" / "bigbench"
+    return str(guess) if guess.is_dir() else None
+
+
+def _register_shared() -> None:
+    folder = default_folder()
+    if folder is None:
+        return
+    for task_dir in sorted(pathlib.Path(folder).iterdir()):
+        if task_dir.is_dir():
+            register_bigbench_folder(str(task_dir))
+
+
+_register_shared()

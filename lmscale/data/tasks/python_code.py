@@ -1,0 +1,154 @@
+"""Data stage: easy evaluation tasks on held-out Python code, for tiny byte-level models.
+
+Built from the validation split of the embedded corpus (`lmscale_stdlib_py`), which the
+training stream never sees, so a model of ~0.1-1M parameters trained on a few MB of
+Python can partly solve them and a scaling ladder shows a trend:
+
+  py_import_completion   "...\\nimport " -> the imported module name (exact)
+  py_identifier_copy     complete an identifier that already occurs in the context (exact)
+  py_copy_line           a line, then its first half again -> the second half (exact)
+  py_next_line_mc        the real next line among 3 lines from other files (1/4 baseline)
+
+Instances are a seeded sample; names accept `:n<instances>:s<seed>`.
+"""
+from __future__ import annotations
+
+import functools
+import random
+import re
+
+from lmscale.data import checkers
+from lmscale.data import corpora
+from lmscale.data import registry
+
+DEFAULT_NUM = 200
+CONTEXT_CHARS = 384
+IDENTIFIER_STOPS = ("\n", " ", "(", ")", ".", ",", ":", "[", "]", "=", "'", '"')
+_IMPORT = re.compile(r"^(import|from) ([A-Za-z_]\w*)", re.M)
+_IDENT = re.compile(r"[A-Za-z_]\w{4,}")
+
+
+@functools.lru_cache(maxsize=1)
+def _files() -> tuple[tuple[str, str], ...]:
+    paths = corpora.stdlib_files()["validation"]
+    return tuple(zip(paths, corpora.stdlib_texts("validation")))
+
+
+def _context_before(text: str, pos: int) -> str:
+    """Up to CONTEXT_CHARS characters before `pos`, starting at a line start."""
+    start = max(0, pos - CONTEXT_CHARS)
+    if start > 0:
+        nl = text.find("\n", start)
+        start = nl + 1 if 0 <= nl < pos else start
+    return text[start:pos]
+
+
+def import_completion(rng: random.Random, num: int) -> list[registry.Instance]:
+    cands = []
+    for path, text in _files():
+        for m in _IMPORT.finditer(text):
+            prompt = _context_before(text, m.start(2))
+            cands.append((path, m.start(), prompt, m.group(2)))
+    return _sample(cands, rng, num)
+
+
+def identifier_copy(rng: random.Random, num: int) -> list[registry.Instance]:
+    cands = []
+    for path, text in _files():
+        for m in _IDENT.finditer(text):
+            context = _context_before(text, m.start())
+            if len(context) > 64 and re.search(rf"\b{m.group()}\b", context):
+                # Keep the first character so the identifier is determined by the context.
+                cands.append((path, m.start(), context + m.group()[0], m.group()[1:]))
+    return _sample(cands, rng, num)
+
+
+def copy_line(rng: random.Random, num: int) -> list[registry.Instance]:
+    cands = []
+    for path, text in _files():
+        for number, line in enumerate(text.splitlines()):
+            line = line.strip()
+            if 24 <= len(line) <= 72:
+                half = len(line) // 2
+                cands.append((path, number, f"{line}\n{line[:half]}", line[half:]))
+    return _sample(cands, rng, num)
+
+
+def next_line_mc(rng: random.Random, num: int, num_choices: int = 4
+                 ) -> list[registry.Instance]:
+    per_file = [(path, [l for l in text.splitlines() if l.strip()]) for path, text in _files()]
+    cands = []
+    for fi, (path, lines) in enumerate(per_file):
+        for j in range(6, len(lines)):
+            if len(lines[j].strip()) >= 8:
+                cands.append((fi, j))
+    rng.shuffle(cands)
+    out = []
+    for fi, j in cands[:num]:
+        path, lines = per_file[fi]
+        gold_line = lines[j]
+        choices = [gold_line]
+        while len(choices) < num_choices:
+            fo = rng.randrange(len(per_file))
+            if fo == fi or not per_file[fo][1]:
+                continue
+            cand = rng.choice(per_file[fo][1])
+            if len(cand.strip()) >= 8 and cand not in choices:
+                choices.append(cand)
+        rng.shuffle(choices)
+        prompt = "\n".join(lines[j - 6:j]) + "\n"
+        out.append(registry.Instance(f"{path.rsplit('/', 1)[-1]}:{j}", prompt, None,
+                                     tuple(choices), choices.index(gold_line),
+                                     {"input": prompt}))
+    return out
+
+
+def _sample(cands, rng, num):
+    rng.shuffle(cands)
+    return [registry.Instance(f"{path.rsplit('/', 1)[-1]}:{pos}", prompt, target,
+                              meta={"input": prompt})
+            for path, pos, prompt, target in cands[:num]]
+
+
+_SPECS = {
+    "py_import_completion": (import_completion, IDENTIFIER_STOPS,
+                             "complete the module name after 'import '/'from '"),
+    "py_identifier_copy": (identifier_copy, IDENTIFIER_STOPS,
+                           "complete an identifier seen earlier in the context"),
+    "py_copy_line": (copy_line, ("\n",), "repeat the second half of the previous line"),
+}
+
+
+def _register() -> None:
+    for base, (build, stops, desc) in _SPECS.items():
+        def factory(name, num=None, seed=None, shots=None, _build=build, _stops=stops,
+                    _desc=desc):
+            del shots
+            def loader(split):
+                del split
+                return _build(random.Random(f"{name.split(':')[0]}/{seed or 0}"),
+                              num or DEFAULT_NUM)
+            return registry.EvalTask(
+                name=name, kind=registry.GENERATIVE, checker=checkers.EXACT,
+                random_baseline=0.0, stop_strings=_stops, max_new_tokens=48,
+                loader=loader, family="python", description=_desc)
+
+        registry.register_factory(base, factory)
+        registry.register_eval_task(factory(base))
+
+    def mc_factory(name, num=None, seed=None, shots=None):
+        del shots
+        def loader(split):
+            del split
+            return next_line_mc(random.Random(f"py_next_line_mc/{seed or 0}"),
+                                num or DEFAULT_NUM)
+        return registry.EvalTask(
+            name=name, kind=registry.MULTIPLE_CHOICE, checker=None, random_baseline=0.25,
+            stop_strings=("\n",), max_new_tokens=80, loader=loader, family="python",
+            description="choose the real next line among lines from other files")
+
+    registry.register_factory("py_next_line_mc", mc_factory)
+    registry.register_eval_task(mc_factory("py_next_line_mc"))
+
+
+_register()
