@@ -50,6 +50,9 @@ class ModelConfig:
         friendliness); parameter counts stay unpadded and logits are returned unpadded.
       max_seq_len: longest sequence the model is run on (documentation and cache sizing).
       init_std: standard deviation of the embedding and input-projection init.
+      z_loss_weight: weight of the auxiliary z-loss, weight * log(Z)^2 per token with Z the
+        softmax normaliser of the logits (PaLM; open_lm/Gadre et al. use 1e-4). The model
+        only declares it; the trainer adds it to the cross-entropy (see `decoder.z_loss`).
       dtype: activation/compute dtype name; parameters are always float32.
       name: free-form label (family and size), carried into reports.
     """
@@ -74,6 +77,7 @@ class ModelConfig:
     vocab_pad_multiple: int = 1
     max_seq_len: int = 2048
     init_std: float = 0.02
+    z_loss_weight: float = 0.0
     dtype: str = "float32"
     name: str = ""
 
@@ -117,6 +121,12 @@ class ModelConfig:
                 f"{rotary_dims:g} rotary dims of head_dim={self.head_dim}: must be an even integer")
         if self.norm_eps <= 0:
             raise ConfigError(f"ModelConfig.norm_eps={self.norm_eps}: must be > 0")
+        if self.init_std <= 0:
+            raise ConfigError(f"ModelConfig.init_std={self.init_std}: must be > 0")
+        if self.z_loss_weight < 0:
+            raise ConfigError(f"ModelConfig.z_loss_weight={self.z_loss_weight}: must be >= 0")
+        if self.rope_theta <= 0:
+            raise ConfigError(f"ModelConfig.rope_theta={self.rope_theta}: must be > 0")
 
     @property
     def rotary_dims(self) -> int:

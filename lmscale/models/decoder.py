@@ -176,3 +176,18 @@ def init_params(config: ModelConfig, rng: Array, batch: int = 1, length: int = 8
 def abstract_params(config: ModelConfig):
     """Shape/dtype tree of the (boxed) variables, without allocating them."""
     return jax.eval_shape(lambda r: init_params(config, r), jax.random.PRNGKey(0))
+
+
+def z_loss(logits: Array) -> Array:
+    """The z-loss term log(Z)^2 per position, Z = sum_v exp(logits_v) (PaLM, Sec. 5).
+
+    The trainer adds `config.z_loss_weight * z_loss(logits)` to the per-token cross-entropy,
+    under the same loss weights, so the softmax normaliser stays near 1 in low precision.
+
+    Args:
+      logits: [B, T, V] float logits as returned by `Decoder`.
+    Returns:
+      [B, T] float32 log(Z)^2.
+    """
+    log_z = jax.nn.logsumexp(logits.astype(jnp.float32), axis=-1)
+    return log_z * log_z

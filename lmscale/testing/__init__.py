@@ -3,6 +3,8 @@
 Stage: testing. Everything here is small enough to run on 2 CPU cores in seconds.
 """
 
+from __future__ import annotations
+
 from lmscale.models.config import ModelConfig
 
 
@@ -12,3 +14,22 @@ def tiny_config(**overrides) -> ModelConfig:
                 rotary_fraction=0.5, max_seq_len=64, name="tiny")
     base.update(overrides)
     return ModelConfig(**base)
+
+
+def tiny_params(config: ModelConfig | None = None, seed: int = 0):
+    """Unboxed float32 parameters of `Decoder(config)` (default `tiny_config()`).
+
+    Initialised under `jax.jit` (one compile instead of op-by-op dispatch), so a test pays
+    well under a second for it on CPU.
+
+    Returns:
+      the `params` collection, ready for `Decoder(config).apply({"params": params}, ...)`.
+    """
+    import flax.linen as nn
+    import jax
+
+    from lmscale.models.decoder import init_params
+
+    config = tiny_config() if config is None else config
+    variables = jax.jit(lambda rng: init_params(config, rng))(jax.random.PRNGKey(seed))
+    return nn.unbox(variables)["params"]
