@@ -108,7 +108,10 @@ def make_bigbench_task(path: str, name: str, generative: bool | None = None,
     def loader(split):
         del split
         order = list(range(len(data["examples"])))
-        rng = random.Random(f"{name}/{seed}")
+        # Seeded by the task (folder and JSON name), not the registry name or the absolute
+        # path: the multiple-choice and generative forms share demonstrations and order,
+        # on every machine.
+        rng = random.Random(f"{pathlib.Path(path).parent.name}/{data.get('name', '')}/{seed}")
         rng.shuffle(order)
         demo_idx, test_idx = order[:shots], order[shots:]
         demos = [(query(data["examples"][i]), _gold_text(data["examples"][i]))
