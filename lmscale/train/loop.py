@@ -1,0 +1,362 @@
+"""The training loop: the library entry point the `lmscale.main.train` binary wraps.
+
+Stage: train. Consumes a `RunSpec` (what to train), an `OptimizerConfig`, a `MeshConfig`
+and a `LoopConfig` (how often to log, evaluate and checkpoint); produces a run directory
+
+  <workdir>/<spec.name>/run.json       run summary (see `RUN_FIELDS`), status running|done
+                       /config.gin     the resolved configuration, written before step 0
+                       /metrics.jsonl  + tensorboard/: train and validation metrics
+                       /checkpoints/   orbax: every K steps + final (kept), latest (resume)
+
+The same code runs on 2 CPU cores and on a multi-host TPU pod; only the configs change.
+Every process runs the same jitted calls in the same order; each feeds only the batch
+rows its devices hold (`jax.make_array_from_process_local_data`); process 0 writes files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import time
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from absl import logging
+from flax import linen as nn
+from jax.experimental import multihost_utils
+from jax.sharding import PartitionSpec
+
+from lmscale.models.config import ConfigError
+from lmscale.train import checkpoints as ckpt_lib
+from lmscale.train import metrics as metrics_lib
+from lmscale.train import optim
+from lmscale.train import state as state_lib
+from lmscale.train import step as step_lib
+from lmscale.train.spec import RunSpec
+
+CONFIG_FILE = "config.gin"
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    """How a run logs, evaluates and checkpoints.
+
+    Attributes:
+      log_every_steps: write train metrics (averaged over the interval) and a progress line.
+      eval_every_steps: validation interval in steps; None evaluates only at the end.
+      eval_batches: validation batches per split (global batch = the run's); None means one
+        full finite pass of each split.
+      validation: named held-out sets, triples (name, task, split); task None means the
+        run's corpus (Gadre et al. also track code and German splits this way).
+      checkpoint_every_tokens: keep a checkpoint every this many tokens for evaluation
+        (rounded up to whole steps); None keeps only the final one.
+      save_every_steps: how often the latest (resume) checkpoint is written.
+      async_checkpointing: let orbax write in the background.
+      peak_flops_per_device: for MFU; None measures a float32 matmul at start.
+      noise_scale: log the gradient noise scale (splits each batch in two halves).
+      compute_dtype: "auto" (bfloat16 on accelerators, float32 on CPU), or a dtype name.
+      data_shards: number of data-stream shards the global batch is built from (default:
+        the process count). Fixing it makes a 1-process run read the same rows as a
+        multi-process one.
+      constrain_activations: apply the model's logical activation constraints (needs a
+        global mesh while tracing; see `step.make_train_step`).
+    """
+
+    log_every_steps: int = 10
+    eval_every_steps: int | None = None
+    eval_batches: int | None = 16
+    validation: tuple = (("validation", None, "validation"),)
+    checkpoint_every_tokens: int | None = None
+    save_every_steps: int = 100
+    async_checkpointing: bool = True
+    peak_flops_per_device: float | None = None
+    noise_scale: bool = True
+    compute_dtype: str = "auto"
+    data_shards: int | None = None
+    constrain_activations: bool = False
+
+    def __post_init__(self):
+        for field in ("log_every_steps", "save_every_steps"):
+            if getattr(self, field) < 1:
+                raise ConfigError(f"LoopConfig.{field}={getattr(self, field)!r}: must be >= 1")
+        for field in ("eval_every_steps", "eval_batches", "checkpoint_every_tokens",
+                      "data_shards"):
+            value = getattr(self, field)
+            if value is not None and value < 1:
+                raise ConfigError(f"LoopConfig.{field}={value!r}: must be >= 1 or None")
+        for i, entry in enumerate(self.validation):
+            if len(entry) != 3:
+                raise ConfigError(f"LoopConfig.validation[{i}]={entry!r}: must be a triple "
+                                  f"(name, task or None, split)")
+        if self.compute_dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ConfigError(f"LoopConfig.compute_dtype={self.compute_dtype!r}: allowed "
+                              f"'auto', 'float32', 'bfloat16', 'float16'")
+
+
+def checkpoint_every_steps(spec: RunSpec, loop: LoopConfig) -> int:
+    """K: evaluation checkpoints are kept at multiples of K (and at the last step)."""
+    if loop.checkpoint_every_tokens is None:
+        return spec.num_steps
+    return max(1, math.ceil(loop.checkpoint_every_tokens / spec.tokens_per_step))
+
+
+def validate(spec: RunSpec, optimizer: optim.OptimizerConfig, mesh_config: state_lib.MeshConfig,
+             loop: LoopConfig, num_devices: int, num_processes: int) -> None:
+    """Every check that can fail before anything is compiled; raises ConfigError."""
+    mesh_config.shape(num_devices)
+    optimizer.warmup_for(spec.num_steps)
+    shards = loop.data_shards or num_processes
+    if spec.batch_size % shards:
+        raise ConfigError(f"RunSpec.batch_size={spec.batch_size} is not divisible by "
+                          f"LoopConfig.data_shards={shards}")
+    if loop.noise_scale and spec.batch_size % 2:
+        raise ConfigError(f"RunSpec.batch_size={spec.batch_size}: LoopConfig.noise_scale "
+                          f"splits each batch in two halves, so it must be even")
+
+
+class _Feeder:
+    """Builds global batches from this process's data-stream shards.
+
+    The global batch is the concatenation over shards s = 0..S-1 of each shard's
+    B/S rows; this process reads only the shards covering the rows its devices hold.
+    """
+
+    def __init__(self, make_stream, batch_size: int, seq_len: int, num_shards: int,
+                 sharding: jax.sharding.NamedSharding):
+        self.shape = (batch_size, seq_len)
+        self.sharding = sharding
+        rows = sorted({(idx[0].start or 0, idx[0].stop or batch_size)
+                       for idx in sharding.addressable_devices_indices_map(self.shape).values()})
+        lo, hi = rows[0][0], max(r[1] for r in rows)
+        per_shard = batch_size // num_shards
+        if lo % per_shard or hi % per_shard:
+            raise ConfigError(
+                f"this process holds batch rows [{lo}, {hi}) which do not align with "
+                f"LoopConfig.data_shards={num_shards} blocks of {per_shard} rows")
+        self.streams = [make_stream(s, num_shards, per_shard)
+                        for s in range(lo // per_shard, hi // per_shard)]
+
+    def local_batches(self):
+        """Yields this process's rows as dicts of [rows, T] int32 (None when exhausted)."""
+        while True:
+            parts = [next(s, None) for s in self.streams]
+            if all(p is None for p in parts):
+                return
+            template = next(p for p in parts if p is not None)
+            parts = [p if p is not None else {k: np.zeros_like(v) for k, v in template.items()}
+                     for p in parts]
+            yield {k: np.concatenate([p[k] for p in parts]) for k in template}
+
+    def to_global(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        return {k: jax.make_array_from_process_local_data(self.sharding, v, self.shape)
+                for k, v in local.items()}
+
+
+def _write_json(path: pathlib.Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def train(spec: RunSpec, workdir: str, optimizer: optim.OptimizerConfig = optim.OptimizerConfig(),
+          mesh: state_lib.MeshConfig = state_lib.MeshConfig(), loop: LoopConfig = LoopConfig(),
+          config_text: str | None = None) -> dict:
+    """Trains (or resumes, or skips when done) one run; returns its run.json.
+
+    Args:
+      spec: what to train; the run directory is `<workdir>/<spec.name>`.
+      workdir: parent directory of run directories.
+      optimizer, mesh, loop: see their classes.
+      config_text: the resolved gin configuration, saved as `config.gin` before step 0.
+
+    Returns:
+      The run's run.json contents (status "done").
+
+    Raises:
+      ConfigError: a bad setting, before anything is compiled (names the field).
+    """
+    start_wall = time.time()
+    validate(spec, optimizer, mesh, loop, jax.device_count(), jax.process_count())
+    is_writer = jax.process_index() == 0
+    run_dir = pathlib.Path(workdir) / spec.name
+    run_file = run_dir / ckpt_lib.RUN_FILE
+    if run_file.is_file():
+        previous = ckpt_lib.run_info(run_dir)
+        if previous.get("status") == "done":
+            logging.info("%s: already done, skipping", run_dir)
+            return previous
+    if is_writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
+
+    dtype = loop.compute_dtype
+    if dtype == "auto":
+        dtype = "float32" if jax.default_backend() == "cpu" else "bfloat16"
+    spec = dataclasses.replace(spec, model=spec.model.replace(dtype=dtype))
+    every = checkpoint_every_steps(spec, loop)
+    info = dict(spec.summary(), status="running", checkpoint_every_steps=every,
+                optimizer=dataclasses.asdict(optimizer),
+                mesh=dict(zip(state_lib.MESH_AXES, mesh.shape(jax.device_count()))),
+                num_processes=jax.process_count(), wall_s=0.0)
+    if run_file.is_file():
+        info["wall_s"] = float(ckpt_lib.run_info(run_dir).get("wall_s", 0.0))
+    if is_writer:
+        (run_dir / CONFIG_FILE).write_text(
+            config_text if config_text is not None else
+            f"# lmscale.train.loop.train called without gin\n# spec = {spec!r}\n"
+            f"# optimizer = {optimizer!r}\n# mesh = {mesh!r}\n# loop = {loop!r}\n",
+            encoding="utf-8")
+        _write_json(run_file, info)
+
+    device_mesh = state_lib.make_mesh(mesh)
+    rules = mesh.logical_rules()
+    state_lib.check_batch(mesh, device_mesh, spec.batch_size)
+    tx, schedule = optim.make_optimizer(optimizer, spec.num_steps, spec.model.d_model)
+    abstract, shardings = state_lib.state_shardings(spec, tx, device_mesh, rules)
+    batch_sharding = nn.logical_to_mesh_sharding(PartitionSpec("batch", "length"),
+                                                 device_mesh, rules)
+    manager = ckpt_lib.make_manager(run_dir, eval_every_steps=every, num_steps=spec.num_steps,
+                                    async_save=loop.async_checkpointing)
+    latest = manager.latest_step()
+    if latest is None:
+        state = state_lib.create_train_state(spec, tx, optimizer, device_mesh, shardings)
+        start = 0
+    else:
+        state, data_state, _ = ckpt_lib.restore(manager, latest, abstract)
+        start = int(data_state["batches_consumed"])
+        if start != int(state.step):
+            raise RuntimeError(f"{run_dir}: checkpoint {latest} has step {int(state.step)} but "
+                               f"data position {start}")
+        logging.info("%s: resumed from step %d", run_dir, start)
+
+    shards = loop.data_shards or jax.process_count()
+    train_feed = _Feeder(
+        lambda s, n, rows: _stream(spec, spec.corpus, "train", rows, s, n, repeat=True,
+                                   start_batch=start),
+        spec.batch_size, spec.seq_len, shards, batch_sharding)
+    valid_sets = _validation_batches(spec, loop, shards, batch_sharding)
+
+    train_step = step_lib.make_train_step(
+        spec.model, tx, schedule, device_mesh, rules, shardings, batch_sharding,
+        noise_scale=loop.noise_scale,
+        constrain_activations=loop.constrain_activations)
+    eval_step = step_lib.make_eval_step(spec.model, device_mesh, rules, shardings.params,
+                                        batch_sharding,
+                                        constrain_activations=loop.constrain_activations)
+    writer = metrics_lib.make_writer(run_dir, is_writer)
+    peak = metrics_lib.peak_flops_total(loop.peak_flops_per_device)
+    throughput = metrics_lib.Throughput(spec.flops_per_step, spec.tokens_per_step, peak,
+                                        spec.num_steps, start)
+    noise = metrics_lib.NoiseScale()
+    pending: list[dict[str, jax.Array]] = []
+    batches = train_feed.local_batches()
+
+    def evaluate(step: int) -> None:
+        scalars = {name: _validation_loss(eval_step, state.params, feed, local)
+                   for name, (feed, local) in valid_sets.items()}
+        writer.write_scalars(step, {metrics_lib.valid_loss_name(k): v
+                                    for k, v in scalars.items()})
+        logging.info("step %d/%d validation %s", step, spec.num_steps,
+                     " ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
+
+    for step in range(start, spec.num_steps):
+        state, step_metrics = train_step(state, train_feed.to_global(next(batches)))
+        pending.append(step_metrics)
+        done = step + 1
+        if step == start:
+            jax.block_until_ready(state)
+            throughput.reset(done)  # leave compilation out of tokens/s
+        if done % loop.log_every_steps == 0 or done == spec.num_steps:
+            _log_train(writer, pending, done, spec, throughput, noise, loop.noise_scale)
+            pending = []
+        if loop.eval_every_steps and done % loop.eval_every_steps == 0 and done < spec.num_steps:
+            evaluate(done)
+            throughput.reset(done)
+        if done % every == 0 or done % loop.save_every_steps == 0 or done == spec.num_steps:
+            ckpt_lib.save(manager, done, state, {"batches_consumed": done},
+                          {"step": done, "tokens_seen": done * spec.tokens_per_step,
+                           "run_name": spec.name})
+            throughput.reset(done)
+    evaluate(spec.num_steps)
+    manager.wait_until_finished()
+    manager.close()
+    writer.flush()
+    writer.close()
+    info.update(status="done", wall_s=info["wall_s"] + time.time() - start_wall)
+    if is_writer:
+        _write_json(run_file, info)
+    multihost_utils.sync_global_devices(f"lmscale train done {spec.name}")
+    return info
+
+
+def _log_train(writer, pending: Sequence[dict], done: int, spec: RunSpec,
+               throughput: metrics_lib.Throughput, noise: metrics_lib.NoiseScale,
+               with_noise: bool) -> None:
+    host = jax.device_get(list(pending))
+    mean = lambda k: float(np.mean([m[k] for m in host]))  # noqa: E731
+    tokens_seen = done * spec.tokens_per_step
+    scalars = {metrics_lib.TRAIN_LOSS: mean("loss"), metrics_lib.TRAIN_Z_LOSS: mean("z_loss"),
+               metrics_lib.GRAD_NORM: mean("grad_norm"),
+               metrics_lib.LEARNING_RATE: float(host[-1]["lr"]),
+               metrics_lib.TOKENS_SEEN: tokens_seen,
+               metrics_lib.FLOPS_SEEN: 6.0 * spec.num_params_non_embedding * tokens_seen}
+    if with_noise:
+        for m in host:
+            b_noise = noise.update(float(m["grad_sq_small"]), float(m["grad_sq_big"]),
+                                   float(m["tokens_small"]), float(m["tokens"]))
+        scalars[metrics_lib.NOISE_SCALE] = b_noise
+    perf = throughput.report(done)
+    scalars.update({k: v for k, v in perf.items() if k != "eta_s"})
+    writer.write_scalars(done, scalars)
+    logging.info("step %d/%d loss %.4f lr %.2e tokens/s %.0f MFU %.2f%% ETA %s", done,
+                 spec.num_steps, scalars[metrics_lib.TRAIN_LOSS],
+                 scalars[metrics_lib.LEARNING_RATE], perf[metrics_lib.TOKENS_PER_S],
+                 100 * perf[metrics_lib.MFU], metrics_lib.format_eta(perf["eta_s"]))
+
+
+def _stream(spec: RunSpec, task: str, split: str, rows: int, shard: int, num_shards: int,
+            *, repeat: bool, start_batch: int = 0):
+    from lmscale.data.pipeline import LMStream  # pylint: disable=g-import-not-at-top
+    return LMStream(task, split, spec.seq_len, rows, seed=spec.seed, vocab_spec=spec.vocab_spec,
+                    repeat=repeat, shard_index=shard, num_shards=num_shards,
+                    start_batch=start_batch)
+
+
+def _validation_batches(spec: RunSpec, loop: LoopConfig, shards: int,
+                        sharding) -> dict[str, tuple[_Feeder, list[dict[str, np.ndarray]]]]:
+    """Reads each validation split once (host memory), padded to the same number of
+    batches on every process so all processes issue the same eval calls."""
+    out = {}
+    for name, task, split in loop.validation:
+        feed = _Feeder(lambda s, n, rows, task=task, split=split: _stream(
+            spec, task or spec.corpus, split, rows, s, n, repeat=False),
+            spec.batch_size, spec.seq_len, shards, sharding)
+        local = []
+        for batch in feed.local_batches():
+            local.append(batch)
+            if loop.eval_batches is not None and len(local) == loop.eval_batches:
+                break
+        count = len(local)
+        if jax.process_count() > 1:
+            count = int(np.max(multihost_utils.process_allgather(np.array(count))))
+        if count == 0:
+            raise ValueError(f"LoopConfig.validation {name!r}: split {split!r} of "
+                             f"{task or spec.corpus!r} yielded no batches")
+        zeros = {k: np.zeros_like(v) for k, v in (local[0] if local else {}).items()}
+        local += [zeros] * (count - len(local))
+        out[name] = (feed, local)
+    return out
+
+
+def _validation_loss(eval_step, params, feed: _Feeder,
+                     local: list[dict[str, np.ndarray]]) -> float:
+    """Token-weighted mean NLL (nats/token) over the cached validation batches."""
+    nll, weight = 0.0, 0.0
+    sums = [eval_step(params, feed.to_global(b)) for b in local]
+    for s in jax.device_get(sums):
+        nll += float(s["nll_sum"])
+        weight += float(s["weight_sum"])
+    return nll / max(weight, 1.0)
