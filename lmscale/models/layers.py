@@ -117,6 +117,36 @@ class Mlp(nn.Module):
         return dense("wo", d, "mlp", "embed", self.out_std)(h)
 
 
+class HeadsDense(nn.Module):
+    """A projection whose kernel keeps the head axes: [D] -> [heads, H] or [heads, H] -> [D].
+
+    Contracts the last `len(in_names)` axes of x with a kernel of shape in_shape + features.
+    Used instead of `nn.DenseGeneral`, whose initialiser draws a flat 2-D kernel and reshapes
+    it: under `logical_axis_rules` and a mesh (init, and the shape check Flax runs on apply)
+    that flat draw gets the 3-D logical constraint and fails.
+    """
+
+    features: tuple[int, ...]
+    names: tuple[str, ...]
+    use_bias: bool
+    init_std: float
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        n_in = len(self.names) - len(self.features)
+        in_shape = x.shape[x.ndim - n_in:]
+        kernel = self.param("kernel", _dense_init(self.init_std, self.names),
+                            tuple(in_shape) + tuple(self.features))
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        y = jax.lax.dot_general(
+            x, kernel, ((tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in))), ((), ())))
+        if self.use_bias:
+            bias = self.param("bias", _zeros(self.names[n_in:]), tuple(self.features))
+            y = y + bias.astype(self.dtype)
+        return y
+
+
 class Attention(nn.Module):
     """Causal multi-/grouped-/multi-query self-attention with optional KV cache and prefix.
 
@@ -146,10 +176,8 @@ class Attention(nn.Module):
         g = n // k
 
         def proj(name, heads, heads_axis):
-            return nn.DenseGeneral(
-                (heads, h), use_bias=self.use_bias, dtype=self.dtype, name=name,
-                kernel_init=_dense_init(self.init_std, ("embed", heads_axis, "head_dim")),
-                bias_init=_zeros((heads_axis, "head_dim")))(x)
+            return HeadsDense((heads, h), ("embed", heads_axis, "head_dim"), self.use_bias,
+                              self.init_std, self.dtype, name=name)(x)
 
         q = proj("query", n, "heads")
         key = proj("key", k, "kv_heads")
@@ -210,8 +238,6 @@ class Attention(nn.Module):
         probs = jax.nn.softmax(scores, axis=-1).astype(values.dtype)
         out = jnp.einsum("bkgts,bskh->btkgh", probs, values).reshape(b, t, n, h)
         out = nn.with_logical_constraint(out, ("batch", "length", "heads", "head_dim"))
-        out = nn.DenseGeneral(
-            x.shape[-1], axis=(-2, -1), use_bias=self.use_bias, dtype=self.dtype, name="out",
-            kernel_init=_dense_init(self.out_std, ("heads", "head_dim", "embed")),
-            bias_init=_zeros(("embed",)))(out)
+        out = HeadsDense((x.shape[-1],), ("heads", "head_dim", "embed"), self.use_bias,
+                         self.out_std, self.dtype, name="out")(out)
         return out, (key, value), new_cache
