@@ -18,15 +18,18 @@ import tempfile
 from absl import app
 from absl import flags
 
-_CORPUS = flags.DEFINE_string("corpus", "lmscale_stdlib_py",
-                              "Built-in corpus to train on (ignored with --files_glob).")
-_FILES_GLOB = flags.DEFINE_string("files_glob", None, "Local text/JSONL files instead.")
-_TEXT_FIELD = flags.DEFINE_string("text_field", None, "JSONL field with the text.")
-_VOCAB_SIZE = flags.DEFINE_integer("vocab_size", 4096, "Pieces, including pad/eos/unk.")
-_OUTPUT = flags.DEFINE_string("output", None, "Output prefix (<output>.model).",
-                              required=True)
-_MAX_SENTENCES = flags.DEFINE_integer("max_sentences", 2_000_000,
-                                      "Lines sampled by the trainer (0 = all).")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """Flags are defined only when run as a script, so tests can import `train`."""
+    flags.DEFINE_string("corpus", "lmscale_stdlib_py",
+                        "Built-in corpus to train on (ignored with --files_glob).")
+    flags.DEFINE_string("files_glob", None, "Local text/JSONL files instead.")
+    flags.DEFINE_string("text_field", None, "JSONL field with the text.")
+    flags.DEFINE_integer("vocab_size", 4096, "Pieces, including pad/eos/unk.")
+    flags.DEFINE_string("output", None, "Output prefix (<output>.model).", required=True)
+    flags.DEFINE_integer("max_sentences", 2_000_000, "Lines sampled by the trainer (0 = all).")
 
 
 def corpus_lines(corpus: str, files_glob: str | None, text_field: str | None) -> list[str]:
@@ -75,10 +78,11 @@ def train(docs: list[str], vocab_size: int, output: str, max_sentences: int = 0)
 
 def main(argv):
     del argv
-    docs = corpus_lines(_CORPUS.value, _FILES_GLOB.value, _TEXT_FIELD.value)
-    path = train(docs, _VOCAB_SIZE.value, _OUTPUT.value, _MAX_SENTENCES.value)
-    print(f"wrote {path} ({_VOCAB_SIZE.value} pieces, {len(docs)} documents)")
+    docs = corpus_lines(FLAGS.corpus, FLAGS.files_glob, FLAGS.text_field)
+    path = train(docs, FLAGS.vocab_size, FLAGS.output, FLAGS.max_sentences)
+    print(f"wrote {path} ({FLAGS.vocab_size} pieces, {len(docs)} documents)")
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -130,13 +130,15 @@ def make_bigbench_task(path: str, name: str, generative: bool | None = None,
                                              choices.index(_gold_text(ex)), meta))
         return out
 
-    first = data["examples"][0]
-    num_choices = len(first.get("target_scores", {})) or 1
+    # Choice counts vary within a task (date_understanding has 5 or 6): the baseline is
+    # the mean chance of a uniform guess over the file's examples.
+    chance = sum(1.0 / max(len(ex.get("target_scores", {})), 1)
+                 for ex in data["examples"]) / len(data["examples"])
     stop = data.get("stop_string")
     return registry.EvalTask(
         name=name, kind=registry.GENERATIVE if generative else registry.MULTIPLE_CHOICE,
         checker=(checkers.CONTAINS if has_scores else checkers.EXACT) if generative else None,
-        random_baseline=0.0 if generative else 1.0 / num_choices,
+        random_baseline=0.0 if generative else chance,
         stop_strings=(stop,) if stop else ("\n",), max_new_tokens=64, loader=loader,
         family="bigbench", description=str(data.get("description", ""))[:100],
         num_shots=shots, filters=tuple(task_filters), num_test=num_test)
