@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Any, Iterable, NamedTuple, Sequence
 
 import flax.linen as nn
@@ -148,6 +147,19 @@ class QuestionScore:
             out["truncated"] = self.truncated
         return out
 
+    @classmethod
+    def from_detail(cls, id_: str, detail: dict[str, Any]) -> "QuestionScore":
+        """Inverse of `detail` (for aggregating per-instance rows read back from a file)."""
+        try:
+            return cls(id=id_, loglik=np.asarray(detail["loglik"], np.float64),
+                       num_tokens=np.asarray(detail["num_tokens"]),
+                       num_chars=np.asarray(detail["num_chars"]),
+                       num_bytes=np.asarray(detail["num_bytes"]),
+                       greedy=np.asarray(detail["greedy"], bool), gold=detail["gold"],
+                       truncated=int(detail.get("truncated", 0)))
+        except KeyError as e:
+            raise ValueError(f"question {id_!r}: scorer detail lacks {e}") from None
+
 
 def aggregate(scores: Sequence[QuestionScore]) -> dict[str, float]:
     """Dataset metrics: the mean over questions of each per-question metric."""
@@ -158,7 +170,16 @@ def aggregate(scores: Sequence[QuestionScore]) -> dict[str, float]:
 
 
 def _bucket(n: int, minimum: int) -> int:
-    return max(minimum, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
+    """Smallest of minimum, 2^k and 3 * 2^(k-1) (k >= 1) that is >= n.
+
+    Half-way sizes keep padding under a third of the row (powers of two alone waste up to
+    half: a 65-token context padded to 128) at the price of twice as many compiled shapes.
+    """
+    size = max(1, minimum)
+    while size < n:
+        half = size // 2 if size & (size - 1) == 0 else 0
+        size = size + half if half >= 2 else 1 << size.bit_length()
+    return size
 
 
 def _as_params(params):
