@@ -1,0 +1,161 @@
+"""Benchmark: completed samples/s of lmscale's sampler vs transformers' generate (issue #7).
+
+One instance: a prompt of --prompt_len random tokens, --num_samples completions of exactly
+--max_new_tokens tokens each (no EOS, so both decoders do the same work), on the same
+weights: a small random `transformers` LlamaForCausalLM built locally (no download) whose
+weights are imported into lmscale params here. The reference is `generate(do_sample=True,
+num_return_sequences=...)`, which re-encodes the prompt for every returned sequence.
+
+Prints samples/s of both, their ratio (goal >= 5x), decode tokens/s, and the KV-cache
+bytes per slot with the shared prompt (generated tokens only) and without it.
+
+Usage:
+  .venv/bin/python tools/bench_sample.py [--num_samples=1024 --prompt_len=256
+      --max_new_tokens=32 --num_slots=128 --hf_batch=128 --hf_num_samples=1024]
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+from absl import app, flags  # noqa: E402
+
+flags.DEFINE_integer("num_samples", 1024, "completions of the one instance")
+flags.DEFINE_integer("prompt_len", 256, "prompt tokens")
+flags.DEFINE_integer("max_new_tokens", 32, "tokens per completion")
+flags.DEFINE_integer("num_slots", 128, "lmscale sampler slots")
+flags.DEFINE_integer("hf_batch", 128, "num_return_sequences per transformers generate call")
+flags.DEFINE_integer("hf_num_samples", 1024, "completions timed for transformers "
+                     "(fewer than num_samples saves time; the rate is what is compared)")
+flags.DEFINE_integer("vocab_size", 1024, "model vocabulary")
+flags.DEFINE_integer("d_model", 256, "model width")
+flags.DEFINE_integer("n_layers", 4, "layers")
+flags.DEFINE_integer("n_heads", 4, "query heads")
+flags.DEFINE_integer("n_kv_heads", 4, "key/value heads")
+flags.DEFINE_integer("d_ff", 688, "MLP hidden width")
+flags.DEFINE_integer("threads", 0, "torch threads (0: torch default)")
+FLAGS = flags.FLAGS
+
+
+def build_models():
+    """A random LlamaForCausalLM and the lmscale (config, params) carrying its weights."""
+    import numpy as np
+    import torch
+    import transformers
+
+    from lmscale.models import ModelConfig
+
+    torch.manual_seed(0)
+    hf_config = transformers.LlamaConfig(
+        vocab_size=FLAGS.vocab_size, hidden_size=FLAGS.d_model,
+        intermediate_size=FLAGS.d_ff, num_hidden_layers=FLAGS.n_layers,
+        num_attention_heads=FLAGS.n_heads, num_key_value_heads=FLAGS.n_kv_heads,
+        max_position_embeddings=FLAGS.prompt_len + FLAGS.max_new_tokens,
+        rms_norm_eps=1e-6, rope_theta=10000.0, tie_word_embeddings=False,
+        hidden_act="silu", attention_bias=False, mlp_bias=False, initializer_range=0.1)
+    hf = transformers.LlamaForCausalLM(hf_config).eval()
+    config = ModelConfig(
+        vocab_size=FLAGS.vocab_size, d_model=FLAGS.d_model, n_layers=FLAGS.n_layers,
+        n_heads=FLAGS.n_heads, n_kv_heads=FLAGS.n_kv_heads, d_ff=FLAGS.d_ff, mlp="gated",
+        activation="silu", norm="rms", norm_eps=1e-6, rotary_fraction=1.0,
+        rope_theta=10000.0, tie_embeddings=False,
+        max_seq_len=FLAGS.prompt_len + FLAGS.max_new_tokens, name="bench-llama")
+    sd = {k: v.detach().numpy().astype(np.float32) for k, v in hf.state_dict().items()}
+    d, n, k = config.d_model, config.n_heads, config.n_kv_heads
+    h = config.head_dim
+    params = {"embed": {"embedding": sd["model.embed_tokens.weight"]},
+              "ln_final": {"scale": sd["model.norm.weight"]},
+              "unembed": {"kernel": sd["lm_head.weight"].T}}
+    for i in range(config.n_layers):
+        p = f"model.layers.{i}."
+        # torch Linear stores [out, in]; lmscale kernels are [in, heads, head_dim] etc.
+        params[f"block_{i}"] = {
+            "attn": {
+                "query": {"kernel": sd[p + "self_attn.q_proj.weight"].T.reshape(d, n, h)},
+                "key": {"kernel": sd[p + "self_attn.k_proj.weight"].T.reshape(d, k, h)},
+                "value": {"kernel": sd[p + "self_attn.v_proj.weight"].T.reshape(d, k, h)},
+                "out": {"kernel": sd[p + "self_attn.o_proj.weight"].T.reshape(n, h, d)}},
+            "ln_attn": {"scale": sd[p + "input_layernorm.weight"]},
+            "ln_mlp": {"scale": sd[p + "post_attention_layernorm.weight"]},
+            "mlp": {"wi_gate": {"kernel": sd[p + "mlp.gate_proj.weight"].T},
+                    "wi_up": {"kernel": sd[p + "mlp.up_proj.weight"].T},
+                    "wo": {"kernel": sd[p + "mlp.down_proj.weight"].T}}}
+    return hf, config, params
+
+
+def main(argv):
+    del argv
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+
+    from lmscale.eval import sampler as sampler_lib
+    from lmscale.models import Decoder, cache_bytes_per_slot
+
+    if FLAGS.threads:
+        torch.set_num_threads(FLAGS.threads)
+    hf, config, params = build_models()
+    params = jax.tree.map(jnp.asarray, params)
+    prompt = np.random.default_rng(0).integers(3, FLAGS.vocab_size, FLAGS.prompt_len)
+
+    # Same weights: the two models' logits on the prompt agree.
+    ours = np.asarray(Decoder(config).apply({"params": params}, jnp.asarray(prompt[None])))
+    with torch.no_grad():
+        theirs = hf(torch.as_tensor(prompt[None])).logits.numpy()
+    max_diff = float(np.abs(ours - theirs).max())
+    print(f"weights imported: max |logits lmscale - transformers| = {max_diff:.2e} "
+          f"(logit std {ours.std():.2f})")
+    if max_diff > 1e-3 * max(1.0, float(np.abs(theirs).max())):
+        raise SystemExit("weight import mismatch: the comparison would not be fair")
+
+    s, n = FLAGS.max_new_tokens, FLAGS.num_samples
+    sampler = sampler_lib.Sampler(params, config, method=sampler_lib.Temperature(1.0),
+                                  num_slots=FLAGS.num_slots, max_new_tokens=s, eos_id=None,
+                                  max_samples_per_call=max(n, 1))
+    t0 = time.perf_counter()
+    sampler.sample(prompt, n, seed=0)  # compile
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out = sampler.sample(prompt, n, seed=1)
+    ours_s = time.perf_counter() - t0
+    assert out.tokens.shape == (n, s) and (out.lengths == s).all()
+    ours_rate = n / ours_s
+
+    hf_n, hf_batch = FLAGS.hf_num_samples, FLAGS.hf_batch
+    inputs = torch.as_tensor(prompt[None])
+    gen = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=s,
+               min_new_tokens=s, pad_token_id=0, eos_token_id=None)
+    with torch.no_grad():
+        hf.generate(inputs, num_return_sequences=2, **gen)  # warm-up
+        t0 = time.perf_counter()
+        done = 0
+        while done < hf_n:
+            m = min(hf_batch, hf_n - done)
+            seqs = hf.generate(inputs, num_return_sequences=m, **gen)
+            assert seqs.shape == (m, FLAGS.prompt_len + s)
+            done += m
+        hf_s = time.perf_counter() - t0
+    hf_rate = hf_n / hf_s
+
+    shared = cache_bytes_per_slot(config, s)
+    unshared = cache_bytes_per_slot(config, FLAGS.prompt_len + s)
+    print(f"model: {config.n_layers} layers, d_model {config.d_model}, vocab "
+          f"{config.vocab_size}, {config.num_params.total:,} params; prompt "
+          f"{FLAGS.prompt_len}, {s} new tokens, {jax.devices()[0].platform} "
+          f"({os.cpu_count()} cores), torch threads {torch.get_num_threads()}")
+    print(f"lmscale sampler: {n} samples in {ours_s:.2f} s = {ours_rate:.1f} samples/s, "
+          f"{n * s / ours_s:.0f} decode tokens/s ({FLAGS.num_slots} slots, "
+          f"{int(out.lengths.sum())} tokens; compile+first call {compile_s:.1f} s)")
+    print(f"transformers generate: {hf_n} samples in {hf_s:.2f} s = {hf_rate:.1f} "
+          f"samples/s, {hf_n * s / hf_s:.0f} decode tokens/s (batch {hf_batch})")
+    print(f"ratio lmscale / transformers: {ours_rate / hf_rate:.2f}x (goal >= 5x)")
+    print(f"KV cache bytes per slot: {shared:,} with the shared prompt, {unshared:,} without "
+          f"({unshared / shared:.1f}x)")
+
+
+if __name__ == "__main__":
+    app.run(main)
