@@ -1,0 +1,272 @@
+"""Tests of lmscale.eval.runner: every checkpoint x task into rows, skip, resume after SIGKILL.
+
+Runs and checkpoints come from a stand-in `CheckpointSource` (run.json files written here,
+parameters from `init_params` seeded by run and step), so no training is needed; tasks are
+small `EvalTask`s built here; the sampler, PassUntil driver, checkers and scorer are real.
+"""
+
+import dataclasses
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+
+from lmscale.data import registry
+from lmscale.eval import results as R
+from lmscale.eval import runner
+from lmscale.eval import scorer as S
+from lmscale.models import count_params, init_params
+from lmscale.testing import tiny_config
+
+jax.config.update("jax_disable_most_optimizations", True)
+
+CONFIG = tiny_config(vocab_size=259, max_seq_len=64)
+TOKENS_PER_STEP = 128
+
+
+def _write_runs(workdir, names=("a", "b"), steps=(10, 20)):
+    n = count_params(CONFIG)
+    for name in names:
+        d = pathlib.Path(workdir) / name
+        d.mkdir(parents=True)
+        info = {"run_name": name, "model_config": dataclasses.asdict(CONFIG),
+                "num_params": n.total, "num_params_non_embedding": n.non_embedding,
+                "num_tokens": steps[-1] * TOKENS_PER_STEP, "tokens_per_step": TOKENS_PER_STEP,
+                "seq_len": 32, "num_steps": steps[-1], "vocab_spec": "byte",
+                "corpus": "stand_in", "steps": list(steps)}
+        (d / "run.json").write_text(json.dumps(info))
+
+
+def _restore(run_dir, step, config):
+    seed = sum(map(ord, pathlib.Path(run_dir).name)) * 1000 + step
+    params = nn.unbox(init_params(config, jax.random.PRNGKey(seed)))["params"]
+    return jax.tree_util.tree_map(lambda x: x * 3.0, params)  # sharper distributions
+
+
+class _Source:
+    def __init__(self):
+        self.restored = []
+
+    def as_source(self):
+        def restore(run_dir, step, config):
+            self.restored.append((pathlib.Path(run_dir).name, step))
+            return _restore(run_dir, step, config)
+
+        def info(run_dir):
+            return json.loads((pathlib.Path(run_dir) / "run.json").read_text())
+
+        return runner.CheckpointSource(run_info=info, list_steps=lambda d: info(d)["steps"],
+                                       restore_params=restore)
+
+
+def _stream(corpus, split, seq_len, batch_size, vocab_spec):
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(3, 259, (2, batch_size, seq_len)).astype(np.int32)
+    for t in tokens:
+        yield {"decoder_target_tokens": t,
+               "decoder_input_tokens": np.concatenate([np.zeros_like(t[:, :1]), t[:, :-1]], 1),
+               "decoder_loss_weights": np.ones_like(t),
+               "decoder_positions": np.broadcast_to(np.arange(seq_len), t.shape).copy(),
+               "decoder_segment_ids": np.ones_like(t)}
+
+
+def _tasks(num_gen=4):
+    mc = [registry.Instance(f"m{i}", f"Q{i}: pick", choices=(" a", " bb", " ccc"), gold=i % 3)
+          for i in range(3)]
+    gen = [registry.Instance(f"g{i}", f"say {i}:", target=t)
+           for i, t in enumerate("aeiou"[:num_gen])]
+    return [
+        registry.EvalTask("stand_in_mc", registry.MULTIPLE_CHOICE, None, 1 / 3, (), 1,
+                          loader=lambda split: mc),
+        registry.EvalTask("stand_in_gen", registry.GENERATIVE, "contains", 0.0, ("\n",), 4,
+                          loader=lambda split: gen),
+    ]
+
+
+PU = runner.PassUntilConfig(r=2, k_max=48, batch_size=16, num_slots=8, seed=5)
+
+
+def _evaluate(workdir, source, **kw):
+    kw.setdefault("validation", runner.ValidationConfig(batch_size=2))
+    return runner.evaluate(str(workdir), _tasks(), source=source.as_source(),
+                           passuntil_config=PU, stream_factory=_stream, **kw)
+
+
+def _key(row):
+    return (row.run, row.step, row.task, row.metric, row.instance)
+
+
+@pytest.mark.slow
+def test_every_checkpoint_and_task_gets_rows(tmp_path):
+    _write_runs(tmp_path)
+    results = _evaluate(tmp_path, _Source(), steps=[20])
+    rows = R.read_rows(tmp_path / runner.RESULTS_FILE)
+    assert rows == results.rows
+    units = {r.unit for r in rows if r.metric == R.UNIT_COMPLETE}
+    assert units == {(run, 20, t) for run in "ab"
+                     for t in (R.VALIDATION_TASK, "stand_in_mc", "stand_in_gen")}
+    n_non_emb = count_params(CONFIG).non_embedding
+    for r in rows:
+        assert r.tokens == 20 * TOKENS_PER_STEP and r.num_tokens == 20 * TOKENS_PER_STEP
+        assert r.flops == 6.0 * n_non_emb * r.tokens
+    by_key = {_key(r): r for r in rows}
+    for run in "ab":
+        # Multiple choice: aggregates are means of the per-instance metrics.
+        inst = [r for r in rows if r.run == run and r.task == "stand_in_mc"
+                and r.metric == R.INSTANCE]
+        assert [r.instance for r in inst] == ["m0", "m1", "m2"]
+        per = [S.QuestionScore.from_detail(r.instance, r.detail).metrics() for r in inst]
+        for metric in R.MC_METRICS:
+            assert by_key[(run, 20, "stand_in_mc", metric, None)].value == pytest.approx(
+                np.mean([m[metric] for m in per]))
+        # PassUntil: K and passes are consistent, and the aggregate is the mean estimate.
+        gen = [r for r in rows if r.run == run and r.task == "stand_in_gen"
+               and r.metric == R.INSTANCE]
+        assert len(gen) == 4
+        for r in gen:
+            d = r.detail
+            assert 2 <= d["num_samples"] <= PU.k_max
+            assert d["capped"] == (d["num_passes"] < 2)
+            if not d["capped"]:
+                assert d["estimate"] == pytest.approx(1 / (d["num_samples"] - 1))
+            assert d[R.ANSWER_LOSS] > 0
+        assert by_key[(run, 20, "stand_in_gen", R.PASSUNTIL, None)].value == pytest.approx(
+            np.mean([r.detail["estimate"] for r in gen]))
+        assert by_key[(run, 20, "stand_in_gen", R.NUM_INSTANCES, None)].value == 4
+        assert by_key[(run, 20, R.VALIDATION_TASK, R.VALIDATION_LOSS, None)].value > 0
+    # Different checkpoints give different numbers (the rows are not constants).
+    assert (by_key[("a", 20, R.VALIDATION_TASK, R.VALIDATION_LOSS, None)].value
+            != by_key[("b", 20, R.VALIDATION_TASK, R.VALIDATION_LOSS, None)].value)
+
+
+def test_passuntil_k_is_position_of_rth_pass_with_stand_in_draw(tmp_path):
+    _write_runs(tmp_path, names=("a",), steps=(10,))
+
+    def outcomes(seed):
+        return np.random.default_rng(seed).random(PU.k_max) < 0.15
+
+    def draw_factory(sampler, prompt, checker_fn, seed):
+        seq, pos = outcomes(seed), [0]
+
+        def draw(n):
+            out = seq[pos[0]:pos[0] + n]
+            pos[0] += n
+            return out
+
+        return draw
+
+    _evaluate(tmp_path, _Source(), draw_factory=draw_factory,
+              validation=runner.ValidationConfig(enabled=False))
+    gen = [r for r in R.read_rows(tmp_path / runner.RESULTS_FILE)
+           if r.task == "stand_in_gen" and r.metric == R.INSTANCE]
+    for r in gen:
+        seq = outcomes(runner.instance_seed(PU.seed, "stand_in_gen", r.instance))
+        hits = np.flatnonzero(seq)
+        want_k = int(hits[1]) + 1 if len(hits) >= 2 else PU.k_max
+        assert r.detail["num_samples"] == want_k
+        assert r.detail["seed"] == runner.instance_seed(PU.seed, "stand_in_gen", r.instance)
+
+
+def test_second_call_skips_completed_units(tmp_path):
+    _write_runs(tmp_path, names=("a",), steps=(10, 20))
+    source = _Source()
+    _evaluate(tmp_path, source)
+    assert sorted(source.restored) == [("a", 10), ("a", 20)]
+    before = (tmp_path / runner.RESULTS_FILE).read_bytes()
+    again = _Source()
+    _evaluate(tmp_path, again)
+    assert again.restored == []  # no checkpoint even loaded
+    assert (tmp_path / runner.RESULTS_FILE).read_bytes() == before
+
+
+KILL_SCRIPT = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("runner_test", sys.argv[1])
+mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+mod._killed_run(sys.argv[2], int(sys.argv[3]))
+"""
+
+
+def _killed_run(workdir, kill_at_instance):
+    """Evaluates with the real sampler and SIGKILLs itself inside a PassUntil instance."""
+    from lmscale.eval import sampler as sampler_lib
+
+    made = [0]
+
+    def draw_factory(sampler, prompt, checker_fn, seed):
+        made[0] += 1
+        draw = sampler_lib.make_draw(sampler, prompt, checker_fn, seed)
+        if made[0] < kill_at_instance:
+            return draw
+
+        def dying_draw(n):
+            draw(n)  # mid-instance: samples drawn, nothing written yet
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        return dying_draw
+
+    _evaluate(workdir, _Source(), draw_factory=draw_factory)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    for d in (clean, killed):
+        _write_runs(d, names=("a",), steps=(10,))
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, __file__, str(killed), "3"],
+                          env=dict(os.environ), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    partial = R.read_rows(killed / runner.RESULTS_FILE)
+    done = {r.unit for r in partial if r.metric == R.UNIT_COMPLETE}
+    assert ("a", 10, "stand_in_gen") not in done
+    assert [r.instance for r in partial if r.task == "stand_in_gen"] == ["g0", "g1"]
+
+    resumed_source = _Source()
+    _evaluate(killed, resumed_source)
+    _evaluate(clean, _Source())
+    resumed = R.read_rows(killed / runner.RESULTS_FILE)
+    assert resumed == R.read_rows(clean / runner.RESULTS_FILE)
+    # Exactly one row per (unit, metric, instance): nothing was redone.
+    assert len({_key(r) for r in resumed}) == len(resumed)
+
+
+def test_missing_run_json_field_is_named(tmp_path):
+    with pytest.raises(ValueError, match=r"run.json: lacks field 'tokens_per_step'"):
+        runner.run_point(str(tmp_path), {"num_params": 1}, 10)
+    with pytest.raises(FileNotFoundError, match="no run directory"):
+        runner.find_runs(str(tmp_path), None)
+    with pytest.raises(ValueError, match="k_max=1 < r=2"):
+        runner.PassUntilConfig(r=2, k_max=1)
+
+
+def test_evaluate_gin_configures_the_binary_entry(tmp_path):
+    import gin
+
+    gin_file = pathlib.Path(__file__).resolve().parents[2] / "experiments/runs/evaluate.gin"
+    _write_runs(tmp_path, names=("a",), steps=(10,))
+    with gin.unlock_config():
+        gin.clear_config()
+        with pytest.raises(ValueError, match="TASKS"):
+            gin.parse_config_files_and_bindings([str(gin_file)], [])
+            gin.get_configurable(runner.evaluate)(str(tmp_path))
+        gin.clear_config()
+        gin.parse_config_files_and_bindings(
+            [str(gin_file)], ["TASKS = []", "runner.PassUntilConfig.r = 3",
+                              "runner.ValidationConfig.enabled = False"])
+    try:
+        assert gin.query_parameter("runner.PassUntilConfig.k_max") == 1000
+        source = _Source()
+        results = gin.get_configurable(runner.evaluate)(str(tmp_path),
+                                                        source=source.as_source())
+        assert results.rows == [] and source.restored == []
+        assert results.path == str(tmp_path / runner.RESULTS_FILE)
+    finally:
+        gin.clear_config()
