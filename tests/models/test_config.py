@@ -57,7 +57,8 @@ def test_count_params_equals_initialised_shapes(name):
 
 
 def test_count_params_equals_really_initialised_params():
-    config = tiny_config(qk_norm=True, use_bias=True, norm="layernorm", tie_embeddings=False)
+    config = tiny_config(qk_norm=True, use_bias=True, norm="layernorm", tie_embeddings=False,
+                         n_layers=1)
     params = tiny_params(config)
     assert sum(x.size for x in jax.tree.leaves(params)) == count_params(config).total
     assert config.num_params == count_params(config)

@@ -94,7 +94,7 @@ def test_vocab_padding_pads_tables_with_zero_rows(tmp_path):
     tokens = np.arange(2 * LENGTH).reshape(2, LENGTH) % VOCAB
     with torch.no_grad():
         want = model(torch.tensor(tokens)).logits.numpy()
-    got = Decoder(config).apply({"params": params}, tokens)
+    got = jax.jit(lambda p, t: Decoder(config).apply({"params": p}, t))(params, tokens)
     assert got.shape == (2, LENGTH, VOCAB)
     np.testing.assert_allclose(np.asarray(got), want, atol=1e-4, rtol=0)
 
