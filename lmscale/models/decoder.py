@@ -114,6 +114,8 @@ class Decoder(nn.Module):
           cache: decode mode: the slots' `KVCache`; this call's keys/values are written at
             rows' `cache_index` + [0, T).
           cache_index: [B] int32, where each row writes (its number of cached tokens).
+            The caller keeps cache_index + T <= S (the cache length): writes past the end
+            are dropped inside jit, where no error can be raised.
           prefix: optional shared `Prefix` every query may attend to.
           prefix_index: [B] int32, which prefix each row reads (default 0).
           return_kv: also return this call's keys/values as a `KVCache` ([L, B, T, K, H]).
