@@ -181,6 +181,9 @@ def train(spec: RunSpec, workdir: str, optimizer: optim.OptimizerConfig = optim.
     """
     start_wall = time.time()
     validate(spec, optimizer, mesh, loop, jax.device_count(), jax.process_count())
+    device_mesh = state_lib.make_mesh(mesh)
+    rules = mesh.logical_rules()
+    state_lib.check_batch(mesh, device_mesh, spec.batch_size)
     is_writer = jax.process_index() == 0
     run_dir = pathlib.Path(workdir) / spec.name
     run_file = run_dir / ckpt_lib.RUN_FILE
@@ -211,9 +214,6 @@ def train(spec: RunSpec, workdir: str, optimizer: optim.OptimizerConfig = optim.
             encoding="utf-8")
         _write_json(run_file, info)
 
-    device_mesh = state_lib.make_mesh(mesh)
-    rules = mesh.logical_rules()
-    state_lib.check_batch(mesh, device_mesh, spec.batch_size)
     tx, schedule = optim.make_optimizer(optimizer, spec.num_steps, spec.model.d_model)
     abstract, shardings = state_lib.state_shardings(spec, tx, device_mesh, rules)
     batch_sharding = nn.logical_to_mesh_sharding(PartitionSpec("batch", "length"),
