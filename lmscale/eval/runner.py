@@ -178,8 +178,8 @@ class _Progress:
         self.timed += 0 if skipped else 1
         elapsed = time.monotonic() - self.start
         left = self.total - self.done
-        eta = elapsed / self.timed * left if self.timed else float("nan")
-        logging.info("evaluate %d/%d %s%s | elapsed %.0fs | ETA %.0fs", self.done,
+        eta = f"{elapsed / self.timed * left:.0f}s" if self.timed else "-"
+        logging.info("evaluate %d/%d %s%s | elapsed %.0fs | ETA %s", self.done,
                      self.total, desc, " (done earlier: skipped)" if skipped else "",
                      elapsed, eta)
 
