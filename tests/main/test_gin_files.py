@@ -67,7 +67,8 @@ def test_gin_file_parses_and_builds(path):
     required = set(re.findall(r"^(\w+)\s*=\s*%gin\.REQUIRED", text, re.M))
     unknown = required - set(REQUIRED_VALUES)
     assert not unknown, f"{path}: add test values for REQUIRED macros {unknown}"
-    set_here = set(re.findall(r"^(\w+)\s*=\s*(?!%gin\.REQUIRED)", path.read_text(), re.M))
+    set_here = {name for name, value in re.findall(r"^(\w+)\s*=\s*(.+)$", path.read_text(), re.M)
+                if value.strip() != "%gin.REQUIRED"}
     bindings = [f"{m} = {REQUIRED_VALUES[m]}" for m in sorted(required - set_here)]
     files = [str(path)]
     if "MODEL" in required and "model_config" not in re.findall(r"as (\w+)", text):
