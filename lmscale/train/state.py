@@ -70,8 +70,9 @@ class MeshConfig:
             if num_devices % known:
                 axis = MESH_AXES[sizes.index(-1)]
                 raise ConfigError(
-                    f"MeshConfig.{axis}=-1: the other axes' product {known} does not divide "
-                    f"the device count {num_devices}")
+                    f"MeshConfig.{axis}=-1 (data={self.data}, fsdp={self.fsdp}, "
+                    f"tensor={self.tensor}): the other axes' product {known} does not "
+                    f"divide the device count {num_devices}")
             sizes[sizes.index(-1)] = num_devices // known
         if int(np.prod(sizes)) != num_devices:
             raise ConfigError(
@@ -138,7 +139,8 @@ def param_shardings(spec: RunSpec, mesh: jax.sharding.Mesh, rules) -> tuple[Any,
     logical = nn.get_partition_spec(boxed)
     abstract = nn.unbox(boxed)
     mesh_shardings = nn.logical_to_mesh_sharding(logical, mesh, rules)
-    shardings = jax.tree_util.tree_map(lambda s, a: fit_sharding(s, a.shape), mesh_shardings, abstract)
+    shardings = jax.tree_util.tree_map(lambda s, a: fit_sharding(s, a.shape), mesh_shardings,
+                                       abstract)
     return abstract, shardings
 
 
