@@ -1,0 +1,41 @@
+"""Binary: the predict-before-you-train study (train a ladder, evaluate, fit, report).
+
+  python -m lmscale.main.study --gin_file=experiments/default.gin --workdir=workdir/default
+
+Flags (those of `lmscale.main.train`: --gin_file, --gin_bindings, --workdir and the
+multi-host flags) -> gin -> one call of `lmscale.report.study.run_study`. Rerunning resumes:
+finished runs, checkpoints, tasks and PassUntil instances are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, logging
+
+from lmscale.main import train as train_main
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    flags = train_main.FLAGS
+    if not flags.workdir:
+        raise app.UsageError("--workdir is required")
+    train_main.initialize_distributed()
+    config_text = train_main.parse_gin(flags.gin_file, flags.gin_bindings)
+    from lmscale.report import study  # pylint: disable=g-import-not-at-top
+    run = train_main.configured(study.run_study)
+    analysis = run(workdir=flags.workdir, config_text=config_text)
+    if analysis:
+        report = os.path.join(flags.workdir, "report.md")
+        print(f"\nReport: {report}")
+        for p in analysis["predictions"]:
+            err = "n/a" if p["rel_error"] is None else f"{100 * p['rel_error']:.2f}%"
+            print(f"  {p['quantity']:<28} {p['task']:<26} {p['method']:<32} predicted "
+                  f"{p['predicted']:.5g}  measured {p['measured']:.5g}  rel. error {err}")
+    logging.info("study done")
+
+
+if __name__ == "__main__":
+    app.run(main)

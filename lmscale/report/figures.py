@@ -1,0 +1,130 @@
+"""Study figures (PNG) from an `analysis.analyze` result.
+
+Stage: report. Uses `lmscale.fit.plots` where a plot of the papers' kind exists there and
+matplotlib (Agg) for the ladder-specific loss-vs-compute view. Returns the written paths.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any, Mapping
+
+import numpy as np
+
+from lmscale import fit as F
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def loss_vs_compute(analysis: Mapping[str, Any], path: pathlib.Path) -> pathlib.Path:
+    """Validation loss of every checkpoint vs compute, one curve per run, with the law.
+
+    The fitted law is drawn along the ladder's D(N) (C = 6 N D; D = M N at fixed M);
+    the held-out rung is a hollow star.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    rungs = analysis["rungs"]
+    colors = plt.cm.viridis(np.linspace(0, 0.9, len(rungs)))
+    for rung, col in zip(rungs, colors):
+        for run in rung["runs"]:
+            pts = sorted((c["flops"], c["validation_loss"]) for c in analysis["checkpoints"]
+                         if c["run"] == run and c["validation_loss"] is not None
+                         and c["flops"] > 0)
+            if pts:
+                x, y = zip(*pts)
+                ax.plot(x, y, color=col, lw=0.8, alpha=0.6)
+        style = dict(facecolors="none", edgecolors=col, marker="*", s=160) if rung["held_out"] \
+            else dict(color=col, s=30)
+        ax.scatter([rung["C"]], [rung["validation_loss"]], zorder=5,
+                   label=f"N={rung['N']:,}" + (" (held out)" if rung["held_out"] else ""),
+                   **style)
+    law = analysis["loss_law"]
+    if law.get("params"):
+        N = np.array([r["N"] for r in rungs], float)
+        D = np.array([r["D"] for r in rungs], float)
+        # The ladder's D(N) (a power law for fixed M or fixed D), to place the law in C.
+        slope, intercept = np.polyfit(np.log(N), np.log(D), 1)
+        grid = np.geomspace(N.min() / 1.3, N.max() * 1.5, 100)
+        d_grid = np.exp(intercept) * grid ** slope
+        pred = F.laws.FORMS[law["form"]].predict(law["params"], N=grid, D=d_grid)
+        ax.plot(6 * grid * d_grid, pred, color="C3", lw=1.4, ls="--",
+                label=f"{law['form']} fit (held-out rung excluded)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training compute C = 6 N D (FLOPs)")
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_title("Loss vs compute (training curves; finals marked)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_figures(analysis: Mapping[str, Any], outdir: str | pathlib.Path) -> dict[str, str]:
+    """Writes every figure of the report; returns name -> file name (relative to outdir)."""
+    outdir = pathlib.Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, str] = {}
+
+    def keep(name: str, path: pathlib.Path) -> None:
+        written[name] = path.name
+
+    keep("loss_vs_compute", loss_vs_compute(analysis, outdir / "loss_vs_compute.png"))
+    checkpoints = analysis["checkpoints"]
+    for task, info in analysis["tasks"].items():
+        safe = task.replace("/", "_").replace(":", "_")
+        if info["kind"] == "multiple_choice":
+            pts = [c for c in checkpoints if c["validation_loss"] is not None
+                   and c.get(f"{task}/accuracy") is not None]
+            if len(pts) < 2:
+                continue
+            loss = [c["validation_loss"] for c in pts]
+            groups = [f"N={c['N']:,}" for c in pts]
+            for metric, label in (("accuracy", "accuracy"),
+                                  ("correct_choice_prob", "CorrectChoiceProb")):
+                keep(f"{task}/{metric}", F.plot_performance_vs_loss(
+                    loss, [c[f"{task}/{metric}"] for c in pts],
+                    outdir / f"perf_vs_loss_{safe}_{metric}.png",
+                    random_baseline=info.get("random_baseline"), groups=groups,
+                    title=f"{task}: {label} vs validation loss", ylabel=label))
+        elif info["kind"] == "passuntil" and info.get("per_rung"):
+            per_rung = info["per_rung"]
+            held = analysis["held_out"]
+            N = np.array([r["N"] for r in per_rung], float)
+            pu = np.array([r["pu"] for r in per_rung], float)
+            fits = {}
+            for label, key in (("dataset-level fit", "dataset"),
+                               ("instance-level fit", "instance")):
+                f = info.get("_fits", {}).get(key)
+                if f is not None:
+                    fits[label] = f
+            target = (N[-1], pu[-1]) if 0 < pu[-1] < 1 else None
+            keep(f"{task}/pu_scaling", F.plot_pu_scaling(
+                N[:-held], pu[:-held], outdir / f"pu_scaling_{safe}.png", fits=fits,
+                held_out=target, title=f"{task}: log(-log PU) vs log N"))
+            pts = [c for c in checkpoints if c["validation_loss"] is not None
+                   and c.get(f"{task}/passuntil") is not None]
+            if len(pts) >= 2:
+                keep(f"{task}/pu_vs_loss", F.plot_performance_vs_loss(
+                    [c["validation_loss"] for c in pts], [c[f"{task}/passuntil"] for c in pts],
+                    outdir / f"perf_vs_loss_{safe}_passuntil.png",
+                    groups=[f"N={c['N']:,}" for c in pts], random_baseline=0.0,
+                    title=f"{task}: PassUntil PU vs validation loss", ylabel="PU"))
+    preds = [p for p in analysis["predictions"] if p["measured"] is not None
+             and p["predicted"] is not None and p["measured"] != 0]
+    if preds:
+        keep("prediction_vs_truth", F.plot_prediction_vs_truth(
+            [p["predicted"] for p in preds], [p["measured"] for p in preds],
+            outdir / "prediction_vs_truth.png",
+            labels=[f"{p['task']} ({p['method']})" for p in preds],
+            title="Held-out rung: predicted vs measured"))
+    return written

@@ -1,0 +1,158 @@
+"""The study report: `report.md` and `results.json` from an analysis and its figures.
+
+Stage: report. Every number written here comes from the analysis dict, which comes from
+measured result rows; nothing is typed in by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+from typing import Any, Mapping, Sequence
+
+from lmscale.report.analysis import strip_private
+
+
+def _fmt(x, digits: int = 4) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, bool):
+        return str(x)
+    if isinstance(x, int):
+        return f"{x:,}"
+    if isinstance(x, float):
+        if not math.isfinite(x):
+            return str(x)
+        if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e6):
+            return f"{x:.{digits - 1}e}"
+        return f"{x:.{digits}g}"
+    return str(x)
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.2f}%"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(_fmt(c) if not isinstance(c, str) else c for c in row) + " |"
+            for row in rows]
+    return out
+
+
+def render(analysis: Mapping[str, Any], figures: Mapping[str, str], *, title: str,
+           setup: Mapping[str, Any]) -> str:
+    """The markdown text of the report."""
+    lines = [f"# {title}", ""]
+    lines += ["Predict-before-you-train on a ladder of small decoders: every law below is "
+              f"fitted on all but the {analysis['held_out']} largest rung(s); the held-out "
+              "rung is then compared with its prediction.", ""]
+    lines += ["## Prediction vs measurement (held-out rung)", ""]
+    lines += _table(["quantity", "task", "method", "N", "predicted", "measured", "rel. error"],
+                    [[p["quantity"], p["task"], p["method"], p["N"], p["predicted"],
+                      p["measured"], _pct(p["rel_error"])] for p in analysis["predictions"]])
+    if "prediction_vs_truth" in figures:
+        lines += ["", f"![prediction vs truth]({figures['prediction_vs_truth']})"]
+    lines += ["", "## Setup", ""]
+    lines += [f"- {k}: {v}" for k, v in setup.items()]
+    lines += ["", "## Runs", ""]
+    lines += _table(["N (non-emb.)", "N (total)", "D (tokens)", "C (FLOPs)", "seeds",
+                     "final val. loss", "std over seeds", "train wall (s)", "role"],
+                    [[r["N"], r["N_total"], r["D"], r["C"], r["num_seeds"],
+                      r["validation_loss"], r["validation_loss_std"], r["wall_s"],
+                      "held out" if r["held_out"] else "fit"] for r in analysis["rungs"]])
+    law = analysis["loss_law"]
+    lines += ["", f"## Loss law ({law['form']})", ""]
+    if law.get("params"):
+        params = ", ".join(f"{k} = {_fmt(v)}" for k, v in law["params"].items())
+        lines += [f"Fitted by {law.get('method')} on {law.get('num_points')} rungs: {params}."]
+        if not law.get("reliable", True):
+            lines += [f"Flagged unreliable: {law.get('reason')}."]
+        if law.get("prediction_interval"):
+            lo, hi = law["prediction_interval"][0]
+            lines += [f"Bootstrap 95% band of the held-out prediction: [{_fmt(lo)}, {_fmt(hi)}] "
+                      f"({law.get('bootstrap_failed', 0)} of 200 resamples failed)."]
+    else:
+        lines += [f"Not fitted: {law.get('error')}"]
+    if "loss_vs_compute" in figures:
+        lines += ["", f"![loss vs compute]({figures['loss_vs_compute']})"]
+    lines += ["", "## Tasks", ""]
+    for task, info in analysis["tasks"].items():
+        lines += [f"### {task} ({info['kind']})", ""]
+        if info["kind"] == "multiple_choice":
+            lines += [f"Random-guess accuracy: {_fmt(info.get('random_baseline'))}.", ""]
+            lines += _table(["N", "accuracy", "CorrectChoiceProb", "Brier"],
+                            [[r["N"], r["accuracy"], r["correct_choice_prob"],
+                              r["brier_score"]] for r in info["per_rung"]])
+            corr = info.get("correlations", {}).get("accuracy")
+            if corr:
+                lines += ["", "Across all checkpoints, loss vs accuracy: Spearman "
+                          f"{_fmt(corr['spearman'][0])} (p {_fmt(corr['spearman'][1])}), "
+                          f"Pearson {_fmt(corr['pearson'][0])} (p {_fmt(corr['pearson'][1])})."]
+            thr = info.get("threshold")
+            if thr and thr.get("params"):
+                lines += [f"Loss threshold (Du et al.): eta = {_fmt(thr['params']['eta'])} nats"
+                          + ("" if thr.get("reliable") else f" (unreliable: {thr.get('reason')})")
+                          + "."]
+            for key in ("accuracy", "correct_choice_prob"):
+                if f"{task}/{key}" in figures:
+                    lines += ["", f"![{task} {key}]({figures[f'{task}/{key}']})"]
+        else:
+            if info.get("error"):
+                lines += [f"No PassUntil data: {info['error']}", ""]
+                continue
+            lines += [f"{info['num_instances']} instances, r = {info.get('r')}.", ""]
+            lines += _table(["N", "dataset PU", "capped fraction"],
+                            [[r["N"], r["pu"], r["capped_fraction"]] for r in info["per_rung"]])
+            g = info.get("growth", {})
+            if g.get("cls"):
+                lines += ["", f"Growth class ({g['on']}): **{g['cls']}** ({g['description']}), "
+                          f"curvature {_fmt(g['curvature'])}, p = {_fmt(g['p_value'])}."]
+            elif g.get("error"):
+                lines += ["", f"Growth class not decided: {g['error']}"]
+            for label, key in (("dataset-level", "dataset_fit"),
+                               ("instance-level", "instance_fit")):
+                d = info.get(key, {})
+                if d.get("error"):
+                    lines += [f"- {label} fit failed: {d['error']}"]
+                elif d:
+                    extra = (", ".join(f"{k} = {_fmt(v)}" for k, v in d.get("params", {}).items())
+                             or ", ".join(f"{k}: {v}" for k, v in
+                                          d.get("status_counts", {}).items()))
+                    flag = "" if d.get("reliable", True) else f" (unreliable: {d.get('reason')})"
+                    lines += [f"- {label} fit: {extra}{flag}"]
+            for key in ("pu_scaling", "pu_vs_loss"):
+                if f"{task}/{key}" in figures:
+                    lines += ["", f"![{task} {key}]({figures[f'{task}/{key}']})"]
+        lines += [""]
+    if analysis.get("notes"):
+        lines += ["## Notes", ""] + [f"- {n}" for n in analysis["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(analysis: Mapping[str, Any], figures: Mapping[str, str],
+                 outdir: str | pathlib.Path, *, title: str,
+                 setup: Mapping[str, Any]) -> tuple[pathlib.Path, pathlib.Path]:
+    """Writes `report.md` and `results.json` into outdir; returns their paths."""
+    outdir = pathlib.Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    report = outdir / "report.md"
+    report.write_text(render(analysis, figures, title=title, setup=setup), encoding="utf-8")
+    results = outdir / "results.json"
+    payload = dict(strip_private(analysis), figures=dict(figures), setup=dict(setup))
+    results.write_text(json.dumps(payload, indent=1, default=_json_default), encoding="utf-8")
+    return report, results
+
+
+def _json_default(x):
+    try:
+        import numpy as np
+
+        if isinstance(x, np.generic):
+            return x.item()
+        if isinstance(x, np.ndarray):
+            return x.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    return str(x)

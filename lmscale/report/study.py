@@ -1,0 +1,249 @@
+"""The predict-before-you-train study: train a ladder, evaluate it, fit, predict, report.
+
+Stage: report (the top of the library; `lmscale.main.study` is its absl binary). One call,
+`run_study`, runs the whole loop of DESIGN.md section 1 and is resumable at every level:
+finished runs are skipped by the trainer, finished (run, checkpoint, task) units and
+finished PassUntil instances by the evaluator, and the analysis is recomputed from the
+results file each time.
+
+Outputs in the workdir: `runs/<run>/` (training), `results.jsonl` (every measurement),
+`report.md`, `results.json` and PNG figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import time
+from typing import Any, Sequence
+
+from absl import logging
+
+from lmscale.eval import results as results_lib
+from lmscale.eval import runner
+from lmscale.models import ConfigError, ModelConfig
+from lmscale.report import analysis as analysis_lib
+from lmscale.report import figures as figures_lib
+from lmscale.report import markdown
+from lmscale.train import loop as train_loop
+from lmscale.train import optim
+from lmscale.train import spec as spec_lib
+from lmscale.train import state as state_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """What the study trains, measures and predicts.
+
+    Attributes:
+      name: study title (report heading).
+      models: the ladder, smallest first; one shape family (only width changes).
+      token_multiplier: M = D / N (N non-embedding) for every rung.
+      seq_len, batch_size: training rows and rows per step.
+      corpus, vocab_spec: training corpus task and vocabulary (`lmscale.data`).
+      seeds: one run per (model, seed); rung values are seed means.
+      eval_checkpoints: checkpoints kept per run for evaluation (the last is the final
+        one); intermediate ones feed the loss-vs-performance views.
+      held_out: number of largest rungs excluded from every fit and predicted.
+      mc_tasks: multiple-choice tasks scored by likelihood.
+      passuntil_tasks: generative tasks evaluated by PassUntil.
+      instances: instances per task (None: all).
+      passuntil: PassUntil settings on final checkpoints.
+      intermediate_k_max: sample cap on intermediate checkpoints (cheaper; None: same).
+      validation: validation-loss settings.
+    """
+
+    name: str = "lmscale study"
+    models: tuple[ModelConfig, ...] = ()
+    token_multiplier: float = 20.0
+    seq_len: int = 128
+    batch_size: int = 32
+    corpus: str = "lmscale_stdlib_py"
+    vocab_spec: str = "byte"
+    seeds: tuple[int, ...] = (0,)
+    eval_checkpoints: int = 4
+    held_out: int = 1
+    mc_tasks: tuple[str, ...] = ()
+    passuntil_tasks: tuple[str, ...] = ()
+    instances: int | None = None
+    passuntil: runner.PassUntilConfig = runner.PassUntilConfig()
+    intermediate_k_max: int | None = None
+    validation: runner.ValidationConfig = runner.ValidationConfig()
+
+    def __post_init__(self):
+        object.__setattr__(self, "models", tuple(self.models))
+        object.__setattr__(self, "seeds", tuple(self.seeds))
+        object.__setattr__(self, "mc_tasks", tuple(self.mc_tasks))
+        object.__setattr__(self, "passuntil_tasks", tuple(self.passuntil_tasks))
+        if len(self.models) < self.held_out + 3:
+            raise ConfigError(
+                f"StudyConfig.models has {len(self.models)} model(s); with held_out="
+                f"{self.held_out} the loss law needs >= {self.held_out + 3}")
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names) or not all(names):
+            raise ConfigError(f"StudyConfig.models: every model needs a distinct name, got "
+                              f"{names}")
+        sizes = [m.num_params.non_embedding for m in self.models]
+        if sizes != sorted(sizes) or len(set(sizes)) != len(sizes):
+            raise ConfigError(f"StudyConfig.models: must be strictly increasing in size "
+                              f"(non-embedding N = {sizes})")
+        if self.eval_checkpoints < 1:
+            raise ConfigError(f"StudyConfig.eval_checkpoints={self.eval_checkpoints}: >= 1")
+        if not self.seeds:
+            raise ConfigError("StudyConfig.seeds is empty")
+        if self.intermediate_k_max is not None and self.intermediate_k_max < self.passuntil.r:
+            raise ConfigError(f"StudyConfig.intermediate_k_max={self.intermediate_k_max} < "
+                              f"PassUntil r={self.passuntil.r}")
+        if self.instances is not None and self.instances < 1:
+            raise ConfigError(f"StudyConfig.instances={self.instances}: >= 1 or None")
+
+    def specs(self) -> list[spec_lib.RunSpec]:
+        """One run spec per (model, seed), smallest model first."""
+        return [spec_lib.RunSpec(model=m, seq_len=self.seq_len, batch_size=self.batch_size,
+                                 token_multiplier=self.token_multiplier, corpus=self.corpus,
+                                 vocab_spec=self.vocab_spec, seed=s, name=f"{m.name}_s{s}")
+                for m in self.models for s in self.seeds]
+
+
+class _Stage:
+    """Logs a study stage with elapsed time and an ETA from work done so far."""
+
+    def __init__(self, name: str, total_work: float):
+        self.name, self.total, self.done, self.start = name, total_work, 0.0, time.time()
+
+    def advance(self, work: float, what: str) -> None:
+        self.done += work
+        elapsed = time.time() - self.start
+        eta = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
+        logging.info("study %s: %s | %.0f%% done, %.0fs elapsed, ETA %.0fs", self.name, what,
+                     100 * self.done / self.total, elapsed, eta)
+
+
+def train_ladder(config: StudyConfig, runs_dir: pathlib.Path,
+                 optimizer: optim.OptimizerConfig, mesh: state_lib.MeshConfig,
+                 loop: train_loop.LoopConfig, config_text: str | None) -> dict[str, dict]:
+    """Trains every (model, seed) run not yet done; returns run name -> run.json."""
+    specs = config.specs()
+    stage = _Stage("train", sum(s.total_tokens * s.model.flops_per_token(s.seq_len)
+                                for s in specs))
+    infos = {}
+    for i, spec in enumerate(specs, 1):
+        every = -(-spec.total_tokens // config.eval_checkpoints)
+        run_loop = dataclasses.replace(loop, checkpoint_every_tokens=every)
+        info = train_loop.train(spec, str(runs_dir), optimizer=optimizer, mesh=mesh,
+                                loop=run_loop, config_text=config_text)
+        infos[spec.name] = info
+        stage.advance(spec.total_tokens * spec.model.flops_per_token(spec.seq_len),
+                      f"run {i}/{len(specs)} {spec.name} (N={spec.num_params_non_embedding:,}, "
+                      f"D={spec.total_tokens:,}) done")
+    return infos
+
+
+def evaluate_ladder(config: StudyConfig, runs_dir: pathlib.Path, infos: dict[str, dict],
+                    results_path: pathlib.Path) -> results_lib.ResultsFile:
+    """Evaluates every kept checkpoint: full PassUntil on finals, capped on the rest."""
+    tasks = list(config.mc_tasks) + list(config.passuntil_tasks)
+    intermediate_pu = config.passuntil if config.intermediate_k_max is None else \
+        dataclasses.replace(config.passuntil, k_max=config.intermediate_k_max)
+    stage = _Stage("evaluate", len(infos))
+    results = None
+    for name, info in infos.items():
+        run_dir = runs_dir / name
+        final = int(info["num_steps"])
+        common = dict(results_path=str(results_path), validation=config.validation,
+                      limit=config.instances)
+        results = runner.evaluate([str(run_dir)], tasks, steps=[final],
+                                  passuntil_config=config.passuntil, **common)
+        from lmscale.train import checkpoints as ckpt
+
+        others = [s for s in ckpt.list_eval_checkpoints(run_dir) if s != final]
+        if others:
+            results = runner.evaluate([str(run_dir)], tasks, steps=others,
+                                      passuntil_config=intermediate_pu, **common)
+        stage.advance(1, f"{name}: {1 + len(others)} checkpoint(s) evaluated")
+    return results
+
+
+def analyze_and_report(config: StudyConfig, workdir: pathlib.Path, infos: dict[str, dict],
+                       rows: Sequence, setup: dict[str, Any]) -> dict[str, Any]:
+    """Fits and predicts from the rows; writes report.md, results.json and figures."""
+    from lmscale.data import registry
+
+    baselines = {t: registry.get_eval_task(t).random_baseline for t in config.mc_tasks}
+    analysis = analysis_lib.analyze(
+        rows, infos, mc_tasks=config.mc_tasks,
+        passuntil_tasks=config.passuntil_tasks, random_baselines=baselines,
+        held_out=config.held_out, passuntil_r=config.passuntil.r)
+    figures = figures_lib.write_figures(analysis, workdir)
+    markdown.write_report(analysis, figures, workdir, title=config.name, setup=setup)
+    return analysis
+
+
+def run_study(config: StudyConfig, workdir: str,
+              optimizer: optim.OptimizerConfig = optim.OptimizerConfig(),
+              mesh: state_lib.MeshConfig = state_lib.MeshConfig(),
+              loop: train_loop.LoopConfig = train_loop.LoopConfig(),
+              config_text: str | None = None) -> dict[str, Any]:
+    """Runs (or resumes) the whole study; returns the analysis dict.
+
+    Args:
+      config: the ladder, tasks and evaluation settings.
+      workdir: where runs, results and the report go.
+      optimizer, mesh, loop: training settings shared by every run.
+      config_text: the resolved gin configuration, saved with each run and the report.
+    """
+    import jax
+
+    start = time.time()
+    root = pathlib.Path(workdir)
+    runs_dir = root / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    if config_text and jax.process_index() == 0:
+        (root / "config.gin").write_text(config_text, encoding="utf-8")
+    logging.info("study %r: %d runs (%d sizes x %d seeds) -> %s", config.name,
+                 len(config.models) * len(config.seeds), len(config.models),
+                 len(config.seeds), root)
+    infos = train_ladder(config, runs_dir, optimizer, mesh, loop, config_text)
+    train_s = time.time() - start
+    results_path = root / runner.RESULTS_FILE
+    results = evaluate_ladder(config, runs_dir, infos, results_path)
+    eval_s = time.time() - start - train_s
+    if jax.process_index() != 0:
+        return {}
+    setup = {
+        "ladder": ", ".join(f"{m.name} (d_model {m.d_model}, {m.n_layers} layers, "
+                            f"N={m.num_params.non_embedding:,})" for m in config.models),
+        "token multiplier M": config.token_multiplier,
+        "tokens per step": f"{config.batch_size} x {config.seq_len}",
+        "corpus / vocabulary": f"{config.corpus} / {config.vocab_spec}",
+        "seeds": list(config.seeds),
+        "optimizer": (f"AdamW lr_peak {optimizer.lr_peak}, cosine to the last step"),
+        "multiple-choice tasks": list(config.mc_tasks),
+        "PassUntil tasks": list(config.passuntil_tasks),
+        "PassUntil": (f"r={config.passuntil.r}, k_max={config.passuntil.k_max} on final "
+                      f"checkpoints, {config.intermediate_k_max or config.passuntil.k_max} on "
+                      f"intermediate ones, temperature {config.passuntil.temperature}"),
+        "instances per task": config.instances or "all",
+        "train wall time (s, this invocation)": round(train_s, 1),
+        "evaluation wall time (s, this invocation)": round(eval_s, 1),
+        "device": f"{jax.device_count()} x {jax.devices()[0].platform}",
+    }
+    analysis = analyze_and_report(config, root, infos, results.rows, setup)
+    logging.info("study %r: report written to %s (%.0fs in all)", config.name,
+                 root / "report.md", time.time() - start)
+    for p in analysis["predictions"]:
+        logging.info("prediction %s %s %s: predicted %.6g measured %.6g rel. error %s",
+                     p["quantity"], p["task"], p["method"], p["predicted"],
+                     p["measured"] if p["measured"] is not None else float("nan"),
+                     "n/a" if p["rel_error"] is None else f"{100 * p['rel_error']:.2f}%")
+    return analysis
+
+
+def load_results(workdir: str) -> tuple[list[dict], dict[str, dict]]:
+    """(rows, run infos) of a finished or partial study, for notebooks."""
+    root = pathlib.Path(workdir)
+    rows = [dataclasses.asdict(r) for r in results_lib.read_rows(root / runner.RESULTS_FILE)]
+    infos = {p.parent.name: json.loads(p.read_text()) for p in
+             sorted((root / "runs").glob("*/run.json"))}
+    return rows, infos

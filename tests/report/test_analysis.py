@@ -1,0 +1,139 @@
+"""Study analysis on synthetic result rows with known laws (no training)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from lmscale.report import analysis, figures, markdown
+
+SIZES = [20_000, 45_000, 80_000, 140_000, 230_000]
+L_INF, N0, ALPHA = 0.8, 3.0e4, 0.5  # Kaplan L(N) = L_inf + (N0/N)^alpha
+PU_C, PU_ALPHA = 400.0, 0.55  # PU(N) = exp(-c N^-alpha)
+ERR_EPS, ERR_K, ERR_GAMMA = 0.75, 3.17, 1.51
+STEPS = 100
+
+
+def kaplan(n):
+    return L_INF + (N0 / n) ** ALPHA
+
+
+def true_pu(n, shift=0.0):
+    return np.exp(-PU_C * np.exp(shift) * n ** -PU_ALPHA)
+
+
+def _point(run, n, step):
+    return dict(run=run, step=step, tokens=step * 1000, num_params=n + 5000,
+                num_params_non_embedding=n, num_tokens=STEPS * 1000, flops=6.0 * n * step * 1000)
+
+
+def synthetic(num_instances=12, seed=0, acc_noise=0.0):
+    """Rows and run records of a ladder that follows the laws above exactly.
+
+    PassUntil instances get exact expected counts: K = r / p (so r/K = p and the
+    unbiased estimate differs slightly; the rows carry the true p as the estimate).
+    """
+    rng = np.random.default_rng(seed)
+    shifts = np.linspace(-0.3, 0.3, num_instances)
+    rows, runs = [], {}
+    for n in SIZES:
+        run = f"d{n}_s0"
+        runs[run] = dict(num_params=n + 5000, num_params_non_embedding=n, num_tokens=STEPS * 1000,
+                         num_steps=STEPS, tokens_per_step=1000, wall_s=1.0, seed=0)
+        for step in (STEPS // 2, STEPS):
+            p = _point(run, n, step)
+            # Intermediate checkpoints: higher loss (only used by the loss-view plots).
+            loss = kaplan(n) * (1.0 if step == STEPS else 1.15)
+            rows.append(dict(p, task="validation", metric="validation_loss", value=loss))
+            err = ERR_EPS - ERR_K * np.exp(-ERR_GAMMA * loss)  # Gadre et al. Err(L)
+            acc = float(1.0 - err + acc_noise * rng.normal())
+            rows += [dict(p, task="mc", metric="accuracy", value=acc),
+                     dict(p, task="mc", metric="correct_choice_prob", value=acc * 0.9),
+                     dict(p, task="mc", metric="brier_score", value=1.0 - acc)]
+            pus = true_pu(n, shifts)
+            for i, pu in enumerate(pus):
+                rows.append(dict(p, task="gen", metric="instance", value=float(pu),
+                                 instance=f"i{i}",
+                                 detail=dict(estimate=float(pu), num_samples=int(2 / pu),
+                                             num_passes=2, capped=False,
+                                             answer_loss=float(-np.log(pu) / 3))))
+            rows.append(dict(p, task="gen", metric="passuntil", value=float(pus.mean())))
+    return rows, runs
+
+
+def test_predictions_recover_known_laws():
+    rows, runs = synthetic()
+    out = analysis.analyze(rows, runs, mc_tasks=["mc"], passuntil_tasks=["gen"],
+                           random_baselines={"mc": 0.25}, held_out=1, passuntil_r=2)
+    preds = {(p["task"], p["method"]): p for p in out["predictions"]}
+    loss = preds[("validation", "kaplan law L(N)")]
+    assert loss["measured"] == pytest.approx(kaplan(SIZES[-1]))
+    assert loss["rel_error"] < 1e-4
+    law = out["loss_law"]["params"]
+    assert law["alpha"] == pytest.approx(ALPHA, rel=1e-3)
+    # Every instance follows its own exact law: the instance-level fit is exact.
+    inst = preds[("gen", "instance-level")]
+    assert inst["measured"] == pytest.approx(true_pu(SIZES[-1], np.linspace(-.3, .3, 12)).mean())
+    assert inst["rel_error"] < 1e-6
+    # The dataset mean of different instances is not exactly a task law: small, nonzero.
+    assert 0 < preds[("gen", "dataset-level")]["rel_error"] < 0.05
+    assert out["tasks"]["gen"]["growth"]["cls"] in ("linear", "convex", "concave")
+    # Error law chained on the predicted loss: accuracy follows Err(L) exactly here.
+    acc = preds[("mc", "Err(L) chained on predicted L")]
+    assert acc["rel_error"] < 0.01
+    held = [r for r in out["rungs"] if r["held_out"]]
+    assert [r["N"] for r in held] == [SIZES[-1]]
+
+
+def test_held_out_rung_does_not_influence_the_fits():
+    rows, runs = synthetic()
+    big = [r for r in rows if r["num_params_non_embedding"] == SIZES[-1]]
+    for r in big:
+        if r["metric"] == "validation_loss":
+            r["value"] *= 1.5
+    out = analysis.analyze(rows, runs, passuntil_tasks=["gen"], held_out=1, passuntil_r=2)
+    loss = next(p for p in out["predictions"] if p["task"] == "validation")
+    assert loss["predicted"] == pytest.approx(kaplan(SIZES[-1]), rel=1e-4)
+    assert loss["rel_error"] == pytest.approx(1 / 3, rel=1e-3)
+
+
+def test_too_few_rungs_and_missing_loss_are_reported():
+    rows, runs = synthetic()
+    small = {k: v for k, v in runs.items() if v["num_params_non_embedding"] <= SIZES[2]}
+    with pytest.raises(ValueError, match="rung"):
+        analysis.analyze(rows, small, held_out=1)
+    no_final = [r for r in rows if not (r["metric"] == "validation_loss" and r["step"] == STEPS
+                                        and r["num_params_non_embedding"] == SIZES[1])]
+    with pytest.raises(ValueError, match="no validation loss"):
+        analysis.analyze(no_final, runs, held_out=1)
+
+
+def test_all_zero_passuntil_is_reported_not_fatal():
+    rows, runs = synthetic()
+    for r in rows:
+        if r["task"] == "gen" and r["metric"] == "instance":
+            r["detail"]["estimate"] = 0.0
+    out = analysis.analyze(rows, runs, passuntil_tasks=["gen"], held_out=1, passuntil_r=2)
+    task = out["tasks"]["gen"]
+    assert "error" in task["dataset_fit"]
+    assert "error" in task["growth"]
+    assert not any(p["task"] == "gen" and p["method"] == "dataset-level"
+                   for p in out["predictions"])
+
+
+def test_report_files_are_written(tmp_path):
+    rows, runs = synthetic(acc_noise=0.01)
+    out = analysis.analyze(rows, runs, mc_tasks=["mc"], passuntil_tasks=["gen"],
+                           random_baselines={"mc": 0.25}, held_out=1, passuntil_r=2)
+    figs = figures.write_figures(out, tmp_path)
+    for name in ("loss_vs_compute", "prediction_vs_truth", "gen/pu_scaling", "mc/accuracy"):
+        assert name in figs and (tmp_path / figs[name]).stat().st_size > 5000, name
+    report, results = markdown.write_report(out, figs, tmp_path, title="synthetic",
+                                            setup={"ladder": "5 rungs"})
+    text = report.read_text()
+    assert "## Prediction vs measurement" in text
+    loss_pred = next(p for p in out["predictions"] if p["task"] == "validation")
+    assert f"{100 * loss_pred['rel_error']:.2f}%" in text
+    data = json.loads(results.read_text())
+    assert data["predictions"] == json.loads(json.dumps(out["predictions"]))
+    assert "_fits" not in data["tasks"]["gen"]
