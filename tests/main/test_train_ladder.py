@@ -1,0 +1,46 @@
+"""The tiny ladder (3 sizes x 2 multipliers) trains from experiments/ladder_tiny.gin."""
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from lmscale.train import checkpoints, metrics
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_tiny_ladder_leaves_checkpoints_and_metrics_and_skips_done_runs(tmp_path):
+    cmd = [sys.executable, "-m", "lmscale.main.ladder", "--gin_file=experiments/ladder_tiny.gin",
+           f"--workdir={tmp_path}",
+           # Same ladder, smaller budgets, so the test takes ~1-3 minutes on 2 cores.
+           "--gin_bindings=ladder.run_ladder.token_multipliers = [0.05, 0.1]",
+           "--gin_bindings=train_loop.LoopConfig.eval_batches = 1",
+           "--gin_bindings=train_loop.LoopConfig.checkpoint_every_tokens = 4096",
+           "--gin_bindings=train_loop.LoopConfig.peak_flops_per_device = 1e10"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1",
+               XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(f"{m}_M{x}" for m in ("tiny_s", "tiny_m", "tiny_l")
+                           for x in ("0.05", "0.1"))
+    sizes = {}
+    for name in names:
+        run_dir = tmp_path / name
+        info = checkpoints.run_info(run_dir)
+        assert info["status"] == "done"
+        evals = checkpoints.list_eval_checkpoints(run_dir)
+        assert evals[-1] == info["num_steps"]
+        assert all(s % info["checkpoint_every_steps"] == 0 for s in evals[:-1])
+        rows = metrics.read_metrics(run_dir)
+        assert any(metrics.valid_loss_name("validation") in r for r in rows)
+        assert max(r["step"] for r in rows) == info["num_steps"]
+        sizes[info["model_config"]["name"]] = info["num_params_non_embedding"]
+    assert sizes["tiny_s"] < sizes["tiny_m"] < sizes["tiny_l"]
+    # A second launch finds every run done and trains nothing.
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("already done, skipping") == 6
