@@ -7,14 +7,16 @@ baseline and its stop strings. Every registered EvalTask is also a seqio Task na
 postprocessors and metric functions for greedy scoring.
 
 Families register themselves from `lmscale.data.tasks.*`; `get_eval_task` imports them.
-Parametrised names: a registered base name may take suffixes `:n<instances>`, `:s<seed>`
-and `:k<shots>` when its family supports them, e.g. "gen_uicl_dates:n500:s3:k2".
+Parametrised names: a registered base name may take suffixes `:n<instances>`, `:s<seed>`,
+`:k<shots>` and `:c<context chars>` when its family supports them, e.g.
+"gen_uicl_dates:n500:s3:k2" or "py_identifier_copy:n400:c96".
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import functools
+import inspect
 import re
 from typing import Any, Callable, Sequence
 
@@ -164,7 +166,7 @@ class EvalTask:
 _TASKS: dict[str, EvalTask] = {}
 # Parametric families: base name -> factory(name, num, seed, shots) with None = default.
 _FACTORIES: dict[str, Callable[..., EvalTask]] = {}
-_SUFFIX = re.compile(r":([nsk])(\d+)")
+_SUFFIX = re.compile(r":([nskc])(\d+)")
 
 
 def register_eval_task(task: EvalTask, with_seqio: bool = True) -> EvalTask:
@@ -208,10 +210,16 @@ def get_eval_task(name: str) -> EvalTask:
         params = dict((k, int(v)) for k, v in _SUFFIX.findall(rest))
         if _SUFFIX.sub("", rest):
             raise KeyError(f"bad suffix {rest!r} in task name {name!r}; use :n<num>, "
-                           f":s<seed>, :k<shots>")
+                           f":s<seed>, :k<shots>, :c<context chars>")
+        extra = {}
+        if "c" in params:
+            if "context" not in inspect.signature(_FACTORIES[base]).parameters:
+                raise KeyError(f"task name {name!r}: family {base!r} takes no :c<context "
+                               f"chars> suffix")
+            extra["context"] = params["c"]
         return register_eval_task(_FACTORIES[base](name=name, num=params.get("n"),
                                                    seed=params.get("s"),
-                                                   shots=params.get("k")))
+                                                   shots=params.get("k"), **extra))
     close = difflib.get_close_matches(name, list(_TASKS), n=5, cutoff=0.5)
     raise KeyError(f"unknown eval task {name!r}; close matches: {close}; "
                    f"{len(_TASKS)} known (list_eval_tasks()); parametric bases: "

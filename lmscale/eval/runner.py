@@ -356,7 +356,15 @@ class _TaskUnit:
         for n, inst in enumerate(todo, 1):
             seed = instance_seed(pu.seed, self.task.name, inst.id)
             # bos (id 0) first, as in training (the feature converter's shift) and the scorer.
-            prompt = np.concatenate([[0], np.asarray(self.vocab.encode(inst.prompt), np.int32)])
+            ids = np.asarray(self.vocab.encode(inst.prompt), np.int32).reshape(-1)
+            # Left-truncate (as the scorer does) so prompt + completion fit max_seq_len.
+            room = self.config.max_seq_len - self.task.max_new_tokens - 1
+            if room < 1:
+                raise ValueError(f"task {self.task.name!r}: max_new_tokens="
+                                 f"{self.task.max_new_tokens} leaves no room for a prompt in "
+                                 f"max_seq_len={self.config.max_seq_len}")
+            truncated = max(0, ids.size - room)
+            prompt = np.concatenate([[0], ids[truncated:]]).astype(np.int32)
             checker = checkers_lib.make_checker(self.task, inst,
                                                 timeout_s=self.sandbox_timeout_s)
             draw = self.draw_factory(sampler, prompt, checker, seed)
@@ -364,7 +372,7 @@ class _TaskUnit:
             detail = {"num_samples": res.num_samples, "num_passes": res.num_passes,
                       "capped": res.capped, "estimate": res.estimate,
                       "naive_estimate": res.naive_estimate, "interval": list(res.interval),
-                      "r": pu.r, "k_max": pu.k_max, "seed": seed,
+                      "r": pu.r, "k_max": pu.k_max, "seed": seed, "truncated": int(truncated),
                       R.ANSWER_LOSS: losses[inst.id]}
             self.results.append([self._row(R.INSTANCE, res.estimate, inst.id, detail)])
             elapsed = time.monotonic() - start

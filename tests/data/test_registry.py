@@ -170,3 +170,14 @@ def test_bad_eval_task_fields_are_named():
                             loader=lambda s: [registry.Instance("0", "p", None, ("a", "b"), 2)])
     with pytest.raises(ValueError, match="instance '0'.*gold index"):
         bad.instances()
+
+
+def test_context_suffix_bounds_python_prompts():
+    from lmscale.data import registry as reg
+
+    short = reg.get_eval_task("py_identifier_copy:n50:c96").instances()
+    assert len(short) == 50 and max(len(i.prompt) for i in short) <= 96
+    long = reg.get_eval_task("py_identifier_copy:n50").instances()
+    assert max(len(i.prompt) for i in long) > 96
+    with pytest.raises(KeyError, match="takes no :c"):
+        reg.get_eval_task("gen_uicl_dates:c50")

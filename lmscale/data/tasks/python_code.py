@@ -34,36 +34,40 @@ def _files() -> tuple[tuple[str, str], ...]:
     return tuple(zip(paths, corpora.stdlib_texts("validation")))
 
 
-def _context_before(text: str, pos: int) -> str:
-    """Up to CONTEXT_CHARS characters before `pos`, starting at a line start."""
-    start = max(0, pos - CONTEXT_CHARS)
+def _context_before(text: str, pos: int, chars: int = CONTEXT_CHARS) -> str:
+    """Up to `chars` characters before `pos`, starting at a line start."""
+    start = max(0, pos - chars)
     if start > 0:
         nl = text.find("\n", start)
         start = nl + 1 if 0 <= nl < pos else start
     return text[start:pos]
 
 
-def import_completion(rng: random.Random, num: int) -> list[registry.Instance]:
+def import_completion(rng: random.Random, num: int, context_chars: int = CONTEXT_CHARS
+                      ) -> list[registry.Instance]:
     cands = []
     for path, text in _files():
         for m in _IMPORT.finditer(text):
-            prompt = _context_before(text, m.start(2))
+            prompt = _context_before(text, m.start(2), context_chars)
             cands.append((path, m.start(), prompt, m.group(2)))
     return _sample(cands, rng, num)
 
 
-def identifier_copy(rng: random.Random, num: int) -> list[registry.Instance]:
+def identifier_copy(rng: random.Random, num: int, context_chars: int = CONTEXT_CHARS
+                    ) -> list[registry.Instance]:
     cands = []
     for path, text in _files():
         for m in _IDENT.finditer(text):
-            context = _context_before(text, m.start())
-            if len(context) > 64 and re.search(rf"\b{m.group()}\b", context):
+            context = _context_before(text, m.start(), context_chars)
+            if len(context) > min(64, context_chars // 2) and re.search(rf"\b{m.group()}\b", context):
                 # Keep the first character so the identifier is determined by the context.
                 cands.append((path, m.start(), context + m.group()[0], m.group()[1:]))
     return _sample(cands, rng, num)
 
 
-def copy_line(rng: random.Random, num: int) -> list[registry.Instance]:
+def copy_line(rng: random.Random, num: int, context_chars: int = CONTEXT_CHARS
+              ) -> list[registry.Instance]:
+    del context_chars  # the prompt is one line and its first half
     cands = []
     for path, text in _files():
         for number, line in enumerate(text.splitlines()):
@@ -121,13 +125,16 @@ _SPECS = {
 
 def _register() -> None:
     for base, (build, stops, desc) in _SPECS.items():
-        def factory(name, num=None, seed=None, shots=None, _build=build, _stops=stops,
-                    _desc=desc):
+        def factory(name, num=None, seed=None, shots=None, context=None, _build=build,
+                    _stops=stops, _desc=desc):
             del shots
+            if context is not None and context < 16:
+                raise ValueError(f"task {name!r}: context of {context} chars; need >= 16")
+
             def loader(split):
                 del split
                 return _build(random.Random(f"{name.split(':')[0]}/{seed or 0}"),
-                              num or DEFAULT_NUM)
+                              num or DEFAULT_NUM, context or CONTEXT_CHARS)
             return registry.EvalTask(
                 name=name, kind=registry.GENERATIVE, checker=checkers.EXACT,
                 random_baseline=0.0, stop_strings=_stops, max_new_tokens=48,
