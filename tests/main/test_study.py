@@ -1,0 +1,74 @@
+"""End to end: a micro ladder through train -> evaluate -> fit -> report, then a resume."""
+
+import json
+
+import pytest
+
+from lmscale.eval import runner
+from lmscale.models import ConfigError, ModelConfig
+from lmscale.report import study
+from lmscale.train import loop as train_loop
+from lmscale.train import optim
+
+
+def _ladder(widths=(16, 24, 32, 40)):
+    return [ModelConfig(vocab_size=259, d_model=w, n_layers=1, n_heads=w // 8, head_dim=8,
+                        d_ff=5 * w // 2, max_seq_len=128, name=f"m{w}") for w in widths]
+
+
+def _config(**overrides):
+    base = dict(name="micro study", models=_ladder(), token_multiplier=0.5, seq_len=32,
+                batch_size=8, eval_checkpoints=2, held_out=1,
+                mc_tasks=("py_next_line_mc:n4",), passuntil_tasks=("py_copy_line:n3",),
+                instances=3,
+                passuntil=runner.PassUntilConfig(r=2, k_max=6, batch_size=6, num_slots=6),
+                intermediate_k_max=3,
+                validation=runner.ValidationConfig(batch_size=8, max_batches=2))
+    base.update(overrides)
+    return study.StudyConfig(**base)
+
+
+def test_study_config_rejects_bad_ladders():
+    with pytest.raises(ConfigError, match="models"):
+        _config(models=_ladder((16, 24, 32)))
+    with pytest.raises(ConfigError, match="increasing"):
+        _config(models=_ladder((16, 32, 24, 40)))
+    with pytest.raises(ConfigError, match="intermediate_k_max"):
+        _config(intermediate_k_max=1)
+
+
+@pytest.mark.slow
+def test_micro_study_end_to_end_and_resume(tmp_path):
+    config = _config()
+    loop = train_loop.LoopConfig(log_every_steps=5, eval_batches=2, save_every_steps=5,
+                                 async_checkpointing=False, peak_flops_per_device=1e10,
+                                 noise_scale=False)
+    opt = optim.OptimizerConfig(lr_peak=3e-3, warmup_steps=1)
+    analysis = study.run_study(config, str(tmp_path), optimizer=opt, loop=loop)
+
+    # Every rung trained, with intermediate checkpoints, and every checkpoint evaluated.
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert runs == sorted(f"m{w}_s0" for w in (16, 24, 32, 40))
+    steps_per_run = {}
+    for line in (tmp_path / "results.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if row["task"] == "validation" and row["metric"] == "validation_loss":
+            steps_per_run.setdefault(row["run"], set()).add(row["step"])
+    assert all(len(s) == 2 for s in steps_per_run.values()), steps_per_run
+
+    # The held-out rung is predicted from the others and compared.
+    loss_pred = [p for p in analysis["predictions"] if p["task"] == "validation"]
+    assert len(loss_pred) == 1 and loss_pred[0]["N"] == max(r["N"] for r in analysis["rungs"])
+    assert loss_pred[0]["measured"] == pytest.approx(
+        [r for r in analysis["rungs"] if r["held_out"]][0]["validation_loss"])
+    report = (tmp_path / "report.md").read_text()
+    assert f"{loss_pred[0]['measured']:.4g}" in report
+    assert (tmp_path / "loss_vs_compute.png").stat().st_size > 5000
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["predictions"][0]["predicted"] == pytest.approx(loss_pred[0]["predicted"])
+    rows_before = (tmp_path / "results.jsonl").read_text()
+
+    # A rerun trains and evaluates nothing and reproduces the same analysis.
+    again = study.run_study(config, str(tmp_path), optimizer=opt, loop=loop)
+    assert (tmp_path / "results.jsonl").read_text() == rows_before
+    assert again["predictions"] == analysis["predictions"]
