@@ -60,7 +60,7 @@ class Greedy:
 
     def __call__(self, logits_bv: Array, keys_b: Array) -> Array:
         del keys_b
-        return jnp.argmax(logits_bv, axis=-1).astype(jnp.int32)
+        return _argmax(logits_bv)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,9 +138,29 @@ class TopP:
 Method = Union[Greedy, Temperature, TopK, TopP]
 
 
+def _argmax(x_bv: Array) -> Array:
+    """[B] int32 `jnp.argmax(x_bv, -1)` (lowest index among ties) as two plain reductions.
+
+    XLA's CPU backend lowers argmax to a (value, index) tuple reduction that it does not
+    vectorise; a max followed by a min over the indices attaining it gives the same index
+    several times faster (it was the largest single op of a decode step).
+    """
+    best = jnp.max(x_bv, axis=-1, keepdims=True)
+    index = jnp.arange(x_bv.shape[-1], dtype=jnp.int32)
+    return jnp.min(jnp.where(x_bv == best, index, x_bv.shape[-1]), axis=-1)
+
+
 def _categorical(keys_b: Array, logits_bv: Array) -> Array:
-    # One key per row: a row's draw does not depend on the other rows (determinism).
-    return jax.vmap(jax.random.categorical)(keys_b, logits_bv).astype(jnp.int32)
+    """[B] int32 draws from softmax(logits_bv), row b with its own key keys_b[b].
+
+    The Gumbel-max draw of `jax.random.categorical` (same uniforms, same tie rule, so the
+    same tokens for the same keys) with the faster `_argmax`. One key per row: a row's draw
+    does not depend on the other rows (determinism).
+    """
+    tiny = jnp.finfo(jnp.float32).tiny
+    uniform = jax.vmap(lambda key: jax.random.uniform(key, logits_bv.shape[1:], jnp.float32,
+                                                      minval=tiny, maxval=1.0))(keys_b)
+    return _argmax(logits_bv - jnp.log(-jnp.log(uniform)))
 
 
 # ---------------------------------------------------------------------------------------
@@ -278,8 +298,10 @@ def make_sampler(config: ModelConfig, method: Method, num_slots: int, max_new_to
 
     def pick(logits_bv, keys_b):
         new = method(logits_bv, keys_b)
-        logp = jnp.take_along_axis(jax.nn.log_softmax(logits_bv, axis=-1), new[:, None],
-                                   axis=1)[:, 0]
+        # log_softmax at the drawn token only (same formula, no [B, V] output).
+        shifted = logits_bv - jnp.max(logits_bv, axis=-1, keepdims=True)
+        logp = (jnp.take_along_axis(shifted, new[:, None], axis=1)[:, 0]
+                - jnp.log(jnp.sum(jnp.exp(shifted), axis=-1)))
         return new, logp
 
     def fn(params, prefix: Prefix, first_logits, keys, counts, starts, num_samples):
@@ -318,7 +340,8 @@ def make_sampler(config: ModelConfig, method: Method, num_slots: int, max_new_to
                                         prefix_index=state.prompt)
             keys_b = token_keys(keys, state.prompt, state.key_index, state.length)
             new, logp = pick(logits[:, 0], keys_b)
-            state = state.replace(cache=cache, num_steps=state.num_steps + 1)
+            state = state.replace(cache=cache,
+                                  num_steps=state.num_steps + jnp.any(active).astype(jnp.int32))
             return append(state, active, new, logp)
 
         def record(state):
@@ -334,10 +357,17 @@ def make_sampler(config: ModelConfig, method: Method, num_slots: int, max_new_to
 
         def body(state):
             any_free = jnp.any(state.sample < 0) & (state.next_sample < num_samples)
-            state = jax.lax.cond(any_free, refill, lambda st: st, state)
-            any_active = jnp.any((state.sample >= 0) & ~state.done)
-            state = jax.lax.cond(any_active, decode, lambda st: st, state)
-            return record(state)
+            # The conditional refill carries only the slots' bookkeeping: with the cache or
+            # the output buffers among its operands XLA copies them (every step, tens of MB
+            # on the benchmark model) to keep the branches' buffers apart.
+            big = dict(cache=state.cache, out_tokens=state.out_tokens,
+                       out_logprobs=state.out_logprobs, out_lengths=state.out_lengths)
+            slots = state.replace(**{name: None for name in big})
+            slots = jax.lax.cond(any_free, refill, lambda st: st, slots)
+            # Decoding is unconditional for the same reason. A step with no active slot
+            # (rare: every refilled sample ended on its first token) changes no output and
+            # is not counted in num_steps.
+            return record(decode(slots.replace(**big)))
 
         zeros_bs = jnp.zeros((b, s), jnp.int32)
         state = SamplerState(

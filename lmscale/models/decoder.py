@@ -135,20 +135,18 @@ class Decoder(nn.Module):
                                                         ("vocab", "embed")))
         x = embed(tokens)
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
-        keys, values, new_k, new_v = [], [], [], []
+        keys, values = [], []
+        stacked = None if cache is None else (cache.k, cache.v)
         for i in range(c.n_layers):
-            layer_cache = None if cache is None else (cache.k[i], cache.v[i])
+            layer_cache = None if stacked is None else (*stacked, i)
             layer_prefix = None if prefix is None else (prefix.k[i], prefix.v[i],
                                                         prefix.lengths)
-            x, (k_i, v_i), updated = Block(c, name=f"block_{i}")(
+            x, (k_i, v_i), stacked = Block(c, name=f"block_{i}")(
                 x, positions, segment_ids, layer_cache, cache_index, layer_prefix,
                 prefix_index)
             if return_kv:
                 keys.append(k_i)
                 values.append(v_i)
-            if updated is not None:
-                new_k.append(updated[0])
-                new_v.append(updated[1])
         x = Norm(c.norm, c.norm_eps, name="ln_final")(x)
         if c.tie_embeddings:
             logits = embed.attend(x)
@@ -162,7 +160,7 @@ class Decoder(nn.Module):
             logits = logits[..., :c.vocab_size]
         logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
         if cache is not None:
-            return logits, KVCache(jnp.stack(new_k), jnp.stack(new_v))
+            return logits, KVCache(*stacked)
         if return_kv:
             return logits, KVCache(jnp.stack(keys), jnp.stack(values))
         return logits

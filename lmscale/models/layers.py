@@ -150,10 +150,13 @@ class HeadsDense(nn.Module):
 class Attention(nn.Module):
     """Causal multi-/grouped-/multi-query self-attention with optional KV cache and prefix.
 
-    Three call forms (see `Decoder`): training/scoring (no cache); prefill with
-    `return_kv=True`, which also returns this call's rotated keys and values; decoding, which
-    writes this call's keys/values into `cache` rows at `cache_index` and attends to the
-    valid part of the cache and of a shared `prefix`.
+    Every call returns `(out [B, T, D], (keys, values) [B, T, K, H], new_cache)`: this
+    call's rotated keys and values (which `Decoder` returns from prefill, `return_kv=True`)
+    and, when decoding, the updated cache. A decoding call gets `cache = (k, v, layer)`
+    with k, v the decoder's stacked [L, B, S, K, H] cache: it writes its keys/values into
+    rows `cache_index[b] + [0, T)` of layer `layer` and attends to entries up to its own
+    position, plus the valid part of a shared `prefix`. Passing the stacked cache (rather
+    than a per-layer slice that the decoder would re-stack) keeps every write in place.
     """
 
     n_heads: int
@@ -196,48 +199,93 @@ class Attention(nn.Module):
 
         b, t = q.shape[:2]
         qg = q.reshape(b, t, k, g, h) * jnp.asarray(h ** -0.5, q.dtype)
+        # Scores and values come in parts (prefix, cache, this call), each [B, K, G, T, *]
+        # and [*, K, H]; one softmax runs over the concatenated scores (small) while the
+        # values stay where they are: no [B, P + S, K, H] copy per layer and step.
+        scores, readers = [], []
+        if prefix is not None:
+            pscores, pread = _prefix_part(qg, prefix, prefix_index)
+            scores.append(pscores)
+            readers.append(pread)
         new_cache = None
-        if cache is None:
-            keys, values = key, value
+        if cache is not None:
+            # Decode: write this call's keys/values into the layer's rows of the stacked
+            # cache first, then attend to rows [0, cache_index + t] of it. Writing before
+            # reading lets XLA update the loop-carried cache in place (a read of the old
+            # cache after it would force a copy of the whole cache every step).
+            cache_k, cache_v, layer = cache
+            s = cache_k.shape[2]
+            rows = jnp.arange(b)[:, None]  # [B, 1]
+            write = cache_index[:, None] + jnp.arange(t)[None, :]  # [B, T]; past S: dropped
+            cache_k = cache_k.at[layer, rows, write].set(key.astype(cache_k.dtype), mode="drop")
+            cache_v = cache_v.at[layer, rows, write].set(value.astype(cache_v.dtype),
+                                                         mode="drop")
+            new_cache = (cache_k, cache_v)
+            layer_v = cache_v[layer].astype(q.dtype)
+            cscores = _cache_scores(qg, cache_k[layer].astype(q.dtype))
+            mask = jnp.arange(s)[None, None, :] <= write[:, :, None]  # [B, T, S]
+            scores.append(jnp.where(mask[:, None, None, :, :], cscores, _NEG_INF))
+            readers.append(lambda p: _cache_read(p, layer_v))
+        else:
+            # This call's own tokens, causally (and within a packing segment).
             q_pos = jnp.arange(t)
-            mask = q_pos[:, None] >= q_pos[None, :]  # [T, S]
-            mask = jnp.broadcast_to(mask, (b, t, t))
+            mask = jnp.broadcast_to(q_pos[:, None] >= q_pos[None, :], (b, t, t))  # [B, T, T]
             if segment_ids is not None:
                 mask = mask & (segment_ids[:, :, None] == segment_ids[:, None, :])
-        else:
-            # Write this call's T keys/values at cache_index[b] + [0, T) of each row.
-            cache_k, cache_v = cache
-            s = cache_k.shape[1]
-            write = cache_index[:, None] + jnp.arange(t)[None, :]  # [B, T]
-            onehot = jax.nn.one_hot(write, s, dtype=jnp.bool_)  # [B, T, S]
-            hit = jnp.any(onehot, axis=1)[:, :, None, None]  # [B, S, 1, 1]
-            src = jnp.argmax(onehot, axis=1)  # [B, S]: which of the T tokens lands at s
-            gathered_k = jnp.take_along_axis(key, src[:, :, None, None], axis=1)
-            gathered_v = jnp.take_along_axis(value, src[:, :, None, None], axis=1)
-            cache_k = jnp.where(hit, gathered_k.astype(cache_k.dtype), cache_k)
-            cache_v = jnp.where(hit, gathered_v.astype(cache_v.dtype), cache_v)
-            new_cache = (cache_k, cache_v)
-            keys, values = cache_k.astype(q.dtype), cache_v.astype(q.dtype)
-            mask = jnp.arange(s)[None, None, :] <= write[:, :, None]  # [B, T, S]
-        scores = jnp.einsum("btkgh,bskh->bkgts", qg, keys,
-                            preferred_element_type=jnp.float32)
-        scores = jnp.where(mask[:, None, None, :, :], scores, _NEG_INF)
-        if prefix is not None:
-            # Shared prompt keys/values [Bp, P, K, H], valid up to lengths[Bp]; row b reads
-            # prefix prefix_index[b]. Every query may attend to every valid prefix key.
-            pk, pv, plen = prefix
-            if prefix_index is None:
-                prefix_index = jnp.zeros((b,), jnp.int32)
-            pk, pv = pk[prefix_index].astype(q.dtype), pv[prefix_index].astype(q.dtype)
-            pmask = jnp.arange(pk.shape[1])[None, :] < plen[prefix_index][:, None]  # [B, P]
-            pscores = jnp.einsum("btkgh,bpkh->bkgtp", qg, pk,
+            sscores = jnp.einsum("btkgh,bskh->bkgts", qg, key,
                                  preferred_element_type=jnp.float32)
-            pscores = jnp.where(pmask[:, None, None, None, :], pscores, _NEG_INF)
-            scores = jnp.concatenate([pscores, scores], axis=-1)
-            values = jnp.concatenate([pv, values], axis=1)
-        probs = jax.nn.softmax(scores, axis=-1).astype(values.dtype)
-        out = jnp.einsum("bkgts,bskh->btkgh", probs, values).reshape(b, t, n, h)
+            scores.append(jnp.where(mask[:, None, None, :, :], sscores, _NEG_INF))
+            readers.append(lambda p: jnp.einsum("bkgts,bskh->btkgh", p, value))
+        widths = [x.shape[-1] for x in scores]
+        probs = jax.nn.softmax(jnp.concatenate(scores, axis=-1) if len(scores) > 1
+                               else scores[0], axis=-1).astype(value.dtype)
+        out, start = None, 0
+        for width, read in zip(widths, readers):
+            part = read(probs[..., start:start + width])
+            out = part if out is None else out + part
+            start += width
+        out = out.reshape(b, t, n, h)
         out = nn.with_logical_constraint(out, ("batch", "length", "heads", "head_dim"))
         out = HeadsDense((x.shape[-1],), ("heads", "head_dim", "embed"), self.use_bias,
                          self.out_std, self.dtype, name="out")(out)
         return out, (key, value), new_cache
+
+
+def _cache_scores(qg: Array, keys: Array) -> Array:
+    """[B, K, G, T, S] float32 scores of queries qg [B, T, K, G, H] against keys [B, S, K, H]."""
+    return jnp.einsum("btkgh,bskh->bkgts", qg, keys, preferred_element_type=jnp.float32)
+
+
+def _cache_read(probs: Array, values: Array) -> Array:
+    """[B, T, K, G, H] weighted values: probs [B, K, G, T, S], values [B, S, K, H]."""
+    return jnp.einsum("bkgts,bskh->btkgh", probs, values)
+
+
+def _prefix_part(qg, prefix, prefix_index):
+    """Scores of queries against a shared prefix, and a function reading its values.
+
+    Args:
+      qg: [B, T, K, G, H] scaled queries.
+      prefix: (k, v [Bp, P, K, H], lengths [Bp]); row b reads prefix prefix_index[b].
+      prefix_index: [B] int or None (all rows read prefix 0).
+    Returns:
+      scores [B, K, G, T, P] float32 (invalid prefix positions at -1e30), and
+      `read(probs [B, K, G, T, P]) -> [B, T, K, G, H]`.
+    """
+    pk, pv, plen = prefix
+    dtype = qg.dtype
+    if pk.shape[0] == 1:
+        # One prompt for every row (the PassUntil case): contract against the single
+        # [P, K, H] prefix directly, so no row gets its own copy of the prompt's keys.
+        pk, pv = pk[0].astype(dtype), pv[0].astype(dtype)
+        pmask = (jnp.arange(pk.shape[0]) < plen[0])[None, None, None, None, :]
+        scores = jnp.einsum("btkgh,pkh->bkgtp", qg, pk, preferred_element_type=jnp.float32)
+        return (jnp.where(pmask, scores, _NEG_INF),
+                lambda p: jnp.einsum("bkgtp,pkh->btkgh", p, pv))
+    if prefix_index is None:
+        prefix_index = jnp.zeros((qg.shape[0],), jnp.int32)
+    pk, pv = pk[prefix_index].astype(dtype), pv[prefix_index].astype(dtype)  # [B, P, K, H]
+    pmask = jnp.arange(pk.shape[1])[None, :] < plen[prefix_index][:, None]  # [B, P]
+    scores = jnp.einsum("btkgh,bpkh->bkgtp", qg, pk, preferred_element_type=jnp.float32)
+    return (jnp.where(pmask[:, None, None, None, :], scores, _NEG_INF),
+            lambda p: jnp.einsum("bkgtp,bpkh->btkgh", p, pv))

@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from lmscale.eval import sampler as S
-from lmscale.models import Decoder, init_params
+from lmscale.models import Decoder, KVCache, Prefix, init_cache, init_params
 from lmscale.testing import tiny_config
 
 PROMPT = [1, 2, 4, 5, 3]
@@ -307,3 +307,76 @@ def test_bad_input_is_named(model):
         sampler.sample(list(range(8)) * 8, 1, seed=0)
     with pytest.raises(ValueError, match="need a vocab"):
         S.Sampler(params, config, stop_strings=["x"])
+
+
+# ---- fast decode paths (issue #7): same results as the straightforward forms ----------
+
+
+def test_one_shared_prefix_decodes_like_per_row_prefixes_and_forward():
+    # Bp == 1 takes the no-gather einsum path; the same prompt stored twice (Bp == 2) takes
+    # the gathered path. Both must equal the full forward pass on prompt + continuation.
+    config = tiny_config(n_layers=1)
+    params = nn.unbox(init_params(config, jax.random.PRNGKey(3)))["params"]
+    model = Decoder(config)
+    prompt = jnp.asarray([[5, 9, 2, 7, 1, 0, 0, 0]], jnp.int32)  # 5 real tokens, padded
+    length = 5
+    _, kv = model.apply({"params": params}, prompt, return_kv=True)
+    one = Prefix(kv.k, kv.v, jnp.asarray([length], jnp.int32))
+    two = Prefix(jnp.concatenate([kv.k, kv.k], 1), jnp.concatenate([kv.v, kv.v], 1),
+                   jnp.asarray([length, length], jnp.int32))
+    continuation = np.asarray([[3, 4, 8], [6, 6, 1], [2, 0, 5]], np.int32)
+    rows = continuation.shape[0]
+
+    @jax.jit
+    def decode(prefix, prefix_index):
+        cache = init_cache(config, rows, 4)
+        outs = []
+        for k in range(continuation.shape[1]):
+            logits, cache = model.apply(
+                {"params": params}, jnp.asarray(continuation[:, k:k + 1]),
+                jnp.full((rows, 1), length + k, jnp.int32), cache=cache,
+                cache_index=jnp.full((rows,), k, jnp.int32), prefix=prefix,
+                prefix_index=prefix_index)
+            outs.append(logits[:, 0])
+        return jnp.stack(outs, 1)
+
+    shared = decode(one, jnp.zeros((rows,), jnp.int32))
+    gathered = decode(two, jnp.asarray([0, 1, 1], jnp.int32))
+    np.testing.assert_allclose(shared, gathered, rtol=1e-5, atol=1e-5)
+    full = model.apply({"params": params}, jnp.asarray(
+        np.concatenate([np.repeat(np.asarray(prompt)[:, :length], rows, 0), continuation], 1)))
+    np.testing.assert_allclose(shared, full[:, length:], rtol=1e-4, atol=1e-4)
+    # Logits differ between rows: a prefix read through the wrong index would show.
+    assert float(jnp.max(jnp.abs(shared[0] - shared[1]))) > 1e-3
+
+
+def test_decode_writes_only_its_own_cache_rows():
+    config = tiny_config(n_layers=2)
+    params = nn.unbox(init_params(config, jax.random.PRNGKey(4)))["params"]
+    rows, length = 3, 5
+    sentinel = init_cache(config, rows, length)
+    sentinel = KVCache(sentinel.k + 7.0, sentinel.v - 7.0)
+    index = np.asarray([0, 3, length], np.int32)  # the last row writes past the end
+    _, cache = Decoder(config).apply(
+        {"params": params}, jnp.asarray([[1], [2], [3]], jnp.int32),
+        jnp.asarray(index[:, None]), cache=sentinel, cache_index=jnp.asarray(index))
+    for name, old, new in (("k", sentinel.k, cache.k), ("v", sentinel.v, cache.v)):
+        changed = np.asarray(jnp.any(new != old, axis=(-1, -2)))  # [L, B, S]
+        want = np.zeros_like(changed)
+        want[:, 0, 0] = want[:, 1, 3] = True  # row 2's write (index == S) is dropped
+        np.testing.assert_array_equal(changed, want, err_msg=name)
+
+
+def test_sampling_draws_equal_jax_categorical_and_argmax():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(64, 37)).astype(np.float32) * 3
+    logits[:, 5] = -np.inf  # filtered tokens (top-k / top-p)
+    logits[:8, 10:13] = 50.0  # exact ties: the lowest index wins, as jnp.argmax
+    logits = jnp.asarray(logits)
+    keys = jax.random.split(jax.random.PRNGKey(7), 64)
+    want = jax.vmap(jax.random.categorical)(keys, logits)
+    got = jax.jit(S._categorical)(keys, logits)
+    np.testing.assert_array_equal(got, want)
+    assert len(np.unique(np.asarray(got))) > 10  # draws really vary across rows
+    np.testing.assert_array_equal(jax.jit(S._argmax)(logits), jnp.argmax(logits, -1))
+    assert set(np.asarray(S._argmax(logits))[:8]) == {10}
