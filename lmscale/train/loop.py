@@ -3,7 +3,7 @@
 Stage: train. Consumes a `RunSpec` (what to train), an `OptimizerConfig`, a `MeshConfig`
 and a `LoopConfig` (how often to log, evaluate and checkpoint); produces a run directory
 
-  <workdir>/<spec.name>/run.json       run summary (see `RUN_FIELDS`), status running|done
+  <workdir>/<spec.name>/run.json       run summary (see `RUN_FIELDS`), status running|done|failed
                        /config.gin     the resolved configuration, written before step 0
                        /metrics.jsonl  + tensorboard/: train and validation metrics
                        /checkpoints/   orbax: every K steps + final (kept), latest (resume)
@@ -116,6 +116,35 @@ def validate(spec: RunSpec, optimizer: optim.OptimizerConfig, mesh_config: state
     if loop.noise_scale and spec.batch_size % 2:
         raise ConfigError(f"RunSpec.batch_size={spec.batch_size}: LoopConfig.noise_scale "
                           f"splits each batch in two halves, so it must be even")
+    check_data(spec, loop)
+
+
+def check_data(spec: RunSpec, loop: LoopConfig) -> None:
+    """The vocabulary and every corpus / validation task exist, and the model has an
+    embedding row for every id of the vocabulary (raises ConfigError naming the field).
+
+    Only builds the seqio providers; reads no data.
+    """
+    from lmscale.data import pipeline  # pylint: disable=g-import-not-at-top
+    from lmscale.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+    try:
+        vocab = vocab_lib.get_vocabulary(spec.vocab_spec)
+    except ValueError as e:
+        raise ConfigError(f"RunSpec.vocab_spec={spec.vocab_spec!r}: {e}") from None
+    if spec.model.vocab_size < vocab.vocab_size:
+        raise ConfigError(
+            f"ModelConfig.vocab_size={spec.model.vocab_size} is smaller than the "
+            f"vocabulary RunSpec.vocab_spec={spec.vocab_spec!r}, which has "
+            f"{vocab.vocab_size} ids: set ModelConfig.vocab_size >= {vocab.vocab_size}")
+    tasks = [("RunSpec.corpus", spec.corpus, "train")]
+    tasks += [(f"LoopConfig.validation[{i}] ({name!r})", task or spec.corpus, split)
+              for i, (name, task, split) in enumerate(loop.validation)]
+    for field, task, split in tasks:
+        try:
+            pipeline.LMStream(task, split, spec.seq_len, 1, seed=spec.seed,
+                              vocab_spec=spec.vocab_spec)
+        except ValueError as e:
+            raise ConfigError(f"{field}={task!r}: {e}") from None
 
 
 class _Feeder:
@@ -178,6 +207,9 @@ def train(spec: RunSpec, workdir: str, optimizer: optim.OptimizerConfig = optim.
 
     Raises:
       ConfigError: a bad setting, before anything is compiled (names the field).
+      TrainingDivergedError: a non-finite loss or gradient norm; run.json gets status
+        "failed" and the message; no checkpoint is written past the last finite step.
+      lmscale.train.checkpoints.CorruptCheckpointError: checkpoints exist but none restores.
     """
     start_wall = time.time()
     validate(spec, optimizer, mesh, loop, jax.device_count(), jax.process_count())
@@ -220,12 +252,12 @@ def train(spec: RunSpec, workdir: str, optimizer: optim.OptimizerConfig = optim.
                                                  device_mesh, rules)
     manager = ckpt_lib.make_manager(run_dir, eval_every_steps=every, num_steps=spec.num_steps,
                                     async_save=loop.async_checkpointing)
-    latest = manager.latest_step()
-    if latest is None:
+    restored = ckpt_lib.restore_latest(manager, abstract)
+    if restored is None:
         state = state_lib.create_train_state(spec, tx, optimizer, device_mesh, shardings)
         start = 0
     else:
-        state, data_state, _ = ckpt_lib.restore(manager, latest, abstract)
+        latest, state, data_state, _ = restored
         start = int(data_state["batches_consumed"])
         if start != int(state.step):
             raise RuntimeError(f"{run_dir}: checkpoint {latest} has step {int(state.step)} but "
@@ -269,20 +301,24 @@ def train(spec: RunSpec, workdir: str, optimizer: optim.OptimizerConfig = optim.
         if step == start:
             jax.block_until_ready(state)
             throughput.reset(done)  # leave compilation out of tokens/s
+        will_save = (done % every == 0 or done % loop.save_every_steps == 0
+                     or done == spec.num_steps)
+        if will_save or done % loop.log_every_steps == 0:
+            # Never log or checkpoint past a non-finite step (one host sync per check).
+            _check_finite(pending, done, manager, run_dir, run_file, info, is_writer)
         if done % loop.log_every_steps == 0 or done == spec.num_steps:
             _log_train(writer, pending, done, spec, throughput, noise, loop.noise_scale)
             pending = []
         if loop.eval_every_steps and done % loop.eval_every_steps == 0 and done < spec.num_steps:
             evaluate(done)
             throughput.reset(done)
-        if done % every == 0 or done % loop.save_every_steps == 0 or done == spec.num_steps:
+        if will_save:
             ckpt_lib.save(manager, done, state, {"batches_consumed": done},
                           {"step": done, "tokens_seen": done * spec.tokens_per_step,
                            "run_name": spec.name})
             throughput.reset(done)
     evaluate(spec.num_steps)
-    manager.wait_until_finished()
-    manager.close()
+    ckpt_lib.close(manager)
     writer.flush()
     writer.close()
     info.update(status="done", wall_s=info["wall_s"] + time.time() - start_wall)
@@ -290,6 +326,34 @@ def train(spec: RunSpec, workdir: str, optimizer: optim.OptimizerConfig = optim.
         _write_json(run_file, info)
     multihost_utils.sync_global_devices(f"lmscale train done {spec.name}")
     return info
+
+
+class TrainingDivergedError(FloatingPointError):
+    """A training step produced a non-finite loss or gradient; names the step and the last
+    good checkpoint (which is left intact)."""
+
+
+def _check_finite(pending: Sequence[dict], done: int, manager, run_dir: pathlib.Path,
+                  run_file: pathlib.Path, info: dict, is_writer: bool) -> None:
+    """Raises TrainingDivergedError if a step in `pending` (steps done - len + 1 .. done,
+    numbered as in metrics.jsonl) has a non-finite loss or gradient norm; first lets the
+    last save finish and marks run.json status "failed"."""
+    host = jax.device_get(list(pending))
+    for i, m in enumerate(host):
+        values = {k: float(m[k]) for k in ("loss", "grad_norm")}
+        if all(math.isfinite(v) for v in values.values()):
+            continue
+        step = done - len(host) + 1 + i
+        manager.wait_until_finished()
+        last = manager.latest_step()
+        where = (f"last good checkpoint: {run_dir / ckpt_lib.CHECKPOINT_DIR / str(last)} "
+                 f"(step {last})" if last is not None else "no checkpoint was saved")
+        message = (f"{run_dir}: non-finite training metrics at step {step} "
+                   f"({', '.join(f'{k}={v}' for k, v in values.items())}); {where}")
+        if is_writer:
+            _write_json(run_file, dict(info, status="failed", failure=message,
+                                       failed_step=step, last_good_checkpoint=last))
+        raise TrainingDivergedError(message)
 
 
 def _log_train(writer, pending: Sequence[dict], done: int, spec: RunSpec,

@@ -12,7 +12,8 @@ from lmscale.train import checkpoints, loop, metrics, optim
 from lmscale.train import spec as spec_lib
 from lmscale.train import state as state_lib
 
-SPEC = spec_lib.RunSpec(tiny_config(), seq_len=32, batch_size=8, num_tokens=10 * 256, seed=3)
+SPEC = spec_lib.RunSpec(tiny_config(vocab_size=259, vocab_pad_multiple=128), seq_len=32,
+                        batch_size=8, num_tokens=10 * 256, seed=3)
 OPT = optim.OptimizerConfig(warmup_steps=2)
 LOOP = loop.LoopConfig(log_every_steps=1, eval_every_steps=5, eval_batches=2,
                        checkpoint_every_tokens=4 * 256, save_every_steps=3,
@@ -84,7 +85,7 @@ def test_finished_run_is_skipped(run):
 @pytest.mark.parametrize("kwargs, match", [
     (dict(mesh=state_lib.MeshConfig(data=3, fsdp=1, tensor=1)), "data=3"),
     (dict(mesh=state_lib.MeshConfig(data=2, fsdp=2, tensor=2),
-          spec=spec_lib.RunSpec(tiny_config(), seq_len=32, batch_size=6, num_tokens=6400)),
+          spec=spec_lib.RunSpec(tiny_config(vocab_size=259), seq_len=32, batch_size=6, num_tokens=6400)),
      "RunSpec.batch_size=6"),
     (dict(optimizer=optim.OptimizerConfig(warmup_steps=50)), "OptimizerConfig.warmup_steps=50"),
     (dict(loop=loop.LoopConfig(data_shards=3)), "LoopConfig.data_shards=3"),
