@@ -41,6 +41,9 @@ class StudyConfig:
       models: the ladder, smallest first; one shape family (only width changes).
       token_multiplier: M = D / N (N non-embedding) for every rung.
       seq_len, batch_size: training rows and rows per step.
+      batch_sizes: optional rows per step for each model (Hu et al. grow the batch with
+        size, Table 4), overriding `batch_size`; the small rungs then still take a few
+        hundred optimizer steps at the same token multiplier.
       corpus, vocab_spec: training corpus task and vocabulary (`lmscale.data`).
       seeds: one run per (model, seed); rung values are seed means.
       eval_checkpoints: checkpoints kept per run for evaluation (the last is the final
@@ -59,6 +62,7 @@ class StudyConfig:
     token_multiplier: float = 20.0
     seq_len: int = 128
     batch_size: int = 32
+    batch_sizes: tuple[int, ...] | None = None
     corpus: str = "lmscale_stdlib_py"
     vocab_spec: str = "byte"
     seeds: tuple[int, ...] = (0,)
@@ -76,6 +80,11 @@ class StudyConfig:
         object.__setattr__(self, "seeds", tuple(self.seeds))
         object.__setattr__(self, "mc_tasks", tuple(self.mc_tasks))
         object.__setattr__(self, "passuntil_tasks", tuple(self.passuntil_tasks))
+        if self.batch_sizes is not None:
+            object.__setattr__(self, "batch_sizes", tuple(self.batch_sizes))
+            if len(self.batch_sizes) != len(self.models):
+                raise ConfigError(f"StudyConfig.batch_sizes has {len(self.batch_sizes)} "
+                                  f"entries for {len(self.models)} models")
         if len(self.models) < self.held_out + 3:
             raise ConfigError(
                 f"StudyConfig.models has {len(self.models)} model(s); with held_out="
@@ -100,10 +109,11 @@ class StudyConfig:
 
     def specs(self) -> list[spec_lib.RunSpec]:
         """One run spec per (model, seed), smallest model first."""
-        return [spec_lib.RunSpec(model=m, seq_len=self.seq_len, batch_size=self.batch_size,
+        batches = self.batch_sizes or (self.batch_size,) * len(self.models)
+        return [spec_lib.RunSpec(model=m, seq_len=self.seq_len, batch_size=b,
                                  token_multiplier=self.token_multiplier, corpus=self.corpus,
                                  vocab_spec=self.vocab_spec, seed=s, name=f"{m.name}_s{s}")
-                for m in self.models for s in self.seeds]
+                for m, b in zip(self.models, batches) for s in self.seeds]
 
 
 class _Stage:
@@ -215,7 +225,8 @@ def run_study(config: StudyConfig, workdir: str,
         "ladder": ", ".join(f"{m.name} (d_model {m.d_model}, {m.n_layers} layers, "
                             f"N={m.num_params.non_embedding:,})" for m in config.models),
         "token multiplier M": config.token_multiplier,
-        "tokens per step": f"{config.batch_size} x {config.seq_len}",
+        "tokens per step": (f"{list(config.batch_sizes)} rows" if config.batch_sizes
+                            else f"{config.batch_size} rows") + f" x {config.seq_len} tokens",
         "corpus / vocabulary": f"{config.corpus} / {config.vocab_spec}",
         "seeds": list(config.seeds),
         "optimizer": (f"AdamW lr_peak {optimizer.lr_peak}, cosine to the last step"),
