@@ -62,8 +62,8 @@ class LoopConfig:
       data_shards: number of data-stream shards the global batch is built from (default:
         the process count). Fixing it makes a 1-process run read the same rows as a
         multi-process one.
-      constrain_activations: apply the model's logical activation constraints (needs a
-        global mesh while tracing; see `step.make_train_step`).
+      constrain_activations: apply the model's logical activation constraints at block
+        boundaries (the mesh is set while tracing; see `step.make_train_step`).
     """
 
     log_every_steps: int = 10
@@ -77,7 +77,7 @@ class LoopConfig:
     noise_scale: bool = True
     compute_dtype: str = "auto"
     data_shards: int | None = None
-    constrain_activations: bool = False
+    constrain_activations: bool = True
 
     def __post_init__(self):
         for field in ("log_every_steps", "save_every_steps"):

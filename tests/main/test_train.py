@@ -75,6 +75,7 @@ def test_sigkill_and_restart_reproduces_the_uninterrupted_params(tmp_path):
     ("train_state.MeshConfig.data = 3", "data=3"),
     ("optim.OptimizerConfig.warmup_steps = 40", "OptimizerConfig.warmup_steps=40"),
     ("run_spec.RunSpec.bogus_field = 1", "bogus_field"),
+    ("model_config.ModelConfig.vocab_size = 256", "ModelConfig.vocab_size=256 is smaller"),
 ])
 def test_bad_config_fails_before_compiling(tmp_path, binding, match):
     proc = subprocess.run(

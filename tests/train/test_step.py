@@ -30,7 +30,8 @@ def _batches(n, seed=0):
     return out
 
 
-def _run(mesh_config, devices, batches, noise_scale=True, z_loss_weight=0.0):
+def _run(mesh_config, devices, batches, noise_scale=True, z_loss_weight=0.0,
+         constrain_activations=False):
     spec = spec_lib.RunSpec(tiny_config(z_loss_weight=z_loss_weight), seq_len=SEQ,
                             batch_size=BATCH, num_tokens=len(batches) * BATCH * SEQ)
     opt = optim.OptimizerConfig(warmup_steps=3 if len(batches) > 4 else 0)
@@ -41,7 +42,8 @@ def _run(mesh_config, devices, batches, noise_scale=True, z_loss_weight=0.0):
     state = state_lib.create_train_state(spec, tx, opt, mesh, shardings)
     batch_sharding = nn.logical_to_mesh_sharding(PartitionSpec("batch", "length"), mesh, rules)
     train_step = step_lib.make_train_step(spec.model, tx, schedule, mesh, rules, shardings,
-                                          batch_sharding, noise_scale=noise_scale)
+                                          batch_sharding, noise_scale=noise_scale,
+                                          constrain_activations=constrain_activations)
     losses = []
     for batch in batches:
         state, metrics = train_step(state, batch)
@@ -89,3 +91,14 @@ def test_z_loss_is_reported_apart_and_changes_the_update():
     diff = max(float(np.max(np.abs(a - b))) for a, b in zip(
         jax.tree_util.tree_leaves(plain_state.params), jax.tree_util.tree_leaves(z_state.params)))
     assert diff > 0.0
+
+
+@pytest.mark.slow  # ~15 s on 2 shared cores
+def test_activation_constraints_on_2x2x2_match_single_device():
+    batches = _batches(5, seed=3)
+    single, _, _ = _run(state_lib.MeshConfig(data=1, fsdp=1, tensor=1), jax.devices()[:1],
+                        batches)
+    constrained, _, _ = _run(state_lib.MeshConfig(data=2, fsdp=2, tensor=2), jax.devices(),
+                             batches, constrain_activations=True)
+    assert single[-1] < single[0]
+    np.testing.assert_allclose(constrained, single, rtol=1e-5)
