@@ -349,22 +349,29 @@ class _TaskUnit:
         from lmscale.eval import passuntil  # needs lmscale.fit; only PassUntil units do
 
         pu = self.pu
+        room = self.config.max_seq_len - self.task.max_new_tokens - 1
+        if room < 1:
+            raise ValueError(f"task {self.task.name!r}: max_new_tokens="
+                             f"{self.task.max_new_tokens} leaves no room for a prompt in "
+                             f"max_seq_len={self.config.max_seq_len}")
+        prompts = {}
+        for inst in todo:
+            # bos (id 0) first, as in training (the feature converter's shift) and the
+            # scorer; left-truncated (as the scorer does) so prompt + completion fit.
+            ids = np.asarray(self.vocab.encode(inst.prompt), np.int32).reshape(-1)
+            truncated = max(0, ids.size - room)
+            prompts[inst.id] = (np.concatenate([[0], ids[truncated:]]).astype(np.int32),
+                                truncated)
+        # One prompt bucket for the whole unit: the sampler compiles once per (model, task).
+        longest = max((p.size for p, _ in prompts.values()), default=1)
         sampler = sampler_lib.Sampler(
             self.params, self.config, self.vocab, method=pu.method, num_slots=pu.num_slots,
-            max_new_tokens=self.task.max_new_tokens, stop_strings=self.task.stop_strings)
+            max_new_tokens=self.task.max_new_tokens, stop_strings=self.task.stop_strings,
+            min_prompt_bucket=sampler_lib.bucket(longest))
         start = time.monotonic()
         for n, inst in enumerate(todo, 1):
             seed = instance_seed(pu.seed, self.task.name, inst.id)
-            # bos (id 0) first, as in training (the feature converter's shift) and the scorer.
-            ids = np.asarray(self.vocab.encode(inst.prompt), np.int32).reshape(-1)
-            # Left-truncate (as the scorer does) so prompt + completion fit max_seq_len.
-            room = self.config.max_seq_len - self.task.max_new_tokens - 1
-            if room < 1:
-                raise ValueError(f"task {self.task.name!r}: max_new_tokens="
-                                 f"{self.task.max_new_tokens} leaves no room for a prompt in "
-                                 f"max_seq_len={self.config.max_seq_len}")
-            truncated = max(0, ids.size - room)
-            prompt = np.concatenate([[0], ids[truncated:]]).astype(np.int32)
+            prompt, truncated = prompts[inst.id]
             checker = checkers_lib.make_checker(self.task, inst,
                                                 timeout_s=self.sandbox_timeout_s)
             draw = self.draw_factory(sampler, prompt, checker, seed)
