@@ -199,9 +199,10 @@ class Attention(nn.Module):
 
         b, t = q.shape[:2]
         qg = q.reshape(b, t, k, g, h) * jnp.asarray(h ** -0.5, q.dtype)
-        # Scores and values come in parts (prefix, cache, this call), each [B, K, G, T, *]
-        # and [*, K, H]; one softmax runs over the concatenated scores (small) while the
-        # values stay where they are: no [B, P + S, K, H] copy per layer and step.
+        # Scores and values come in parts (the prefix, then the cache when decoding or this
+        # call's own keys otherwise), scores [B, K, G, T, *]; one softmax runs over the
+        # concatenated scores (small) while the values stay where they are: no
+        # [B, P + S, K, H] concatenation per layer and step.
         scores, readers = [], []
         if prefix is not None:
             pscores, pread = _prefix_part(qg, prefix, prefix_index)
