@@ -47,13 +47,8 @@ def run_ladder(workdir: str, models: Sequence, token_multipliers: Sequence[float
 
 
 def main(argv) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     flags = train_main.FLAGS
-    if not flags.workdir:
-        raise app.UsageError("--workdir is required")
-    train_main.initialize_distributed()
-    config_text = train_main.parse_gin(flags.gin_file, flags.gin_bindings)
+    config_text = train_main.start(argv)
     from lmscale.train import loop  # pylint: disable=g-import-not-at-top
     from lmscale.train.spec import RunSpec  # pylint: disable=g-import-not-at-top
     # The gin files bind `lmscale.main.ladder.run_ladder`, not this `__main__` copy.

@@ -17,13 +17,8 @@ from lmscale.main import train as train_main
 
 
 def main(argv) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     flags = train_main.FLAGS
-    if not flags.workdir:
-        raise app.UsageError("--workdir is required")
-    train_main.initialize_distributed()
-    config_text = train_main.parse_gin(flags.gin_file, flags.gin_bindings)
+    config_text = train_main.start(argv)
     from lmscale.report import study  # pylint: disable=g-import-not-at-top
     run = train_main.configured(study.run_study)
     analysis = run(workdir=flags.workdir, config_text=config_text)

@@ -70,13 +70,19 @@ def configured(fn: Callable) -> Callable:
                          ) from e
 
 
-def main(argv) -> None:
+def start(argv) -> str:
+    """The common prologue of the training binaries: flags checked, multi-host started,
+    gin parsed; returns the resolved configuration text."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required")
     initialize_distributed()
-    config_text = parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+    return parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+
+
+def main(argv) -> None:
+    config_text = start(argv)
     from lmscale.train import loop  # pylint: disable=g-import-not-at-top
     from lmscale.train.spec import RunSpec  # pylint: disable=g-import-not-at-top
     spec = configured(RunSpec)()

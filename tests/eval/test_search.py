@@ -15,12 +15,7 @@ from lmscale.testing import tiny_config
 PROMPT = [1, 3, 2]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fast_compiles():
-    old = jax.config.values["jax_disable_most_optimizations"]
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 @pytest.fixture(scope="module")
