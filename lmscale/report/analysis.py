@@ -311,10 +311,16 @@ def _passuntil_task(task, index, rungs, fit_rungs, target_rungs, checkpoints, pr
     out["num_instances"] = len(ids)
     out["per_rung"] = [dict(N=int(n), pu=float(p), capped_fraction=float(c))
                        for n, p, c in zip(N_all, dataset, np.nanmean(capped, axis=1))]
-    growth, gerr = _safe(F.classify_growth, N_all, dataset)
+    # Growth class on the rungs where log(-log PU) exists (0 < PU < 1), all rungs included:
+    # it describes the measured curve, it predicts nothing.
+    usable = (dataset > 0) & (dataset < 1)
+    growth, gerr = _safe(F.classify_growth, N_all[usable], dataset[usable])
+    on = ("all rungs" if usable.all() else
+          f"the {int(usable.sum())} rungs with 0 < PU < 1 (N = "
+          f"{', '.join(f'{int(n):,}' for n in N_all[usable])})")
     out["growth"] = (dict(cls=growth.cls, description=growth.description,
                           p_value=growth.p_value, curvature=growth.curvature,
-                          on="all rungs") if growth is not None else dict(error=gerr))
+                          on=on) if growth is not None else dict(error=gerr))
     ds_fit, derr = _safe(F.fit_pu_dataset, N_all[:k], dataset[:k])
     inst_fit, ierr = _safe(F.fit_pu_instances, N_all[:k], pu[:k],
                            answer_loss=None if np.isnan(loss[:k]).any() else loss[:k])

@@ -206,7 +206,7 @@ def run_study(config: StudyConfig, workdir: str,
     import jax
 
     start = time.time()
-    root = pathlib.Path(workdir)
+    root = pathlib.Path(workdir).absolute()
     runs_dir = root / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     if config_text and jax.process_index() == 0:
@@ -253,7 +253,7 @@ def run_study(config: StudyConfig, workdir: str,
 
 def load_results(workdir: str) -> tuple[list[dict], dict[str, dict]]:
     """(rows, run infos) of a finished or partial study, for notebooks."""
-    root = pathlib.Path(workdir)
+    root = pathlib.Path(workdir).absolute()
     rows = [dataclasses.asdict(r) for r in results_lib.read_rows(root / runner.RESULTS_FILE)]
     infos = {p.parent.name: json.loads(p.read_text()) for p in
              sorted((root / "runs").glob("*/run.json"))}

@@ -276,7 +276,7 @@ def restore_params(run_dir: str | pathlib.Path, step: int, config: ModelConfig |
       CorruptCheckpointError: the checkpoint is unreadable or its contents differ from what
         was saved (names the step directory).
     """
-    run_dir = pathlib.Path(run_dir)
+    run_dir = pathlib.Path(run_dir).absolute()  # orbax wants absolute paths
     if config is None:
         config = ModelConfig(**run_info(run_dir)["model_config"])
     if step not in _saved_steps(run_dir):

@@ -38,13 +38,15 @@ def test_study_config_rejects_bad_ladders():
 
 
 @pytest.mark.slow
-def test_micro_study_end_to_end_and_resume(tmp_path):
+def test_micro_study_end_to_end_and_resume(tmp_path, monkeypatch):
+    # A relative workdir, as users type it (orbax needs absolute paths internally).
+    monkeypatch.chdir(tmp_path.parent)
     config = _config()
     loop = train_loop.LoopConfig(log_every_steps=5, eval_batches=2, save_every_steps=5,
                                  async_checkpointing=False, peak_flops_per_device=1e10,
                                  noise_scale=False)
     opt = optim.OptimizerConfig(lr_peak=3e-3, warmup_steps=1)
-    analysis = study.run_study(config, str(tmp_path), optimizer=opt, loop=loop)
+    analysis = study.run_study(config, tmp_path.name, optimizer=opt, loop=loop)
 
     # Every rung trained, with intermediate checkpoints, and every checkpoint evaluated.
     runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
@@ -69,6 +71,6 @@ def test_micro_study_end_to_end_and_resume(tmp_path):
     rows_before = (tmp_path / "results.jsonl").read_text()
 
     # A rerun trains and evaluates nothing and reproduces the same analysis.
-    again = study.run_study(config, str(tmp_path), optimizer=opt, loop=loop)
+    again = study.run_study(config, tmp_path.name, optimizer=opt, loop=loop)
     assert (tmp_path / "results.jsonl").read_text() == rows_before
     assert again["predictions"] == analysis["predictions"]
