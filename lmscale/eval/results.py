@@ -72,10 +72,10 @@ class RunPoint:
 
 
 @dataclasses.dataclass(frozen=True)
-class ResultRow:
+class ResultRow(RunPoint):
     """One line of the results file.
 
-    Attributes: those of `RunPoint`, then
+    Attributes: those of `RunPoint` (inherited), then
       task: eval task name (`VALIDATION_TASK` for validation loss).
       metric: one of `METRICS`.
       value: the number (for `INSTANCE` rows: the estimate or the gold log-likelihood).
@@ -84,13 +84,6 @@ class ResultRow:
         `estimate`, ...; scorer `loglik`, `num_tokens`, ... per choice.
     """
 
-    run: str
-    step: int
-    tokens: int
-    num_params: int
-    num_params_non_embedding: int
-    num_tokens: int
-    flops: float
     task: str
     metric: str
     value: float

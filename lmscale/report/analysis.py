@@ -23,11 +23,10 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from lmscale import fit as F
+from lmscale.eval.results import (ACCURACY, ANSWER_LOSS, BRIER_SCORE, CORRECT_CHOICE_PROB,
+                                  INSTANCE, PASSUNTIL, VALIDATION_LOSS, VALIDATION_TASK)
 
-VALIDATION_TASK = "validation"
-VALIDATION_LOSS = "validation_loss"
-INSTANCE = "instance"
-MC_METRICS = ("accuracy", "correct_choice_prob", "brier_score")
+MC_METRICS = (ACCURACY, CORRECT_CHOICE_PROB, BRIER_SCORE)
 
 
 def _as_dict(row) -> dict:
@@ -160,8 +159,8 @@ def analyze(rows: Iterable, runs: Mapping[str, Mapping[str, Any]], *,
                     for metric in MC_METRICS:
                         point[f"{task}/{metric}"] = index.value(run, step, task, metric)
                 for task in passuntil_tasks:
-                    point[f"{task}/passuntil"] = index.value(run, step, task, "passuntil")
-                    point[f"{task}/answer_loss"] = index.value(run, step, task, "answer_loss")
+                    point[f"{task}/passuntil"] = index.value(run, step, task, PASSUNTIL)
+                    point[f"{task}/answer_loss"] = index.value(run, step, task, ANSWER_LOSS)
                 checkpoints.append(point)
 
     def final_mean(rung: _Rung, task: str, metric: str) -> float | None:
@@ -253,7 +252,7 @@ def _mc_task(task, rungs, fit_rungs, target_rungs, rung_rows, checkpoints, final
             out["threshold"] = (dict(params=thr.params, reliable=thr.reliable,
                                      reason=thr.reason) if thr is not None else dict(error=err))
     # Gadre et al.: Err(L) on the fitted rungs' final checkpoints, fed the predicted loss.
-    err_fit_rungs = [final_mean(r, task, "accuracy") for r in fit_rungs]
+    err_fit_rungs = [final_mean(r, task, ACCURACY) for r in fit_rungs]
     if all(v is not None for v in err_fit_rungs) and predicted_loss:
         err_fit, e = _safe(F.fit_error_law, L_fit, 1.0 - np.array(err_fit_rungs))
         if err_fit is None:
@@ -262,7 +261,7 @@ def _mc_task(task, rungs, fit_rungs, target_rungs, rung_rows, checkpoints, final
             out["error_law"] = dict(params=err_fit.params, reliable=err_fit.reliable,
                                     reason=err_fit.reason)
             for rung in target_rungs:
-                measured = final_mean(rung, task, "accuracy")
+                measured = final_mean(rung, task, ACCURACY)
                 pred = 1.0 - float(np.asarray(err_fit.predict(
                     loss=np.array([predicted_loss[rung.N]])))[0])
                 predictions.append(dict(
@@ -295,7 +294,7 @@ def _passuntil_task(task, index, rungs, fit_rungs, target_rungs, checkpoints, pr
     """Hu et al.'s dataset- and instance-level PU fits, growth class, held-out prediction."""
     out: dict[str, Any] = dict(kind="passuntil", r=r)
     ids, pu = _instance_matrix(index, rungs, task, "estimate")
-    _, loss = _instance_matrix(index, rungs, task, "answer_loss")
+    _, loss = _instance_matrix(index, rungs, task, ANSWER_LOSS)
     _, capped = _instance_matrix(index, rungs, task, "capped")
     if not ids:
         out["error"] = "no per-instance PassUntil rows"
