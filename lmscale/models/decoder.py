@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from lmscale.models.config import ModelConfig
+from lmscale.models import ops
 from lmscale.models.layers import Attention, Mlp, Norm
 
 Array = jax.Array
@@ -149,10 +150,13 @@ class Decoder(nn.Module):
                 values.append(v_i)
         x = Norm(c.norm, c.norm_eps, name="ln_final")(x)
         if c.tie_embeddings:
-            logits = embed.attend(x)
+            # embed.attend(x), with the product through ops.dot_general.
+            table = embed.embedding.astype(dtype)
+            logits = ops.dot_general(x.astype(dtype), table, (((x.ndim - 1,), (1,)), ((), ())))
         else:
             logits = nn.Dense(
                 c.padded_vocab_size, use_bias=False, dtype=dtype, name="unembed",
+                dot_general=ops.dot_general,
                 kernel_init=nn.with_logical_partitioning(nn.initializers.normal(c.init_std),
                                                          ("embed", "vocab")))(x)
         logits = logits.astype(jnp.float32)

@@ -14,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lmscale.models import ops
+
 Array = jax.Array
 _NEG_INF = -1e30
 
@@ -104,6 +106,7 @@ class Mlp(nn.Module):
 
         def dense(name, features, in_name, out_name, std):
             return nn.Dense(features, use_bias=self.use_bias, dtype=self.dtype,
+                            dot_general=ops.dot_general,
                             kernel_init=_dense_init(std, (in_name, out_name)),
                             bias_init=_zeros((out_name,)), name=name)
 
@@ -139,7 +142,7 @@ class HeadsDense(nn.Module):
         kernel = self.param("kernel", _dense_init(self.init_std, self.names),
                             tuple(in_shape) + tuple(self.features))
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-        y = jax.lax.dot_general(
+        y = ops.dot_general(
             x, kernel, ((tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in))), ((), ())))
         if self.use_bias:
             bias = self.param("bias", _zeros(self.names[n_in:]), tuple(self.features))
@@ -233,10 +236,10 @@ class Attention(nn.Module):
             mask = jnp.broadcast_to(q_pos[:, None] >= q_pos[None, :], (b, t, t))  # [B, T, T]
             if segment_ids is not None:
                 mask = mask & (segment_ids[:, :, None] == segment_ids[:, None, :])
-            sscores = jnp.einsum("btkgh,bskh->bkgts", qg, key,
+            sscores = ops.einsum("btkgh,bskh->bkgts", qg, key,
                                  preferred_element_type=jnp.float32)
             scores.append(jnp.where(mask[:, None, None, :, :], sscores, _NEG_INF))
-            readers.append(lambda p: jnp.einsum("bkgts,bskh->btkgh", p, value))
+            readers.append(lambda p: ops.einsum("bkgts,bskh->btkgh", p, value))
         widths = [x.shape[-1] for x in scores]
         probs = jax.nn.softmax(jnp.concatenate(scores, axis=-1) if len(scores) > 1
                                else scores[0], axis=-1).astype(value.dtype)
@@ -254,12 +257,12 @@ class Attention(nn.Module):
 
 def _cache_scores(qg: Array, keys: Array) -> Array:
     """[B, K, G, T, S] float32 scores of queries qg [B, T, K, G, H] against keys [B, S, K, H]."""
-    return jnp.einsum("btkgh,bskh->bkgts", qg, keys, preferred_element_type=jnp.float32)
+    return ops.einsum("btkgh,bskh->bkgts", qg, keys, preferred_element_type=jnp.float32)
 
 
 def _cache_read(probs: Array, values: Array) -> Array:
     """[B, T, K, G, H] weighted values: probs [B, K, G, T, S], values [B, S, K, H]."""
-    return jnp.einsum("bkgts,bskh->btkgh", probs, values)
+    return ops.einsum("bkgts,bskh->btkgh", probs, values)
 
 
 def _prefix_part(qg, prefix, prefix_index):
@@ -280,13 +283,13 @@ def _prefix_part(qg, prefix, prefix_index):
         # [P, K, H] prefix directly, so no row gets its own copy of the prompt's keys.
         pk, pv = pk[0].astype(dtype), pv[0].astype(dtype)
         pmask = (jnp.arange(pk.shape[0]) < plen[0])[None, None, None, None, :]
-        scores = jnp.einsum("btkgh,pkh->bkgtp", qg, pk, preferred_element_type=jnp.float32)
+        scores = ops.einsum("btkgh,pkh->bkgtp", qg, pk, preferred_element_type=jnp.float32)
         return (jnp.where(pmask, scores, _NEG_INF),
-                lambda p: jnp.einsum("bkgtp,pkh->btkgh", p, pv))
+                lambda p: ops.einsum("bkgtp,pkh->btkgh", p, pv))
     if prefix_index is None:
         prefix_index = jnp.zeros((qg.shape[0],), jnp.int32)
     pk, pv = pk[prefix_index].astype(dtype), pv[prefix_index].astype(dtype)  # [B, P, K, H]
     pmask = jnp.arange(pk.shape[1])[None, :] < plen[prefix_index][:, None]  # [B, P]
-    scores = jnp.einsum("btkgh,bpkh->bkgtp", qg, pk, preferred_element_type=jnp.float32)
+    scores = ops.einsum("btkgh,bpkh->bkgtp", qg, pk, preferred_element_type=jnp.float32)
     return (jnp.where(pmask[:, None, None, None, :], scores, _NEG_INF),
-            lambda p: jnp.einsum("bkgtp,bpkh->btkgh", p, pv))
+            lambda p: ops.einsum("bkgtp,bpkh->btkgh", p, pv))
