@@ -12,6 +12,10 @@ if "xla_force_host_platform_device_count" not in _flags:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
+from lmscale import runtime  # noqa: E402
+
+runtime.tune_host_allocator()  # as the binaries do, before JAX starts its CPU threads
+
 import pathlib  # noqa: E402
 
 import pytest  # noqa: E402

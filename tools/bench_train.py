@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from jax.sharding import PartitionSpec  # noqa: E402
 
+from lmscale import runtime  # noqa: E402
 from lmscale.models.config import ModelConfig  # noqa: E402
 from lmscale.train import metrics, optim  # noqa: E402
 from lmscale.train import spec as spec_lib  # noqa: E402
@@ -155,10 +156,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--default_allocator", action="store_true",
+                        help="leave glibc's allocator as it is (lmscale.runtime not applied)")
     args = parser.parse_args()
+    # Before JAX starts its CPU client; the PyTorch side runs in the same process.
+    tuned = False if args.default_allocator else runtime.tune_host_allocator()
     peak = metrics.measure_peak_flops(size=2048)
     print(f"host float32 matmul peak (jnp.dot 2048^2): {peak / 1e9:.1f} GFLOP/s; "
-          f"torch threads {torch.get_num_threads()}; jax devices {jax.device_count()}")
+          f"torch threads {torch.get_num_threads()}; jax devices {jax.device_count()}; "
+          f"host allocator {'tuned' if tuned else 'default'}")
     print(f"{'d_model':>7} {'params':>9} {'lmscale tok/s':>14} {'torch tok/s':>12} "
           f"{'ratio':>6} {'lmscale MFU':>12} {'torch MFU':>10}")
     for d in (int(x) for x in args.d_models.split(",")):

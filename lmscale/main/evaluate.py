@@ -11,6 +11,8 @@ finished (run, step, task) units and resumes an interrupted PassUntil task.
 from absl import app, flags, logging
 import gin
 
+from lmscale import runtime
+
 flags.DEFINE_multi_string("gin_file", [], "Gin files, in order.")
 flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings, after the files.")
 flags.DEFINE_string("workdir", None, "Ladder workdir (runs in its children) or one run dir.")
@@ -22,6 +24,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    runtime.tune_host_allocator()  # before JAX starts its CPU threads
     from lmscale.eval import runner
 
     gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_bindings)

@@ -19,6 +19,8 @@ from typing import Callable
 
 from absl import app, flags, logging
 
+from lmscale import runtime
+
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", [], "Gin files, parsed in order.")
 flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, applied after the files.")
@@ -77,6 +79,8 @@ def start(argv) -> str:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required")
+    tuned = runtime.tune_host_allocator()  # before JAX starts its CPU threads
+    logging.info("host allocator tuned for XLA:CPU: %s", tuned)
     initialize_distributed()
     return parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
 
