@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from lmscale.models.config import ModelConfig
 from lmscale.models import ops
-from lmscale.models.layers import Attention, Mlp, Norm
+from lmscale.models.layers import Attention, Mlp, Norm, rotary_tables
 
 Array = jax.Array
 
@@ -71,7 +71,8 @@ class Block(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x, positions, segment_ids, cache, cache_index, prefix, prefix_index):
+    def __call__(self, x, positions, segment_ids, cache, cache_index, prefix, prefix_index,
+                 rope=None):
         c = self.config
         dtype = jnp.dtype(c.dtype)
         out_std = c.init_std / (2 * c.n_layers) ** 0.5
@@ -84,7 +85,7 @@ class Block(nn.Module):
                   init_std=c.init_std, out_std=out_std, dtype=dtype, name="mlp")
         h = Norm(c.norm, c.norm_eps, name="ln_attn")(x)
         a, kv, new_cache = attn(h, positions, segment_ids, cache, cache_index, prefix,
-                                prefix_index)
+                                prefix_index, rope)
         if c.parallel_residual:
             x = x + a + mlp(Norm(c.norm, c.norm_eps, name="ln_mlp")(x))
         else:
@@ -136,6 +137,8 @@ class Decoder(nn.Module):
                                                         ("vocab", "embed")))
         x = embed(tokens)
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        rope = (rotary_tables(positions, c.rotary_dims, c.rope_theta) if c.rotary_dims
+                else None)  # shared by every layer
         keys, values = [], []
         stacked = None if cache is None else (cache.k, cache.v)
         for i in range(c.n_layers):
@@ -144,7 +147,7 @@ class Decoder(nn.Module):
                                                         prefix.lengths)
             x, (k_i, v_i), stacked = Block(c, name=f"block_{i}")(
                 x, positions, segment_ids, layer_cache, cache_index, layer_prefix,
-                prefix_index)
+                prefix_index, rope)
             if return_kv:
                 keys.append(k_i)
                 values.append(v_i)

@@ -58,7 +58,21 @@ class Norm(nn.Module):
         return y.astype(x.dtype)
 
 
-def rotary(x: Array, positions: Array, rotary_dims: int, theta: float) -> Array:
+def rotary_tables(positions: Array, rotary_dims: int, theta: float) -> tuple[Array, Array]:
+    """(sin, cos) of the rotary angles, each [B, T, 1, rotary_dims // 2] float32.
+
+    Computed once per forward by the decoder and shared by every layer's queries and
+    keys: left to each `rotary` call, XLA fuses the sin/cos into every consumer and
+    evaluates them per head and per layer.
+    """
+    half = rotary_dims // 2
+    inv_freq = 1.0 / (theta ** (jnp.arange(half, dtype=jnp.float32) * 2.0 / rotary_dims))
+    angles = positions.astype(jnp.float32)[:, :, None] * inv_freq  # [B, T, half]
+    return jnp.sin(angles)[:, :, None, :], jnp.cos(angles)[:, :, None, :]
+
+
+def rotary(x: Array, positions: Array, rotary_dims: int, theta: float,
+           tables: tuple[Array, Array] | None = None) -> Array:
     """Rotary embedding on the first `rotary_dims` of each head, rotate-half convention.
 
     Args:
@@ -66,16 +80,14 @@ def rotary(x: Array, positions: Array, rotary_dims: int, theta: float) -> Array:
       positions: [B, T] int absolute positions.
       rotary_dims: even number of leading head dims to rotate (0 leaves x unchanged).
       theta: frequency base.
+      tables: optional `rotary_tables(positions, rotary_dims, theta)`, precomputed.
     Returns:
       [B, T, heads, H], same dtype as x.
     """
     if rotary_dims == 0:
         return x
     half = rotary_dims // 2
-    inv_freq = 1.0 / (theta ** (jnp.arange(half, dtype=jnp.float32) * 2.0 / rotary_dims))
-    angles = positions.astype(jnp.float32)[:, :, None] * inv_freq  # [B, T, half]
-    sin = jnp.sin(angles)[:, :, None, :]
-    cos = jnp.cos(angles)[:, :, None, :]
+    sin, cos = tables if tables is not None else rotary_tables(positions, rotary_dims, theta)
     rot, keep = x[..., :rotary_dims].astype(jnp.float32), x[..., rotary_dims:]
     x1, x2 = rot[..., :half], rot[..., half:]
     rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
@@ -177,7 +189,7 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x, positions, segment_ids=None, cache=None, cache_index=None,
-                 prefix=None, prefix_index=None):
+                 prefix=None, prefix_index=None, rope=None):
         n, k, h = self.n_heads, self.n_kv_heads, self.head_dim
         g = n // k
 
@@ -194,8 +206,10 @@ class Attention(nn.Module):
                 q.reshape(b, t, n * h)).reshape(b, t, n, h)
             key = Norm(self.norm, self.norm_eps, "kv_heads", name="k_norm")(
                 key.reshape(b, t, k * h)).reshape(b, t, k, h)
-        q = rotary(q, positions, self.rotary_dims, self.rope_theta)
-        key = rotary(key, positions, self.rotary_dims, self.rope_theta)
+        if rope is None and self.rotary_dims:
+            rope = rotary_tables(positions, self.rotary_dims, self.rope_theta)
+        q = rotary(q, positions, self.rotary_dims, self.rope_theta, rope)
+        key = rotary(key, positions, self.rotary_dims, self.rope_theta, rope)
         q = nn.with_logical_constraint(q, ("batch", "length", "heads", "head_dim"))
         key = nn.with_logical_constraint(key, ("batch", "length", "kv_heads", "head_dim"))
         value = nn.with_logical_constraint(value, ("batch", "length", "kv_heads", "head_dim"))
