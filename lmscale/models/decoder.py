@@ -109,8 +109,9 @@ class Decoder(nn.Module):
 
         Args:
           tokens: [B, T] int token ids.
-          positions: [B, T] int absolute positions (rotary); default arange(T). With a
-            prefix of length P, the first generated token sits at position P.
+          positions: [B, T] int absolute positions (rotary), below `max_seq_len` (the
+            rotary table's length); default arange(T). With a prefix of length P, the
+            first generated token sits at position P.
           segment_ids: [B, T] int packing segments (train/score only); tokens attend only
             within their segment.
           cache: decode mode: the slots' `KVCache`; this call's keys/values are written at
@@ -137,8 +138,8 @@ class Decoder(nn.Module):
                                                         ("vocab", "embed")))
         x = embed(tokens)
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
-        rope = (rotary_tables(positions, c.rotary_dims, c.rope_theta) if c.rotary_dims
-                else None)  # shared by every layer
+        rope = (rotary_tables(positions, c.rotary_dims, c.rope_theta, c.max_seq_len)
+                if c.rotary_dims else None)  # shared by every layer
         keys, values = [], []
         stacked = None if cache is None else (cache.k, cache.v)
         for i in range(c.n_layers):

@@ -58,17 +58,28 @@ class Norm(nn.Module):
         return y.astype(x.dtype)
 
 
-def rotary_tables(positions: Array, rotary_dims: int, theta: float) -> tuple[Array, Array]:
+def rotary_tables(positions: Array, rotary_dims: int, theta: float,
+                  max_len: int | None = None) -> tuple[Array, Array]:
     """(sin, cos) of the rotary angles, each [B, T, 1, rotary_dims // 2] float32.
 
-    Computed once per forward by the decoder and shared by every layer's queries and
-    keys: left to each `rotary` call, XLA fuses the sin/cos into every consumer and
-    evaluates them per head and per layer.
+    With `max_len`, the angles of positions [0, max_len) are a compile-time constant table
+    and the positions index it; positions past the table read its last row (padding rows
+    of the scorer's buckets do, and are masked; real positions are checked against
+    `ModelConfig.max_seq_len` by the trainer, sampler and scorer).
+    The decoder does this once per forward for every layer: computed from the positions
+    instead, XLA:CPU fuses the sin/cos into each consumer and evaluates them per head
+    and per layer (about 10% of a d_model 64 train step).
     """
     half = rotary_dims // 2
     inv_freq = 1.0 / (theta ** (jnp.arange(half, dtype=jnp.float32) * 2.0 / rotary_dims))
-    angles = positions.astype(jnp.float32)[:, :, None] * inv_freq  # [B, T, half]
-    return jnp.sin(angles)[:, :, None, :], jnp.cos(angles)[:, :, None, :]
+    if max_len is None:
+        angles = positions.astype(jnp.float32)[:, :, None] * inv_freq  # [B, T, half]
+        return jnp.sin(angles)[:, :, None, :], jnp.cos(angles)[:, :, None, :]
+    angles = jnp.arange(max_len, dtype=jnp.float32)[:, None] * inv_freq  # [max_len, half]
+
+    def lookup(table):
+        return jnp.take(table, positions, axis=0, mode="clip")[:, :, None]
+    return lookup(jnp.sin(angles)), lookup(jnp.cos(angles))
 
 
 def rotary(x: Array, positions: Array, rotary_dims: int, theta: float,

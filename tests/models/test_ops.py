@@ -89,3 +89,16 @@ def test_explicit_backward_only_by_default_on_cpu():
         assert "custom_vjp" not in text
     finally:
         ops.set_explicit_vjp(None)
+
+
+def test_rotary_table_lookup_equals_computed_angles():
+    from lmscale.models.layers import rotary_tables
+    positions = jnp.array([[0, 1, 2, 63], [5, 17, 40, 2]], jnp.int32)
+    sin_c, cos_c = rotary_tables(positions, 8, 10000.0)
+    sin_t, cos_t = rotary_tables(positions, 8, 10000.0, max_len=64)
+    assert sin_t.shape == sin_c.shape == (2, 4, 1, 4)
+    np.testing.assert_allclose(sin_t, sin_c, atol=1e-6)
+    np.testing.assert_allclose(cos_t, cos_c, atol=1e-6)
+    # Past the table (padding rows only): the last row, finite.
+    sin_p, _ = rotary_tables(jnp.array([[70]], jnp.int32), 8, 10000.0, max_len=64)
+    np.testing.assert_allclose(sin_p[0, 0], sin_t[0, 3])
