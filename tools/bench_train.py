@@ -5,9 +5,11 @@ gated GeLU, tied embeddings, causal MHA) with the same batch, sequence length an
 (0.9, 0.95, weight decay 0.1, clip 1.0) on this machine's CPU. MFU is measured against
 this host's float32 matmul peak, taken in the same run with a big `jnp.dot`.
 
-  python tools/bench_train.py [--d_models=64,128,256] [--batch=8] [--seq=128] [--steps=20]
+  python tools/bench_train.py [--d_models=64,128,256] [--batch=8] [--seq=128] [--steps=10]
+      [--rounds=5] [--default_allocator]
 
-Prints one row per width: tokens/s of each side, their ratio (lmscale / torch) and MFU.
+Prints one row per width: tokens/s of each side (best of `rounds` alternating blocks of
+`steps` steps), their ratio (lmscale / torch) and MFU.
 """
 
 from __future__ import annotations
@@ -51,10 +53,10 @@ def synthetic_batch(batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray
             "decoder_positions": np.tile(np.arange(seq, dtype=np.int32), (batch, 1))}
 
 
-def bench_lmscale(config: ModelConfig, batch: int, seq: int, steps: int) -> float:
-    """Seconds per step of the jitted, donated lmscale train step on one device."""
+def lmscale_stepper(config: ModelConfig, batch: int, seq: int, total_steps: int):
+    """`run(n)`: n steps of the jitted, donated lmscale train step on one device, synced."""
     spec = spec_lib.RunSpec(config, seq_len=seq, batch_size=batch,
-                            num_tokens=(steps + 10) * batch * seq)
+                            num_tokens=(total_steps + 10) * batch * seq)
     opt = optim.OptimizerConfig(warmup_steps=1)
     tx, schedule = optim.make_optimizer(opt, spec.num_steps, config.d_model)
     mesh_config = state_lib.MeshConfig(data=1, fsdp=1, tensor=1)
@@ -66,14 +68,15 @@ def bench_lmscale(config: ModelConfig, batch: int, seq: int, steps: int) -> floa
     train_step = step_lib.make_train_step(config, tx, schedule, mesh, rules, shardings,
                                           batch_sharding)
     data = jax.device_put(synthetic_batch(batch, seq), batch_sharding)
-    for _ in range(3):
-        state, m = train_step(state, data)
-    jax.block_until_ready(state)
-    start = time.perf_counter()
-    for _ in range(steps):
-        state, m = train_step(state, data)
-    jax.block_until_ready((state, m))
-    return (time.perf_counter() - start) / steps
+    box = [state]
+
+    def run(n: int) -> None:
+        state = box[0]
+        for _ in range(n):
+            state, m = train_step(state, data)
+        jax.block_until_ready((state, m))
+        box[0] = state
+    return run
 
 
 class TorchDecoder(torch.nn.Module):
@@ -119,8 +122,8 @@ class TorchDecoder(torch.nn.Module):
         return self.ln_f(x) @ self.embed.weight.T
 
 
-def bench_torch(config: ModelConfig, batch: int, seq: int, steps: int) -> float:
-    """Seconds per step of an eager PyTorch AdamW step on the same shapes."""
+def torch_stepper(config: ModelConfig, batch: int, seq: int):
+    """`run(n)`: n eager PyTorch AdamW steps on the same shapes."""
     torch.manual_seed(0)
     model = TorchDecoder(config)
     decay = [p for p in model.parameters() if p.ndim >= 2]
@@ -142,12 +145,27 @@ def bench_torch(config: ModelConfig, batch: int, seq: int, steps: int) -> float:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
 
-    for _ in range(3):
-        one_step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        one_step()
-    return (time.perf_counter() - start) / steps
+    def run(n: int) -> None:
+        for _ in range(n):
+            one_step()
+    return run
+
+
+def interleaved(runners: dict, steps: int, rounds: int) -> dict[str, float]:
+    """Best seconds per step of each runner over `rounds` alternating blocks of `steps`.
+
+    Alternating the sides and keeping each side's best block makes the ratio robust to the
+    load swings of a shared machine (a one-off block per side is not).
+    """
+    for run in runners.values():
+        run(3)  # compile / warm up
+    best = {name: math.inf for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run(steps)
+            best[name] = min(best[name], (time.perf_counter() - start) / steps)
+    return best
 
 
 def main() -> None:
@@ -155,24 +173,33 @@ def main() -> None:
     parser.add_argument("--d_models", default="64,128,256")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=10, help="steps per timed block")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="alternating timed blocks per side; the best block counts")
     parser.add_argument("--default_allocator", action="store_true",
                         help="leave glibc's allocator as it is (lmscale.runtime not applied)")
     args = parser.parse_args()
     # Before JAX starts its CPU client; the PyTorch side runs in the same process.
     tuned = False if args.default_allocator else runtime.tune_host_allocator()
-    peak = metrics.measure_peak_flops(size=2048)
+    rows = []
+    for d in (int(x) for x in args.d_models.split(",")):
+        config = model_config(d)
+        best = interleaved({"lmscale": lmscale_stepper(config, args.batch, args.seq,
+                                                       args.steps * args.rounds + 3),
+                            "torch": torch_stepper(config, args.batch, args.seq)},
+                           args.steps, args.rounds)
+        rows.append((d, config, best["lmscale"], best["torch"]))
+    # The peak is the best of 10 dots taken at the end, after the machine has settled
+    # (one taken at start-up once read 102 GFLOP/s where 166-184 is typical).
+    peak = metrics.measure_peak_flops(size=2048, repeats=10)
     print(f"host float32 matmul peak (jnp.dot 2048^2): {peak / 1e9:.1f} GFLOP/s; "
           f"torch threads {torch.get_num_threads()}; jax devices {jax.device_count()}; "
           f"host allocator {'tuned' if tuned else 'default'}")
     print(f"{'d_model':>7} {'params':>9} {'lmscale tok/s':>14} {'torch tok/s':>12} "
           f"{'ratio':>6} {'lmscale MFU':>12} {'torch MFU':>10}")
-    for d in (int(x) for x in args.d_models.split(",")):
-        config = model_config(d)
-        tokens = args.batch * args.seq
+    tokens = args.batch * args.seq
+    for d, config, s_jax, s_torch in rows:
         flops = config.flops_per_token(args.seq) * tokens
-        s_jax = bench_lmscale(config, args.batch, args.seq, args.steps)
-        s_torch = bench_torch(config, args.batch, args.seq, args.steps)
         print(f"{d:>7} {config.num_params.total:>9} {tokens / s_jax:>14.0f} "
               f"{tokens / s_torch:>12.0f} {s_torch / s_jax:>6.2f} "
               f"{100 * flops / s_jax / peak:>11.1f}% {100 * flops / s_torch / peak:>9.1f}%")
