@@ -261,6 +261,10 @@ class Attention(nn.Module):
             mask = jnp.broadcast_to(q_pos[:, None] >= q_pos[None, :], (b, t, t))  # [B, T, T]
             if segment_ids is not None:
                 mask = mask & (segment_ids[:, :, None] == segment_ids[:, None, :])
+            if prefix is None and ops.explicit_vjp_enabled():
+                # Training and scoring on CPU: one op with a hand-written backward.
+                out = ops.masked_attention(qg, key, value, mask)
+                return self._output(out, b, t, n, h, x.shape[-1]), (key, value), None
             sscores = ops.einsum("btkgh,bskh->bkgts", qg, key,
                                  preferred_element_type=jnp.float32)
             scores.append(jnp.where(mask[:, None, None, :, :], sscores, _NEG_INF))
@@ -273,11 +277,14 @@ class Attention(nn.Module):
             part = read(probs[..., start:start + width])
             out = part if out is None else out + part
             start += width
+        return self._output(out, b, t, n, h, x.shape[-1]), (key, value), new_cache
+
+    def _output(self, out, b, t, n, h, d):
+        """The output projection of [B, T, K, G, H] attention values to [B, T, D]."""
         out = out.reshape(b, t, n, h)
         out = nn.with_logical_constraint(out, ("batch", "length", "heads", "head_dim"))
-        out = HeadsDense((x.shape[-1],), ("heads", "head_dim", "embed"), self.use_bias,
-                         self.out_std, self.dtype, name="out")(out)
-        return out, (key, value), new_cache
+        return HeadsDense((d,), ("heads", "head_dim", "embed"), self.use_bias,
+                          self.out_std, self.dtype, name="out")(out)
 
 
 def _cache_scores(qg: Array, keys: Array) -> Array:

@@ -123,3 +123,53 @@ def einsum(subscripts: str, *operands, preferred_element_type=None):
     """`jnp.einsum` whose products go through `dot_general` above."""
     return jnp.einsum(subscripts, *operands, preferred_element_type=preferred_element_type,
                             _dot_general=dot_general)
+
+
+_NEG_INF = -1e30
+
+
+def _attention_probs(q, k, mask):
+    scores = jnp.einsum("btkgh,bskh->bkgts", q, k, preferred_element_type=jnp.float32)
+    scores = jnp.where(mask[:, None, None, :, :], scores, _NEG_INF)
+    return jax.nn.softmax(scores, axis=-1)
+
+
+@jax.custom_vjp
+def masked_attention(q, k, v, mask):
+    """softmax(q k^T, masked) v for grouped queries, with an explicit backward.
+
+    Args:
+      q: [B, T, K, G, H] queries, already scaled; k, v: [B, S, K, H]; mask: [B, T, S] bool,
+        every query row attending to at least one key.
+    Returns:
+      [B, T, K, G, H] in v's dtype.
+
+    The backward reuses the saved probabilities P: dS = P (dP - rowsum(dP P)), so neither
+    the mask nor the softmax's division is differentiated, and no [T, S] matrix is
+    transposed in a fused elementwise loop (autodiff's version of this backward spent
+    ~40% of the attention time in such loops on XLA:CPU).
+    """
+    probs = _attention_probs(q, k, mask).astype(v.dtype)
+    return jnp.einsum("bkgts,bskh->btkgh", probs, v)
+
+
+def _masked_attention_fwd(q, k, v, mask):
+    probs = _attention_probs(q, k, mask).astype(v.dtype)
+    return jnp.einsum("bkgts,bskh->btkgh", probs, v), (q, k, v, probs, mask)
+
+
+def _masked_attention_bwd(residuals, d_out):
+    q, k, v, probs, mask = residuals
+    # d_v and d_k contract the [T, S] matrices over T: written as (.)^T P, with the
+    # [T, S] operand on the right, XLA transposes only [T, H]-sized tensors.
+    d_v = jnp.einsum("btkgh,bkgts->bkhs", d_out, probs).transpose(0, 3, 1, 2)
+    d_probs = jnp.einsum("btkgh,bskh->bkgts", d_out, v, preferred_element_type=jnp.float32)
+    p32 = probs.astype(jnp.float32)
+    d_scores = p32 * (d_probs - jnp.sum(d_probs * p32, axis=-1, keepdims=True))
+    d_scores = d_scores.astype(q.dtype)
+    d_q = jnp.einsum("bkgts,bskh->btkgh", d_scores, k)
+    d_k = jnp.einsum("btkgh,bkgts->bkhs", q, d_scores).transpose(0, 3, 1, 2)
+    return d_q, d_k.astype(k.dtype), d_v.astype(v.dtype), None
+
+
+masked_attention.defvjp(_masked_attention_fwd, _masked_attention_bwd)

@@ -102,3 +102,28 @@ def test_rotary_table_lookup_equals_computed_angles():
     # Past the table (padding rows only): the last row, finite.
     sin_p, _ = rotary_tables(jnp.array([[70]], jnp.int32), 8, 10000.0, max_len=64)
     np.testing.assert_allclose(sin_p[0, 0], sin_t[0, 3])
+
+
+def test_masked_attention_grads_equal_autodiff():
+    b, t, k, g, h = 2, 6, 2, 3, 4
+    keys = jax.random.split(jax.random.PRNGKey(3), 5)
+    q = jax.random.normal(keys[0], (b, t, k, g, h))
+    kk = jax.random.normal(keys[1], (b, t, k, h))
+    v = jax.random.normal(keys[2], (b, t, k, h))
+    ct = jax.random.normal(keys[3], (b, t, k, g, h))
+    causal = jnp.tril(jnp.ones((t, t), bool))
+    segments = jnp.array([[1, 1, 1, 2, 2, 2], [1, 1, 1, 1, 1, 0]])
+    mask = causal[None] & (segments[:, :, None] == segments[:, None, :])
+
+    def reference(q, kk, v):
+        s = jnp.einsum("btkgh,bskh->bkgts", q, kk)
+        p = jax.nn.softmax(jnp.where(mask[:, None, None], s, -1e30), axis=-1)
+        return jnp.einsum("bkgts,bskh->btkgh", p, v)
+
+    got = jax.value_and_grad(lambda *a: jnp.sum(ops.masked_attention(*a, mask) * ct),
+                             argnums=(0, 1, 2))(q, kk, v)
+    want = jax.value_and_grad(lambda *a: jnp.sum(reference(*a) * ct),
+                              argnums=(0, 1, 2))(q, kk, v)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+    for a, w in zip(got[1], want[1]):
+        np.testing.assert_allclose(a, w, rtol=1e-4, atol=1e-5)
