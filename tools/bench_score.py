@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmscale import runtime
 from lmscale.eval import scorer as scorer_lib
 from lmscale.models import Decoder, ModelConfig, count_params, init_params
 
@@ -70,13 +71,16 @@ def _full_forward(fn, params, questions, batch_rows):
     return np.concatenate(out)
 
 
-def _time(f, repeats):
-    f()  # compile
-    best = float("inf")
+def _time(fns, repeats):
+    """Best seconds of each function over `repeats` alternating calls (after a warm-up)."""
+    for f in fns:
+        f()  # compile
+    best = [float("inf")] * len(fns)
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        f()
-        best = min(best, time.perf_counter() - t0)
+        for i, f in enumerate(fns):
+            t0 = time.perf_counter()
+            f()
+            best[i] = min(best[i], time.perf_counter() - t0)
     return best
 
 
@@ -88,6 +92,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sizes", default=",".join(SIZES))
     args = parser.parse_args()
+    runtime.tune_host_allocator()  # as the binaries do; both sides run in this process
     context_len = 4 * args.choice_len
     print(f"device={jax.devices()[0].platform} choices/question=4 "
           f"choice_len={args.choice_len} context_len={context_len} questions={args.questions}")
@@ -101,8 +106,8 @@ def main():
         rows = 4 * args.batch_questions  # same number of choices per call for both
         shared = np.concatenate([s.loglik for s in scorer.score(qs)])
         full = _full_forward(fn, params, qs, rows)
-        t_shared = _time(lambda: scorer.score(qs), args.repeats)
-        t_full = _time(lambda: _full_forward(fn, params, qs, rows), args.repeats)
+        t_shared, t_full = _time([lambda: scorer.score(qs),
+                                  lambda: _full_forward(fn, params, qs, rows)], args.repeats)
         n = 4 * len(qs)
         print(f"{name}: N={count_params(config).total:,} shared {n / t_shared:,.0f} choices/s"
               f" | full forward {n / t_full:,.0f} choices/s | ratio {t_full / t_shared:.2f}x"

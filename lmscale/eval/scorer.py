@@ -11,14 +11,16 @@ How a question is scored (the context is computed once per question):
   1. prefill `[bos] + context` for a batch of questions with `return_kv=True`; the logits at
      the last context position give log p(first choice token), the keys/values become a
      `Prefix`;
-  2. every choice of every question in the batch is one row of a decode call over a fresh,
-     empty per-row KV cache, reading its question's prefix through `prefix_index`, at
-     positions len(context) + [0, T): logits at choice position j give log p(token j + 1);
-  3. target-token log-probs are summed under a mask (t5x `score_batch` style).
+  2. a question's choices are packed back to back into one row (a packing segment each, so
+     a choice attends causally to itself and to the whole context, never to another
+     choice), at positions len(context) + [0, len(choice)); row q reads prefix q, so no
+     choice gets its own copy of the context's keys/values; the logits at choice position
+     j give log p(token j + 1);
+  3. target-token log-probs are summed per segment (t5x `score_batch` style).
 The `bos` id (0 by default) is prepended because seqio's DecoderFeatureConverter shifts
 every training sequence right with id 0, so a document always starts after a 0 in training.
 
-Shapes are bucketed (powers of two) and the jitted functions are built once per model and
+Shapes are bucketed (four sizes per doubling) and the jitted functions are built once per model and
 cached, so a new task reuses every compiled shape it shares with earlier tasks.
 """
 
@@ -170,16 +172,21 @@ def aggregate(scores: Sequence[QuestionScore]) -> dict[str, float]:
 
 
 def _bucket(n: int, minimum: int) -> int:
-    """Smallest of minimum, 2^k and 3 * 2^(k-1) (k >= 1) that is >= n.
+    """Smallest size >= max(n, minimum) of the form m * 2^k, m in {4, 5, 6, 7} (or 1..3).
 
-    Half-way sizes keep padding under a third of the row (powers of two alone waste up to
-    half: a 65-token context padded to 128) at the price of twice as many compiled shapes.
+    Four sizes per octave keep padding under a fifth of the row (a 65-token context pads
+    to 80; with powers of two and 1.5x between it padded to 96, which cost the scorer a
+    fifth of its speed in tools/bench_score.py) at the price of more compiled shapes:
+    about four per doubling of the context length.
     """
-    size = max(1, minimum)
-    while size < n:
-        half = size // 2 if size & (size - 1) == 0 else 0
-        size = size + half if half >= 2 else 1 << size.bit_length()
-    return size
+    target = max(n, minimum, 1)
+    if target <= 4:
+        return target
+    k = (target - 1).bit_length() - 3  # 4 * 2^k < target <= 8 * 2^k
+    for m in (5, 6, 7, 8):
+        if m << k >= target:
+            return m << k
+    raise AssertionError(target)
 
 
 def _as_params(params):
@@ -192,26 +199,31 @@ def _as_params(params):
 @functools.lru_cache(maxsize=None)
 def _score_fn(model: nn.Module, config: ModelConfig):
     """Jitted shared-context scorer for `model`; jit caches one executable per shape."""
+    del config  # part of the cache key only
 
-    def score(params, ctx_tokens, ctx_len, row_question, choice_tokens, choice_len):
-        # ctx_tokens [Q, P] (bos + context, right-padded), ctx_len [Q] (>= 1, incl. bos);
-        # row_question [R] question of each choice row; choice_tokens [R, T]; choice_len [R].
+    def score(params, ctx_tokens, ctx_len, tokens, segments, offsets, is_first, slots):
+        # ctx_tokens [Q, P] (bos + context, right-padded), ctx_len [Q] (>= 1, incl. bos).
+        # tokens [Q, L]: question q's choices back to back; segments [Q, L] = choice index
+        # + 1 (0: padding); offsets [Q, L]: position within its choice; is_first [Q, L]:
+        # a choice's first token; slots [C]: 1..C (its length is the static choice count).
         variables = {"params": params}
         ctx_logits, kv = model.apply(variables, ctx_tokens, return_kv=True)  # [Q, P, V]
         last = jnp.take_along_axis(ctx_logits, (ctx_len - 1)[:, None, None], axis=1)[:, 0]
-        first_logp = jax.nn.log_softmax(last)[row_question]  # [R, V]
-        r, t = choice_tokens.shape
-        positions = ctx_len[row_question][:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]
-        logits, _ = model.apply(
-            variables, choice_tokens, positions, cache=init_cache(config, r, t),
-            cache_index=jnp.zeros((r,), jnp.int32), prefix=Prefix(kv.k, kv.v, ctx_len),
-            prefix_index=row_question)  # [R, T, V]
+        first_logp = jax.nn.log_softmax(last)[:, None]  # [Q, 1, V]
+        positions = ctx_len[:, None] + offsets
+        # Every choice attends to its own context (row q reads prefix q) and, causally, to
+        # itself only (its segment): one row per question, no per-choice prefix copies.
+        logits = model.apply(variables, tokens, positions, segments,
+                             prefix=Prefix(kv.k, kv.v, ctx_len))  # [Q, L, V]
+        logp = jax.nn.log_softmax(logits)
         # Token j of a choice is predicted by choice position j - 1, token 0 by the context.
-        logp = jnp.concatenate([first_logp[:, None], jax.nn.log_softmax(logits[:, :-1])], 1)
-        token_logp = jnp.take_along_axis(logp, choice_tokens[..., None], axis=-1)[..., 0]
-        mask = jnp.arange(t)[None, :] < choice_len[:, None]  # [R, T]
-        loglik = jnp.sum(jnp.where(mask, token_logp, 0.0), axis=1)
-        greedy = jnp.all((jnp.argmax(logp, -1) == choice_tokens) | ~mask, axis=1)
+        prev = jnp.concatenate([first_logp, logp[:, :-1]], axis=1)
+        prev = jnp.where(is_first[..., None], first_logp, prev)
+        token_logp = jnp.take_along_axis(prev, tokens[..., None], axis=-1)[..., 0]  # [Q, L]
+        hit = jnp.argmax(prev, axis=-1) == tokens
+        member = segments[..., None] == slots  # [Q, L, C]
+        loglik = jnp.sum(jnp.where(member, token_logp[..., None], 0.0), axis=1)  # [Q, C]
+        greedy = ~jnp.any(member & ~hit[..., None], axis=1)
         return loglik, greedy
 
     return jax.jit(score)
@@ -277,28 +289,28 @@ class Scorer:
     def _score_batch(self, questions, contexts):
         qn = self.batch_questions
         p = _bucket(max(len(c) for c in contexts), 8)
-        rows = [(qi, c) for qi, q in enumerate(questions) for c in q.choice_ids]
-        r = _bucket(len(rows), 4)
-        t = _bucket(max(len(c) for _, c in rows), 4)
+        c = _bucket(max(len(q.choice_ids) for q in questions), 2)
+        width = _bucket(max(sum(len(x) for x in q.choice_ids) for q in questions), 4)
         ctx_tokens = np.zeros((qn, p), np.int32)
         ctx_len = np.ones((qn,), np.int32)  # padding questions: bos alone
-        for qi, c in enumerate(contexts):
-            ctx_tokens[qi, :len(c)], ctx_len[qi] = c, len(c)
-        row_question = np.zeros((r,), np.int32)
-        choice_tokens = np.zeros((r, t), np.int32)
-        choice_len = np.zeros((r,), np.int32)
-        for ri, (qi, c) in enumerate(rows):
-            row_question[ri], choice_tokens[ri, :len(c)], choice_len[ri] = qi, c, len(c)
-        loglik, greedy = self._fn(self.params, ctx_tokens, ctx_len, row_question,
-                                  choice_tokens, choice_len)
+        tokens, segments, offsets = (np.zeros((qn, width), np.int32) for _ in range(3))
+        is_first = np.zeros((qn, width), bool)
+        for qi, (q, ctx) in enumerate(zip(questions, contexts)):
+            ctx_tokens[qi, :len(ctx)], ctx_len[qi] = ctx, len(ctx)
+            at = 0
+            for ci, choice in enumerate(q.choice_ids):
+                n = len(choice)
+                tokens[qi, at:at + n] = choice
+                segments[qi, at:at + n] = ci + 1
+                offsets[qi, at:at + n] = np.arange(n)
+                is_first[qi, at] = True
+                at += n
+        loglik, greedy = self._fn(self.params, ctx_tokens, ctx_len, tokens, segments, offsets,
+                                  is_first, np.arange(1, c + 1, dtype=np.int32))
         loglik = np.asarray(loglik, np.float64)
         greedy = np.asarray(greedy)
-        lls, grs, ri = [], [], 0
-        for q in questions:
-            c = len(q.choice_ids)
-            lls.append(loglik[ri:ri + c])
-            grs.append(greedy[ri:ri + c])
-            ri += c
+        lls = [loglik[qi, :len(q.choice_ids)] for qi, q in enumerate(questions)]
+        grs = [greedy[qi, :len(q.choice_ids)] for qi, q in enumerate(questions)]
         return lls, grs
 
 

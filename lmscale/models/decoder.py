@@ -120,7 +120,8 @@ class Decoder(nn.Module):
             The caller keeps cache_index + T <= S (the cache length): writes past the end
             are dropped inside jit, where no error can be raised.
           prefix: optional shared `Prefix` every query may attend to.
-          prefix_index: [B] int32, which prefix each row reads (default 0).
+          prefix_index: [B] int32, which prefix each row reads. Default: the one prefix
+            when it has a single row, else row b reads prefix b (it must have B rows).
           return_kv: also return this call's keys/values as a `KVCache` ([L, B, T, K, H]).
 
         Returns:

@@ -303,7 +303,8 @@ def _prefix_part(qg, prefix, prefix_index):
     Args:
       qg: [B, T, K, G, H] scaled queries.
       prefix: (k, v [Bp, P, K, H], lengths [Bp]); row b reads prefix prefix_index[b].
-      prefix_index: [B] int or None (all rows read prefix 0).
+      prefix_index: [B] int, or None: with Bp == 1 every row reads the one prefix, with
+        Bp == B row b reads prefix b (no gather).
     Returns:
       scores [B, K, G, T, P] float32 (invalid prefix positions at -1e30), and
       `read(probs [B, K, G, T, P]) -> [B, T, K, G, H]`.
@@ -319,9 +320,14 @@ def _prefix_part(qg, prefix, prefix_index):
         return (jnp.where(pmask, scores, _NEG_INF),
                 lambda p: ops.einsum("bkgtp,pkh->btkgh", p, pv))
     if prefix_index is None:
-        prefix_index = jnp.zeros((qg.shape[0],), jnp.int32)
-    pk, pv = pk[prefix_index].astype(dtype), pv[prefix_index].astype(dtype)  # [B, P, K, H]
-    pmask = jnp.arange(pk.shape[1])[None, :] < plen[prefix_index][:, None]  # [B, P]
+        if pk.shape[0] != qg.shape[0]:
+            raise ValueError(f"prefix_index is required: {pk.shape[0]} prefixes for "
+                             f"{qg.shape[0]} rows")
+        pk, pv = pk.astype(dtype), pv.astype(dtype)  # row b reads prefix b
+        pmask = jnp.arange(pk.shape[1])[None, :] < plen[:, None]  # [B, P]
+    else:
+        pk, pv = pk[prefix_index].astype(dtype), pv[prefix_index].astype(dtype)  # [B, P, K, H]
+        pmask = jnp.arange(pk.shape[1])[None, :] < plen[prefix_index][:, None]  # [B, P]
     scores = ops.einsum("btkgh,bpkh->bkgtp", qg, pk, preferred_element_type=jnp.float32)
     return (jnp.where(pmask[:, None, None, None, :], scores, _NEG_INF),
             lambda p: ops.einsum("bkgtp,bpkh->btkgh", p, pv))

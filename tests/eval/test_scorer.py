@@ -181,11 +181,19 @@ def test_jitted_scorer_is_shared_across_tasks(model):
     config, params = model
     rng = np.random.default_rng(1)
     fn = S._score_fn(Decoder(config), config)
-    S.Scorer(config, params).score(_questions(rng)[:2])
+    first = _questions(rng)[:2]
+    S.Scorer(config, params).score(first)
     size = fn._cache_size()
-    # A second "task" with the same buckets and a second Scorer reuse the executables.
-    S.Scorer(config, params).score(_questions(rng)[:2])
+    # A second "task" with the same buckets (other tokens, choices of lengths within the
+    # same bucket) and a second Scorer reuse the executables.
+    second = [S.Question(q.id, q.context_ids[::-1], tuple(c[::-1] for c in q.choice_ids),
+                         q.choice_texts, 1) for q in first]
+    S.Scorer(config, params).score(second)
     assert fn._cache_size() == size
+    # A longer context falls in another bucket: one more executable.
+    S.Scorer(config, params).score([S.Question("long", np.arange(3, 40), first[0].choice_ids,
+                                               first[0].choice_texts, 0)])
+    assert fn._cache_size() == size + 1
 
 
 def test_long_context_truncated_from_left(model):
@@ -237,3 +245,12 @@ def test_validation_loss_matches_per_segment_forward(model):
     assert S.validation_loss(config, params, iter([feats] * 3), max_batches=1).num_batches == 1
     with pytest.raises(ValueError, match="no weighted target"):
         S.validation_loss(config, params, iter([{k: v * 0 for k, v in feats.items()}]))
+
+
+def test_buckets_pad_under_a_fifth_and_grow_monotonically():
+    sizes = [S._bucket(n, 1) for n in range(1, 2049)]
+    assert all(s >= n for n, s in zip(range(1, 2049), sizes))
+    assert all(a <= b for a, b in zip(sizes, sizes[1:]))
+    assert max((s - n) / s for n, s in zip(range(1, 2049), sizes)) < 0.2
+    assert len(set(sizes)) <= 4 * 11 + 4  # about four shapes per doubling
+    assert S._bucket(3, 8) == 8 and S._bucket(65, 8) == 80
