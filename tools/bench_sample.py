@@ -97,6 +97,8 @@ def build_models():
 
 def main(argv):
     del argv
+    from lmscale import runtime
+    runtime.tune_host_allocator()  # as the binaries do, before JAX starts its CPU client
     import jax
     import jax.numpy as jnp
     import numpy as np
