@@ -207,9 +207,9 @@ def _score_fn(model: nn.Module, config: ModelConfig):
         # + 1 (0: padding); offsets [Q, L]: position within its choice; is_first [Q, L]:
         # a choice's first token; slots [C]: 1..C (its length is the static choice count).
         variables = {"params": params}
-        ctx_logits, kv = model.apply(variables, ctx_tokens, return_kv=True)  # [Q, P, V]
-        last = jnp.take_along_axis(ctx_logits, (ctx_len - 1)[:, None, None], axis=1)[:, 0]
-        first_logp = jax.nn.log_softmax(last)[:, None]  # [Q, 1, V]
+        last, kv = model.apply(variables, ctx_tokens, return_kv=True,
+                               logits_at=ctx_len - 1)  # [Q, 1, V]: the last context position
+        first_logp = jax.nn.log_softmax(last)  # [Q, 1, V]
         positions = ctx_len[:, None] + offsets
         # Every choice attends to its own context (row q reads prefix q) and, causally, to
         # itself only (its segment): one row per question, no per-choice prefix copies.

@@ -104,7 +104,8 @@ class Decoder(nn.Module):
     def __call__(self, tokens: Array, positions: Array | None = None,
                  segment_ids: Array | None = None, *, cache: KVCache | None = None,
                  cache_index: Array | None = None, prefix: Prefix | None = None,
-                 prefix_index: Array | None = None, return_kv: bool = False):
+                 prefix_index: Array | None = None, return_kv: bool = False,
+                 logits_at: Array | None = None):
         """Runs the decoder.
 
         Args:
@@ -123,6 +124,8 @@ class Decoder(nn.Module):
           prefix_index: [B] int32, which prefix each row reads. Default: the one prefix
             when it has a single row, else row b reads prefix b (it must have B rows).
           return_kv: also return this call's keys/values as a `KVCache` ([L, B, T, K, H]).
+          logits_at: optional [B] int: compute the logits of position logits_at[b] of row
+            b only (the scorer's prefill needs the last context position's), [B, 1, V].
 
         Returns:
           logits [B, T, vocab_size] float32, then (decode) the new `KVCache`, or
@@ -153,6 +156,8 @@ class Decoder(nn.Module):
             if return_kv:
                 keys.append(k_i)
                 values.append(v_i)
+        if logits_at is not None:
+            x = jnp.take_along_axis(x, logits_at[:, None, None], axis=1)  # [B, 1, D]
         x = Norm(c.norm, c.norm_eps, name="ln_final")(x)
         if c.tie_embeddings:
             # embed.attend(x), with the product through ops.dot_general.

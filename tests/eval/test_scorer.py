@@ -99,9 +99,12 @@ class _Bigram(nn.Module):
 
     @nn.compact
     def __call__(self, tokens, positions=None, segment_ids=None, *, cache=None,
-                 cache_index=None, prefix=None, prefix_index=None, return_kv=False):
+                 cache_index=None, prefix=None, prefix_index=None, return_kv=False,
+                 logits_at=None):
         table = self.param("table", nn.initializers.zeros, (self.vocab, self.vocab))
         logits = table[tokens]
+        if logits_at is not None:
+            logits = jnp.take_along_axis(logits, logits_at[:, None, None], axis=1)
         if cache is not None:
             return logits, cache
         if return_kv:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lmscale.models import (Decoder, KVCache, Prefix, cache_bytes_per_slot, init_cache,
-                            z_loss)
+                            init_params, z_loss)
 from lmscale.testing import tiny_config, tiny_params
 
 # GQA with half-rotary heads (Du et al.), and MQA with 25% rotary + qk-norm + GPT-NeoX
@@ -220,3 +220,15 @@ def test_cache_bytes_per_slot_matches_allocated_cache():
     assert cache.k.dtype == jnp.float32
     assert cache_bytes_per_slot(config, 20) * 3 == cache.k.nbytes + cache.v.nbytes
     assert cache_bytes_per_slot(config, 20, jnp.bfloat16) * 2 == cache_bytes_per_slot(config, 20)
+
+
+def test_logits_at_equals_the_full_logits_at_those_positions():
+    config = tiny_config()
+    params = nn.unbox(init_params(config, jax.random.PRNGKey(4)))["params"]
+    tokens = jax.random.randint(jax.random.PRNGKey(5), (3, 9), 0, config.vocab_size)
+    full, kv_full = Decoder(config).apply({"params": params}, tokens, return_kv=True)
+    at = jnp.array([8, 0, 4])
+    some, kv = Decoder(config).apply({"params": params}, tokens, return_kv=True, logits_at=at)
+    assert some.shape == (3, 1, config.vocab_size)
+    np.testing.assert_allclose(some[:, 0], full[jnp.arange(3), at], atol=1e-5)
+    np.testing.assert_allclose(kv.k, kv_full.k, atol=1e-6)
