@@ -37,7 +37,7 @@ import numpy as np
 from absl import logging
 
 from lmscale.eval import results as results_lib
-from lmscale.models import Decoder, ModelConfig, Prefix, init_cache
+from lmscale.models import Decoder, ModelConfig, Prefix
 
 Array = jax.Array
 
@@ -197,9 +197,8 @@ def _as_params(params):
 
 
 @functools.lru_cache(maxsize=None)
-def _score_fn(model: nn.Module, config: ModelConfig):
+def _score_fn(model: nn.Module):
     """Jitted shared-context scorer for `model`; jit caches one executable per shape."""
-    del config  # part of the cache key only
 
     def score(params, ctx_tokens, ctx_len, tokens, segments, offsets, is_first, slots):
         # ctx_tokens [Q, P] (bos + context, right-padded), ctx_len [Q] (>= 1, incl. bos).
@@ -248,7 +247,7 @@ class Scorer:
             raise ValueError(f"Scorer: batch_questions={batch_questions} must be >= 1")
         self.config, self.params = config, _as_params(params)
         self.batch_questions, self.bos_id = int(batch_questions), int(bos_id)
-        self._fn = _score_fn(model if model is not None else Decoder(config), config)
+        self._fn = _score_fn(model if model is not None else Decoder(config))
 
     def _prepare(self, q: Question) -> tuple[np.ndarray, int]:
         """[bos] + context, left-truncated so context + longest choice fit max_seq_len."""

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from lmscale.models import ops
 
 Array = jax.Array
-_NEG_INF = -1e30
+_NEG_INF = ops.NEG_INF
 
 
 def _dense_init(std: float, names: tuple[str, ...]):
@@ -82,23 +82,20 @@ def rotary_tables(positions: Array, rotary_dims: int, theta: float,
     return lookup(jnp.sin(angles)), lookup(jnp.cos(angles))
 
 
-def rotary(x: Array, positions: Array, rotary_dims: int, theta: float,
-           tables: tuple[Array, Array] | None = None) -> Array:
+def rotary(x: Array, tables: tuple[Array, Array], rotary_dims: int) -> Array:
     """Rotary embedding on the first `rotary_dims` of each head, rotate-half convention.
 
     Args:
       x: [B, T, heads, H] queries or keys.
-      positions: [B, T] int absolute positions.
+      tables: (sin, cos) from `rotary_tables` for x's positions.
       rotary_dims: even number of leading head dims to rotate (0 leaves x unchanged).
-      theta: frequency base.
-      tables: optional `rotary_tables(positions, rotary_dims, theta)`, precomputed.
     Returns:
       [B, T, heads, H], same dtype as x.
     """
     if rotary_dims == 0:
         return x
     half = rotary_dims // 2
-    sin, cos = tables if tables is not None else rotary_tables(positions, rotary_dims, theta)
+    sin, cos = tables
     rot, keep = x[..., :rotary_dims].astype(jnp.float32), x[..., rotary_dims:]
     x1, x2 = rot[..., :half], rot[..., half:]
     rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
@@ -217,10 +214,11 @@ class Attention(nn.Module):
                 q.reshape(b, t, n * h)).reshape(b, t, n, h)
             key = Norm(self.norm, self.norm_eps, "kv_heads", name="k_norm")(
                 key.reshape(b, t, k * h)).reshape(b, t, k, h)
-        if rope is None and self.rotary_dims:
-            rope = rotary_tables(positions, self.rotary_dims, self.rope_theta)
-        q = rotary(q, positions, self.rotary_dims, self.rope_theta, rope)
-        key = rotary(key, positions, self.rotary_dims, self.rope_theta, rope)
+        if self.rotary_dims:
+            if rope is None:  # standalone use; the decoder passes its shared tables
+                rope = rotary_tables(positions, self.rotary_dims, self.rope_theta)
+            q = rotary(q, rope, self.rotary_dims)
+            key = rotary(key, rope, self.rotary_dims)
         q = nn.with_logical_constraint(q, ("batch", "length", "heads", "head_dim"))
         key = nn.with_logical_constraint(key, ("batch", "length", "kv_heads", "head_dim"))
         value = nn.with_logical_constraint(value, ("batch", "length", "kv_heads", "head_dim"))

@@ -183,7 +183,7 @@ class _ByteVocab:
 def test_jitted_scorer_is_shared_across_tasks(model):
     config, params = model
     rng = np.random.default_rng(1)
-    fn = S._score_fn(Decoder(config), config)
+    fn = S._score_fn(Decoder(config))
     first = _questions(rng)[:2]
     S.Scorer(config, params).score(first)
     size = fn._cache_size()
