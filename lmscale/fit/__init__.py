@@ -6,7 +6,8 @@ can use it on any CSV, dict of arrays or pandas DataFrame. See docs/fit.md.
 Modules: laws (the law functions), fitters (LM and Huber fits, error law, chaining),
 bootstrap (intervals), passuntil (PU statistics and task-law fits), growth (growth
 classes, two-circuit fit), threshold (Du et al. loss threshold), predict (relative
-error, search-filter-fit, compute-reliability, Gadre Table 1), plots, io.
+error, search-filter-fit, compute-reliability, Gadre Table 1), prediction (the
+`Prediction` type: point, interval, level, method, caveats), plots, io.
 """
 from lmscale.fit.bootstrap import Bootstrap, bootstrap_fit, percentile_interval
 from lmscale.fit.fitters import (EPOCH_GRID, GADRE_GRID, Fit, fit_error_law, fit_loss_law,
@@ -20,6 +21,7 @@ from lmscale.fit.passuntil import (InstancePUFit, dataset_pu, dataset_pu_interva
                                    pass_at_k, pu_from_counts)
 from lmscale.fit.plots import (plot_loss_vs_compute, plot_performance_vs_loss,
                                plot_prediction_vs_truth, plot_pu_scaling)
+from lmscale.fit.prediction import Prediction
 from lmscale.fit.predict import (compute_reliability, fit_compute_law, gadre_default_fit,
                                  pareto_frontier, relative_error, search_filter_fit)
 from lmscale.fit.threshold import (correlations, fit_loss_threshold, normalize_performance,

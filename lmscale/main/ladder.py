@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 from absl import app, logging
 
-from lmscale.main import train as train_main
+from lmscale.main import _cli
 
 
 def run_ladder(workdir: str, models: Sequence, token_multipliers: Sequence[float],
@@ -47,15 +47,15 @@ def run_ladder(workdir: str, models: Sequence, token_multipliers: Sequence[float
 
 
 def main(argv) -> None:
-    flags = train_main.FLAGS
-    config_text = train_main.start(argv)
+    flags = _cli.FLAGS
+    config_text = _cli.start(argv)
     from lmscale.train import loop  # pylint: disable=g-import-not-at-top
     from lmscale.train.spec import RunSpec  # pylint: disable=g-import-not-at-top
     # The gin files bind `lmscale.main.ladder.run_ladder`, not this `__main__` copy.
     from lmscale.main import ladder  # pylint: disable=g-import-not-at-top
-    train_main.configured(ladder.run_ladder)(
-        workdir=flags.workdir, spec_fn=train_main.configured(RunSpec),
-        train_fn=train_main.configured(loop.train), config_text=config_text)
+    _cli.configured(ladder.run_ladder)(
+        workdir=flags.workdir, spec_fn=_cli.configured(RunSpec),
+        train_fn=_cli.configured(loop.train), config_text=config_text)
 
 
 if __name__ == "__main__":

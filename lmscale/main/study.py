@@ -13,14 +13,14 @@ import os
 
 from absl import app, logging
 
-from lmscale.main import train as train_main
+from lmscale.main import _cli
 
 
 def main(argv) -> None:
-    flags = train_main.FLAGS
-    config_text = train_main.start(argv)
+    flags = _cli.FLAGS
+    config_text = _cli.start(argv)
     from lmscale.report import study  # pylint: disable=g-import-not-at-top
-    run = train_main.configured(study.run_study)
+    run = _cli.configured(study.run_study)
     analysis = run(workdir=flags.workdir, config_text=config_text)
     if analysis:
         report = os.path.join(flags.workdir, "report.md")

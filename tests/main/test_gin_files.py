@@ -11,7 +11,7 @@ import gin
 import pytest
 
 from lmscale.main import ladder
-from lmscale.main import train as train_main
+from lmscale.main import _cli
 from lmscale.train import optim
 from lmscale.train.spec import RunSpec
 
@@ -50,7 +50,7 @@ def _build_config_classes(text: str) -> int:
         if not isinstance(obj, type) or obj is RunSpec:  # RunSpec: built per run below
             continue
         with gin.config_scope(scope or None):
-            train_main.configured(obj)()
+            _cli.configured(obj)()
         built += 1
     return built
 
@@ -73,24 +73,24 @@ def test_gin_file_parses_and_builds(path):
     files = [str(path)]
     if "MODEL" in required and "model_config" not in re.findall(r"as (\w+)", text):
         files.append(MODELS_GIN)  # supplies the shapes MODEL refers to
-    train_main.parse_gin(files, bindings)
+    _cli.parse_gin(files, bindings)
     assert _build_config_classes(text + "\n".join(bindings)) >= 1
 
     specs = []
     if "ladder.run_ladder" in text:
-        train_main.configured(ladder.run_ladder)(
-            workdir="/nonexistent", spec_fn=train_main.configured(RunSpec),
+        _cli.configured(ladder.run_ladder)(
+            workdir="/nonexistent", spec_fn=_cli.configured(RunSpec),
             train_fn=lambda spec, **_: specs.append(spec) or {})
         assert len({s.model.name for s in specs}) >= 2
     elif "run_spec.RunSpec" in text and "MODEL" not in set_here:
         # A single-run file; files that set MODEL themselves (studies) build their own specs.
-        specs.append(train_main.configured(RunSpec)())
+        specs.append(_cli.configured(RunSpec)())
     if specs:
-        opt = train_main.configured(optim.OptimizerConfig)()
+        opt = _cli.configured(optim.OptimizerConfig)()
         for spec in specs:
             opt.warmup_for(spec.num_steps)
 
 
 def test_unknown_binding_fails_naming_it():
     with pytest.raises(ValueError, match="d_modl"):
-        train_main.parse_gin([MODELS_GIN], ["model_config.ModelConfig.d_modl = 3"])
+        _cli.parse_gin([MODELS_GIN], ["model_config.ModelConfig.d_modl = 3"])

@@ -9,7 +9,7 @@ import re
 import gin
 import pytest
 
-from lmscale.main import train as train_main
+from lmscale.main import _cli
 from lmscale.data.vocab import get_vocabulary
 from lmscale.models.config import ConfigError, ModelConfig
 from lmscale.train import loop
@@ -28,9 +28,9 @@ def clean_gin():
 
 
 def _train(bindings, workdir):
-    train_main.parse_gin(FILES, BASE + bindings)
-    spec = train_main.configured(RunSpec)()
-    return train_main.configured(loop.train)(spec=spec, workdir=str(workdir))
+    _cli.parse_gin(FILES, BASE + bindings)
+    spec = _cli.configured(RunSpec)()
+    return _cli.configured(loop.train)(spec=spec, workdir=str(workdir))
 
 
 @pytest.mark.parametrize("binding, expected", [
@@ -67,13 +67,13 @@ def test_bad_binding_fails_before_anything_is_built(tmp_path, binding, expected)
 ])
 def test_unknown_binding_is_named(binding, name):
     with pytest.raises(ValueError, match=name):
-        train_main.parse_gin(FILES, BASE + [binding])
+        _cli.parse_gin(FILES, BASE + [binding])
 
 
 def test_tiny_models_cover_the_byte_vocabulary():
-    train_main.parse_gin(FILES, BASE)
+    _cli.parse_gin(FILES, BASE)
     size = get_vocabulary("byte").vocab_size
     for scope in ("tiny_s", "tiny_m", "tiny_l"):
         with gin.config_scope(scope):
-            model = train_main.configured(ModelConfig)()
+            model = _cli.configured(ModelConfig)()
         assert model.vocab_size >= size, scope
