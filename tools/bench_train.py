@@ -1,15 +1,24 @@
-"""Benchmark: tokens/s and MFU of the lmscale train step vs a PyTorch eager reference.
+"""Benchmark: tokens/s and MFU of the lmscale train step vs PyTorch (eager and compiled).
 
-Needs the `bench` extra (torch). Both sides train the same architecture (RMSNorm, rotary,
+Needs the `bench` extra (torch). Every side trains the same architecture (RMSNorm, rotary,
 gated GeLU, tied embeddings, causal MHA) with the same batch, sequence length and AdamW
-(0.9, 0.95, weight decay 0.1, clip 1.0) on this machine's CPU. MFU is measured against
-this host's float32 matmul peak, taken in the same run with a big `jnp.dot`.
+(0.9, 0.95, weight decay 0.1, clip 1.0) on this machine's CPU, from the SAME initial
+weights (lmscale's, copied into the PyTorch model): before anything is timed, the first
+step's loss and gradient norm of every side must agree with lmscale's to 1e-4 (relative),
+or the benchmark stops. Sides:
+
+  lmscale        the jitted, donated train step of `lmscale.train.step`;
+  torch          PyTorch eager, AdamW foreach;
+  torch.compile  the model compiled by `torch.compile` (inductor, CPU) and fused AdamW:
+                 the peer a PyTorch user would pick.
+
+MFU is measured against this host's float32 matmul peak, taken in the same run.
 
   python tools/bench_train.py [--d_models=64,128,256] [--batch=8] [--seq=128] [--steps=10]
-      [--rounds=5] [--default_allocator]
+      [--rounds=5] [--sides=lmscale,torch,torch.compile] [--default_allocator]
 
 Prints one row per width: tokens/s of each side (best of `rounds` alternating blocks of
-`steps` steps), their ratio (lmscale / torch) and MFU.
+`steps` steps), the ratio lmscale / each PyTorch side, and MFU.
 """
 
 from __future__ import annotations
@@ -68,6 +77,11 @@ def lmscale_stepper(config: ModelConfig, batch: int, seq: int, total_steps: int)
     train_step = step_lib.make_train_step(config, tx, schedule, mesh, rules, shardings,
                                           batch_sharding)
     data = jax.device_put(synthetic_batch(batch, seq), batch_sharding)
+    params0 = jax.device_get(state.params)
+    probe = jax.jit(jax.value_and_grad(lambda p: _mean_loss(config, p, data)))
+    loss0, grads0 = probe(state.params)
+    first = (float(loss0), float(np.sqrt(sum(np.sum(np.square(g)) for g in
+                                             jax.tree_util.tree_leaves(grads0)))))
     box = [state]
 
     def run(n: int) -> None:
@@ -76,7 +90,13 @@ def lmscale_stepper(config: ModelConfig, batch: int, seq: int, total_steps: int)
             state, m = train_step(state, data)
         jax.block_until_ready((state, m))
         box[0] = state
+    run.params0, run.first = params0, first
     return run
+
+
+def _mean_loss(config: ModelConfig, params, data):
+    _, (nll_sum, _, weight_sum) = step_lib.loss_sums(config, params, data, with_z_loss=False)
+    return nll_sum / weight_sum
 
 
 class TorchDecoder(torch.nn.Module):
@@ -121,34 +141,82 @@ class TorchDecoder(torch.nn.Module):
             x = x + blk["down"](torch.nn.functional.gelu(blk["gate"](h)) * blk["up"](h))
         return self.ln_f(x) @ self.embed.weight.T
 
+    @torch.no_grad()
+    def load_lmscale(self, params) -> None:
+        """Copies lmscale's parameter tree (`Decoder` layout) into this module."""
+        t = lambda a: torch.from_numpy(np.array(a, np.float32))  # noqa: E731 (a writable copy)
+        d = self.c.d_model
+        self.embed.weight.copy_(t(params["embed"]["embedding"]))
+        self.ln_f.weight.copy_(t(params["ln_final"]["scale"]))
+        for i, blk in enumerate(self.blocks):
+            p = params[f"block_{i}"]
+            a = p["attn"]
+            qkv = [np.asarray(a[n]["kernel"]).reshape(d, -1).T for n in ("query", "key", "value")]
+            blk["qkv"].weight.copy_(t(np.concatenate(qkv, axis=0)))
+            blk["out"].weight.copy_(t(np.asarray(a["out"]["kernel"]).reshape(-1, d).T))
+            blk["ln1"].weight.copy_(t(p["ln_attn"]["scale"]))
+            blk["ln2"].weight.copy_(t(p["ln_mlp"]["scale"]))
+            blk["gate"].weight.copy_(t(np.asarray(p["mlp"]["wi_gate"]["kernel"]).T))
+            blk["up"].weight.copy_(t(np.asarray(p["mlp"]["wi_up"]["kernel"]).T))
+            blk["down"].weight.copy_(t(np.asarray(p["mlp"]["wo"]["kernel"]).T))
 
-def torch_stepper(config: ModelConfig, batch: int, seq: int):
-    """`run(n)`: n eager PyTorch AdamW steps on the same shapes."""
+
+def torch_stepper(config: ModelConfig, batch: int, seq: int, params0, compiled: bool = False):
+    """`run(n)`: n PyTorch AdamW steps on the same shapes from lmscale's initial `params0`.
+
+    compiled: `torch.compile` the model (inductor) and use fused AdamW; else eager with
+    foreach AdamW. `run.first` holds the first step's (loss, gradient norm before
+    clipping), computed before any update.
+    """
     torch.manual_seed(0)
     model = TorchDecoder(config)
+    model.load_lmscale(params0)
     decay = [p for p in model.parameters() if p.ndim >= 2]
     other = [p for p in model.parameters() if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
                              {"params": other, "weight_decay": 0.0}],
-                            lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
+                            lr=1e-3, betas=(0.9, 0.95), eps=1e-8,
+                            **({"fused": True} if compiled else {"foreach": True}))
+    forward = torch.compile(model) if compiled else model
     data = synthetic_batch(batch, seq)
     tokens = torch.from_numpy(data["decoder_input_tokens"]).long()
     targets = torch.from_numpy(data["decoder_target_tokens"]).long()
     pos = torch.from_numpy(data["decoder_positions"]).long()
 
-    def one_step():
-        logits = model(tokens, pos)
+    def loss_and_grads():
+        logits = forward(tokens, pos)
         loss = torch.nn.functional.cross_entropy(logits.view(-1, config.vocab_size),
                                                  targets.view(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        return loss
+
+    def one_step():
+        loss_and_grads()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+
+    loss = loss_and_grads()
+    grad_norm = torch.sqrt(sum(torch.sum(p.grad ** 2) for p in model.parameters()))
+    first = (float(loss.detach()), float(grad_norm.detach()))
+    opt.zero_grad(set_to_none=True)
 
     def run(n: int) -> None:
         for _ in range(n):
             one_step()
+    run.first = first
     return run
+
+
+def check_same_start(sides: dict, tol: float = 1e-4) -> None:
+    """Raises unless every side's first loss and gradient norm equal lmscale's (relative)."""
+    ref_loss, ref_norm = sides["lmscale"].first
+    for name, run in sides.items():
+        loss, norm = run.first
+        if abs(loss - ref_loss) > tol * abs(ref_loss) or abs(norm - ref_norm) > tol * ref_norm:
+            raise SystemExit(f"{name}: first loss {loss:.6f} / grad norm {norm:.6f} differ from "
+                             f"lmscale's {ref_loss:.6f} / {ref_norm:.6f} by more than {tol}: "
+                             f"the sides do not compute the same step")
 
 
 def interleaved(runners: dict, steps: int, rounds: int) -> dict[str, float]:
@@ -176,33 +244,48 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="steps per timed block")
     parser.add_argument("--rounds", type=int, default=5,
                         help="alternating timed blocks per side; the best block counts")
+    parser.add_argument("--sides", default="lmscale,torch,torch.compile",
+                        help="comma-separated sides to time (lmscale is always included)")
     parser.add_argument("--default_allocator", action="store_true",
                         help="leave glibc's allocator as it is (lmscale.runtime not applied)")
     args = parser.parse_args()
     # Before JAX starts its CPU client; the PyTorch side runs in the same process.
     tuned = False if args.default_allocator else runtime.tune_host_allocator()
+    names = ["lmscale"] + [s for s in args.sides.split(",") if s and s != "lmscale"]
+    unknown = set(names) - {"lmscale", "torch", "torch.compile"}
+    if unknown:
+        parser.error(f"--sides: unknown {sorted(unknown)}")
     rows = []
     for d in (int(x) for x in args.d_models.split(",")):
         config = model_config(d)
-        best = interleaved({"lmscale": lmscale_stepper(config, args.batch, args.seq,
-                                                       args.steps * args.rounds + 3),
-                            "torch": torch_stepper(config, args.batch, args.seq)},
-                           args.steps, args.rounds)
-        rows.append((d, config, best["lmscale"], best["torch"]))
+        sides = {"lmscale": lmscale_stepper(config, args.batch, args.seq,
+                                            args.steps * args.rounds + 3)}
+        params0 = sides["lmscale"].params0
+        for name in names[1:]:
+            sides[name] = torch_stepper(config, args.batch, args.seq, params0,
+                                        compiled=name == "torch.compile")
+        check_same_start(sides)
+        print(f"d{d}: same start on every side (first loss {sides['lmscale'].first[0]:.5f}, "
+              f"grad norm {sides['lmscale'].first[1]:.5f})", flush=True)
+        rows.append((d, config, interleaved(sides, args.steps, args.rounds)))
     # The peak is the best of 10 dots taken at the end, after the machine has settled
     # (one taken at start-up once read 102 GFLOP/s where 166-184 is typical).
     peak = metrics.measure_peak_flops(size=2048, repeats=10)
     print(f"host float32 matmul peak (jnp.dot 2048^2): {peak / 1e9:.1f} GFLOP/s; "
           f"torch threads {torch.get_num_threads()}; jax devices {jax.device_count()}; "
           f"host allocator {'tuned' if tuned else 'default'}")
-    print(f"{'d_model':>7} {'params':>9} {'lmscale tok/s':>14} {'torch tok/s':>12} "
-          f"{'ratio':>6} {'lmscale MFU':>12} {'torch MFU':>10}")
     tokens = args.batch * args.seq
-    for d, config, s_jax, s_torch in rows:
+    head = f"{'d_model':>7} {'params':>9}" + "".join(f" {n + ' tok/s':>19}" for n in names)
+    head += "".join(f" {'vs ' + n:>17}" for n in names[1:])
+    head += "".join(f" {n + ' MFU':>17}" for n in names)
+    print(head)
+    for d, config, best in rows:
         flops = config.flops_per_token(args.seq) * tokens
-        print(f"{d:>7} {config.num_params.total:>9} {tokens / s_jax:>14.0f} "
-              f"{tokens / s_torch:>12.0f} {s_torch / s_jax:>6.2f} "
-              f"{100 * flops / s_jax / peak:>11.1f}% {100 * flops / s_torch / peak:>9.1f}%")
+        line = f"{d:>7} {config.num_params.total:>9}"
+        line += "".join(f" {tokens / best[n]:>19.0f}" for n in names)
+        line += "".join(f" {best[n] / best['lmscale']:>16.2f}x" for n in names[1:])
+        line += "".join(f" {100 * flops / best[n] / peak:>16.1f}%" for n in names)
+        print(line)
 
 
 if __name__ == "__main__":
