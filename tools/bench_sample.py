@@ -3,12 +3,16 @@
 One instance: a prompt of --prompt_len random tokens, --num_samples completions of exactly
 --max_new_tokens tokens each (no EOS, so both decoders do the same work), on the same
 weights: a small random `transformers` LlamaForCausalLM built locally (no download) whose
-weights are imported into lmscale params here. The reference is `generate(do_sample=True,
-num_return_sequences=...)`, which re-encodes the prompt for every returned sequence.
+weights are imported into lmscale params here. Two references: `generate(do_sample=True,
+num_return_sequences=...)` with its default dynamic cache (eager), and the same with a static
+cache and the forward compiled by `torch.compile`; both re-encode the prompt for every
+returned sequence. Every side is timed alike: a first call (compilation) apart, then
+--repeats calls alternating between the sides, each side's best call reported.
 
-Prints samples/s of both, their ratio (goal >= 5x), decode tokens/s, and the KV-cache
-bytes per slot with the shared prompt (generated tokens only) and without it. lmscale's
-time is the best of --repeats calls (the machine may be shared; the first call compiles).
+Prints samples/s of every side, the ratio to the stronger reference (goal >= 5x), decode
+tokens/s, a roofline line (decode tokens/s as a fraction of this host's memory-bandwidth
+bound, the bandwidth measured in the same run), and the KV-cache bytes per slot with the
+shared prompt (generated tokens only) and without it.
 
 A second row (--study_row) times lmscale alone on a model typical of the CPU study ladder:
 byte vocabulary (259 ids), d_model 64, 2 layers, a 64-token prompt, 8 new tokens, 4096
@@ -42,7 +46,11 @@ flags.DEFINE_integer("n_heads", 4, "query heads")
 flags.DEFINE_integer("n_kv_heads", 4, "key/value heads")
 flags.DEFINE_integer("d_ff", 688, "MLP hidden width")
 flags.DEFINE_integer("threads", 0, "torch threads (0: torch default)")
-flags.DEFINE_integer("repeats", 3, "timed lmscale calls (the best is reported)")
+flags.DEFINE_integer("repeats", 3, "timed calls per side after the first, alternating "
+                     "between the sides (each side's best is reported)")
+flags.DEFINE_string("hf_sides", "hf_dynamic,hf_static_compiled",
+                    "transformers references: hf_dynamic (default dynamic cache, eager), "
+                    "hf_static_compiled (static cache, torch.compile'd forward)")
 flags.DEFINE_bool("study_row", True, "also time the study-ladder-sized model")
 flags.DEFINE_integer("study_num_samples", 4096, "study row: completions")
 flags.DEFINE_integer("study_slots", 256, "study row: sampler slots")
@@ -127,42 +135,120 @@ def main(argv):
     sampler = sampler_lib.Sampler(params, config, method=sampler_lib.Temperature(1.0),
                                   num_slots=FLAGS.num_slots, max_new_tokens=s, eos_id=None,
                                   max_samples_per_call=max(n, 1))
-    out, compile_s, ours_s = time_sampler(sampler, prompt, n)
-    assert out.tokens.shape == (n, s) and (out.lengths == s).all()
-    ours_rate = n / ours_s
+    state = sampler.prefill(prompt)
+    sides = {"lmscale": (n, lmscale_side(sampler, state, n, s))}
+    for name in [x for x in FLAGS.hf_sides.split(",") if x]:
+        sides[name] = (FLAGS.hf_num_samples,
+                       hf_side(hf, prompt, s, FLAGS.hf_num_samples, FLAGS.hf_batch,
+                               static=name == "hf_static_compiled"))
+    warm = {name: _timed(run) for name, (_, run) in sides.items()}  # compiles
+    best = {name: float("inf") for name in sides}
+    for _ in range(max(FLAGS.repeats, 1)):  # alternating blocks; each side's best counts
+        for name, (_, run) in sides.items():
+            best[name] = min(best[name], _timed(run))
+    rates = {name: count / best[name] for name, (count, _) in sides.items()}
 
-    hf_n, hf_batch = FLAGS.hf_num_samples, FLAGS.hf_batch
-    inputs = torch.as_tensor(prompt[None])
-    gen = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=s,
-               min_new_tokens=s, pad_token_id=0, eos_token_id=None)
-    with torch.no_grad():
-        hf.generate(inputs, num_return_sequences=2, **gen)  # warm-up
-        t0 = time.perf_counter()
-        done = 0
-        while done < hf_n:
-            m = min(hf_batch, hf_n - done)
-            seqs = hf.generate(inputs, num_return_sequences=m, **gen)
-            assert seqs.shape == (m, FLAGS.prompt_len + s)
-            done += m
-        hf_s = time.perf_counter() - t0
-    hf_rate = hf_n / hf_s
-
+    bandwidth = measure_bandwidth()
     shared = cache_bytes_per_slot(config, s)
     unshared = cache_bytes_per_slot(config, FLAGS.prompt_len + s)
     print(f"model: {config.n_layers} layers, d_model {config.d_model}, vocab "
           f"{config.vocab_size}, {config.num_params.total:,} params; prompt "
           f"{FLAGS.prompt_len}, {s} new tokens, {jax.devices()[0].platform} "
-          f"({os.cpu_count()} cores), torch threads {torch.get_num_threads()}")
-    print(f"lmscale sampler: {n} samples in {ours_s:.2f} s = {ours_rate:.1f} samples/s, "
-          f"{n * s / ours_s:.0f} decode tokens/s ({FLAGS.num_slots} slots, "
-          f"{int(out.lengths.sum())} tokens; compile+first call {compile_s:.1f} s)")
-    print(f"transformers generate: {hf_n} samples in {hf_s:.2f} s = {hf_rate:.1f} "
-          f"samples/s, {hf_n * s / hf_s:.0f} decode tokens/s (batch {hf_batch})")
-    print(f"ratio lmscale / transformers: {ours_rate / hf_rate:.2f}x (goal >= 5x)")
+          f"({os.cpu_count()} cores), torch threads {torch.get_num_threads()}; every side "
+          f"timed alike: first call (compile) apart, then best of {FLAGS.repeats} "
+          f"alternating calls")
+    for name, (count, _) in sides.items():
+        print(f"  {name:<20} {count} samples in {best[name]:.2f} s = {rates[name]:8.1f} "
+              f"samples/s, {count * s / best[name]:9.0f} decode tokens/s "
+              f"(first call {warm[name]:.1f} s)")
+    refs = {k: v for k, v in rates.items() if k != "lmscale"}
+    if refs:
+        strongest = max(refs, key=refs.get)
+        print(f"ratio lmscale / {strongest} (the stronger reference): "
+              f"{rates['lmscale'] / refs[strongest]:.2f}x (goal >= 5x); "
+              + ", ".join(f"/ {k}: {rates['lmscale'] / v:.2f}x" for k, v in refs.items()))
+    bound = decode_roofline(config, FLAGS.num_slots, FLAGS.prompt_len, s, bandwidth)
+    print(f"roofline: host memory bandwidth {bandwidth / 1e9:.1f} GB/s (numpy copy, this run); "
+          f"decode bound {bound:.0f} tokens/s at {FLAGS.num_slots} slots (weights + shared "
+          f"prompt KV + mean generated KV read once per step); lmscale at "
+          f"{100 * rates['lmscale'] * s / bound:.1f}% of it")
     print(f"KV cache bytes per slot: {shared:,} with the shared prompt, {unshared:,} without "
           f"({unshared / shared:.1f}x)")
     if FLAGS.study_row:
         study_row()
+
+
+def _timed(run) -> float:
+    t0 = time.perf_counter()
+    run()
+    return time.perf_counter() - t0
+
+
+def lmscale_side(sampler, state, num_samples: int, new_tokens: int):
+    """One timed unit of the lmscale side: `num_samples` completions of the prefilled prompt."""
+    seeds = iter(range(1, 1 << 30))
+
+    def run():
+        out = sampler.sample(state, num_samples, seed=next(seeds))
+        assert out.tokens.shape == (num_samples, new_tokens)
+        assert (out.lengths == new_tokens).all()
+    return run
+
+
+def hf_side(hf, prompt, new_tokens: int, num_samples: int, batch: int, static: bool):
+    """One timed unit of a transformers side: `num_samples` completions in calls of `batch`.
+
+    static: a static KV cache (`cache_implementation="static"`) and the model's forward
+    compiled by `torch.compile` (the fastest documented `generate` set-up); else the default
+    dynamic cache, eager.
+    """
+    import torch
+    inputs = torch.as_tensor(prompt[None])
+    gen = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=new_tokens,
+               min_new_tokens=new_tokens, pad_token_id=0, eos_token_id=None)
+    model = hf
+    if static:
+        import copy
+        model = copy.deepcopy(hf)
+        model.forward = torch.compile(model.forward, dynamic=False)
+        gen["cache_implementation"] = "static"
+
+    def run():
+        with torch.no_grad():
+            done = 0
+            while done < num_samples:
+                m = min(batch, num_samples - done)
+                seqs = model.generate(inputs, num_return_sequences=m, **gen)
+                assert seqs.shape == (m, len(prompt) + new_tokens)
+                done += m
+    return run
+
+
+def measure_bandwidth(num_bytes: int = 1 << 28, repeats: int = 5) -> float:
+    """Host memory bandwidth (bytes/s): best of `repeats` numpy copies (read + write)."""
+    import numpy as np
+    src = np.ones(num_bytes // 8)
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * src.nbytes / best
+
+
+def decode_roofline(config, slots: int, prompt_len: int, new_tokens: int,
+                    bandwidth: float) -> float:
+    """Decode tokens/s if each step only had to read its bytes once at `bandwidth`.
+
+    A step of `slots` sequences reads every weight once (float32), the shared prompt's K/V
+    once, and each slot's own generated K/V (on average new_tokens / 2 positions).
+    """
+    from lmscale.models import cache_bytes_per_slot
+    weights = 4 * config.num_params.total
+    prompt_kv = cache_bytes_per_slot(config, prompt_len)
+    own_kv = slots * cache_bytes_per_slot(config, max(new_tokens // 2, 1))
+    return slots * bandwidth / (weights + prompt_kv + own_kv)
 
 
 def time_sampler(sampler, prompt, num_samples):
