@@ -268,73 +268,78 @@ def unset_required(selector: str, scopes: Sequence[str] = (), skip: Iterable[str
     return found
 
 
-def _names_in(value, fields: Sequence[str], out: dict[str, set], depth: int = 0) -> None:
-    """Collects registry names from dataclass fields (recursively) named in `fields`."""
+def _names_in(value, fields: Sequence[str], out: dict[str, dict], where: str,
+              depth: int = 0) -> None:
+    """Collects registry names (name -> where it is set) from dataclass fields, recursively,
+    and from dict keys, named in `fields`."""
     if depth > 6:
         return
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        for f in dataclasses.fields(value):
-            v = getattr(value, f.name)
-            if f.name in fields:
-                _add_names(f.name, v, out)
-            else:
-                _names_in(v, fields, out, depth + 1)
+        items = [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)]
+        prefix = type(value).__name__
+    elif isinstance(value, dict):
+        items, prefix = list(value.items()), where
     elif isinstance(value, (list, tuple)):
         for v in value:
-            _names_in(v, fields, out, depth + 1)
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            if k in fields:
-                _add_names(k, v, out)
-            else:
-                _names_in(v, fields, out, depth + 1)
-
-
-def _add_names(field: str, value, out: dict[str, set]) -> None:
-    values = value if isinstance(value, (list, tuple)) else [value]
-    kind = "tasks" if field in TASK_FIELDS else "corpora" if field in CORPUS_FIELDS \
-        else "vocab_specs"
-    out[kind].update(v for v in values if isinstance(v, str))
+            _names_in(v, fields, out, where, depth + 1)
+        return
+    else:
+        return
+    for key, v in items:
+        if key in fields:
+            kind = "tasks" if key in TASK_FIELDS else "corpora" if key in CORPUS_FIELDS \
+                else "vocab_specs"
+            for name in (v if isinstance(v, (list, tuple)) else [v]):
+                if isinstance(name, str):
+                    out[kind].setdefault(name, f"{prefix}.{key}={name!r}")
+        else:
+            _names_in(v, fields, out, f"{prefix}.{key}", depth + 1)
 
 
 def preflight(tasks: Iterable[str] = (), corpora: Iterable[str] = (),
-              vocab_specs: Iterable[str] = ()) -> None:
+              vocab_specs: Iterable[str] = (), where: dict[str, str] | None = None) -> None:
     """Resolves every eval task, corpus and vocabulary in the registries of `lmscale.data`.
 
+    Args:
+      tasks, corpora, vocab_specs: names to resolve.
+      where: name -> where it is set (e.g. "StudyConfig.mc_tasks='x'"), for the message.
     Raises:
-      GinConfigError: every name that does not resolve, all at once, each with the
-        registry's message (close matches, known names).
+      ConfigError: every name that does not resolve, all at once, each with where it is
+        set and the registry's message (close matches, known names).
     """
     from lmscale.data import corpora as corpora_lib  # pylint: disable=g-import-not-at-top
     from lmscale.data import registry  # pylint: disable=g-import-not-at-top
     from lmscale.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+    from lmscale.models import ConfigError  # pylint: disable=g-import-not-at-top
+    where = where or {}
     problems = []
+
+    def note(name, message):
+        problems.append(f"{where.get(name, repr(name))}: {message}")
+
     for spec in sorted(set(vocab_specs)):
         try:
             vocab_lib.get_vocabulary(spec)
         except (ValueError, OSError) as e:
-            problems.append(f"vocabulary: {e}")
+            note(spec, e)
     for name in sorted(set(corpora)):
         try:
             corpora_lib.get_corpus_task(name)
         except (ValueError, KeyError) as e:
             known = sorted(corpora_lib._CORPORA)  # pylint: disable=protected-access
             close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-            problems.append(f"corpus: {e}" + (f"; did you mean {' or '.join(close)}?"
-                                              if close else ""))
+            note(name, f"{e}" + (f"; did you mean {' or '.join(close)}?" if close else ""))
     for name in sorted(set(tasks)):
         try:
             registry.get_eval_task(name)
         except (KeyError, ValueError) as e:
-            problems.append(f"eval task: {e.args[0] if e.args else e}")
+            note(name, e.args[0] if e.args else e)
     if problems:
-        raise GinConfigError(f"{len(problems)} unknown name(s) in the configuration (nothing "
-                             f"was trained):\n  " + "\n  ".join(problems))
+        raise ConfigError(f"{len(problems)} unknown name(s) in the configuration, found "
+                          f"before anything ran:\n  " + "\n  ".join(problems))
 
 
-@functools.lru_cache(maxsize=None)
-def _preflight_once(tasks: tuple, corpora: tuple, vocab_specs: tuple) -> None:
-    preflight(tasks, corpora, vocab_specs)
+_PREFLIGHTED: set[tuple] = set()  # name sets already resolved in this process
 
 
 def configured(fn: Callable) -> Callable:
@@ -358,16 +363,13 @@ def configured(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
-        try:
-            check_call(selector, wrapped, kwargs, fn.__qualname__)
-        except GinConfigError as e:
-            raise SystemExit(f"FATAL: {e}") from None
+        check_call(selector, kwargs, fn.__qualname__)
         return wrapped(*args, **kwargs)
 
     return call
 
 
-def check_call(selector: str, wrapped: Callable, kwargs: dict, label: str) -> None:
+def check_call(selector: str, kwargs: dict, label: str) -> None:
     """The checks `configured` runs before a call (required macros, then `preflight`)."""
     import gin  # pylint: disable=g-import-not-at-top
     missing = unset_required(selector, skip=kwargs, where=label)
@@ -377,10 +379,23 @@ def check_call(selector: str, wrapped: Callable, kwargs: dict, label: str) -> No
             f"required gin macro(s) not set: {', '.join(names)} ({'; '.join(missing)}); "
             f"set each in the study's gin file or on the command line, e.g. "
             f"--gin.{names[0]}=<value>")
-    found = {"tasks": set(), "corpora": set(), "vocab_specs": set()}
+    found = {"tasks": {}, "corpora": {}, "vocab_specs": {}}
     fields = TASK_FIELDS + CORPUS_FIELDS + VOCAB_FIELDS
-    _names_in({**gin.get_bindings(wrapped), **kwargs}, fields, found)
-    _preflight_once(*(tuple(sorted(found[k])) for k in ("tasks", "corpora", "vocab_specs")))
+    _names_in({**gin.get_bindings(selector), **kwargs}, fields, found, label)
+    key = tuple(tuple(sorted(found[k])) for k in ("tasks", "corpora", "vocab_specs"))
+    if key not in _PREFLIGHTED:
+        preflight(*key, where={**found["tasks"], **found["corpora"], **found["vocab_specs"]})
+        _PREFLIGHTED.add(key)
+
+
+def _excepthook(kind, value, tb) -> None:
+    """Bad configuration (a ValueError whose message names the culprit) prints as one
+    message, without a traceback (LMSCALE_TRACEBACK=1 shows it); anything else as usual."""
+    if issubclass(kind, ValueError) and os.environ.get("LMSCALE_TRACEBACK") != "1":
+        sys.stderr.write(f"FATAL {kind.__name__}: {value}\n(set LMSCALE_TRACEBACK=1 for the "
+                         f"traceback)\n")
+        return
+    sys.__excepthook__(kind, value, tb)
 
 
 def start(argv) -> str:
@@ -390,14 +405,12 @@ def start(argv) -> str:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required")
+    sys.excepthook = _excepthook
     platform = runtime.quiet_accelerator_probes()  # before JAX or TensorFlow is imported
     tuned = runtime.tune_host_allocator()  # before JAX starts its CPU threads
     logging.info("host allocator tuned for XLA:CPU: %s; platform: %s", tuned, platform)
     initialize_distributed()
-    try:
-        return parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
-    except GinConfigError as e:
-        raise SystemExit(f"FATAL: {e}") from None
+    return parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
 
 
 def initialize_distributed() -> None:
