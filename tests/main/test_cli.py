@@ -152,7 +152,7 @@ def test_train_docstring_example_runs_quietly_on_cpu(tmp_path):
     line = " ".join(train.__doc__.split("\n\n")[1].split())
     args = re.findall(r"(--\S+(?:\s+=\s+\S+)?)", line.replace("\\", ""))
     args = [a.replace('"', "") for a in args if not a.startswith("--workdir")]
-    args = [a if "TOKEN_MULTIPLIER" not in a else "--gin.TOKEN_MULTIPLIER=0.02" for a in args]
+    args = [a if "TOKEN_MULTIPLIER" not in a else "--gin.TOKEN_MULTIPLIER=0.2" for a in args]
     proc, _ = _binary("train", *args, f"--workdir={tmp_path}",
                       "--gin.train_loop.LoopConfig.eval_batches=1", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
