@@ -137,8 +137,10 @@ def _reraise(where: str, e: Exception):
     if isinstance(e, (TypeError, OSError)) and missing:
         name = missing.group(1)
         tried = [str(p / name) for p in search_path()]
+        location = "\n".join(line for line in text.splitlines() if line.startswith("  "))
         raise GinConfigError(f"{where}: included gin file {name!r} not found; searched "
-                             f"{tried} (the cwd, then the repository root)\n{text}") from None
+                             f"{tried} (the cwd, then the repository root)\n{location}"
+                             ) from None
     if isinstance(e, SyntaxError) and e.lineno:
         raise GinConfigError(f"{where}, line {e.lineno}: gin syntax error: {e.msg}"
                              f"{': ' + e.text.strip() if e.text else ''}") from None
@@ -218,7 +220,7 @@ def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str]) -> str:
         try:
             gin.parse_config_file(path)
         except Exception as e:  # pylint: disable=broad-except
-            _reraise(f"--gin_file={name} ({path})", e)
+            _reraise(f"--gin_file={name}" + (f" ({path})" if path != name else ""), e)
     file_macros = set(_macros())
     binding_macros = set()
     for binding in gin_bindings:
