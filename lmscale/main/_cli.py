@@ -390,10 +390,15 @@ def check_call(selector: str, kwargs: dict, label: str) -> None:
         _PREFLIGHTED.add(key)
 
 
+# Errors whose message names the bad input; the binaries print them without a traceback.
+_INPUT_ERRORS = ("GinConfigError", "ConfigError", "DataError")
+
+
 def _excepthook(kind, value, tb) -> None:
-    """Bad configuration (a ValueError whose message names the culprit) prints as one
+    """Bad input (one of `_INPUT_ERRORS`, whose message names the culprit) prints as one
     message, without a traceback (LMSCALE_TRACEBACK=1 shows it); anything else as usual."""
-    if issubclass(kind, ValueError) and os.environ.get("LMSCALE_TRACEBACK") != "1":
+    is_input = any(c.__name__ in _INPUT_ERRORS for c in kind.__mro__)
+    if is_input and os.environ.get("LMSCALE_TRACEBACK") != "1":
         sys.stderr.write(f"FATAL {kind.__name__}: {value}\n(set LMSCALE_TRACEBACK=1 for the "
                          f"traceback)\n")
         return
