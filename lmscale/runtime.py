@@ -1,4 +1,5 @@
-"""Process-level settings of the host runtime: glibc's allocator for XLA:CPU.
+"""Process-level settings of the host runtime: glibc's allocator for XLA:CPU, and quiet
+start-up on a machine without accelerators (`quiet_accelerator_probes`).
 
 XLA:CPU allocates each executable's temporary buffer (162 MB for the d_model 256 benchmark
 step of `tools/bench_train.py`) with `malloc` on every call. glibc serves an allocation that
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import glob
 import os
 import platform
 
@@ -55,3 +57,30 @@ def tune_host_allocator() -> bool:
           and mallopt(_M_TRIM_THRESHOLD, _INT_MAX) == 1)
     _applied = ok
     return ok
+
+
+# Device files whose presence means an accelerator JAX could use.
+_ACCELERATOR_DEVICES = ("/dev/nvidiactl", "/dev/nvidia[0-9]*", "/dev/kfd", "/dev/accel[0-9]*",
+                        "/dev/vfio/[0-9]*")
+
+
+def has_accelerator() -> bool:
+    """Whether this host shows a GPU (NVIDIA, AMD) or TPU device file."""
+    return any(glob.glob(pattern) for pattern in _ACCELERATOR_DEVICES)
+
+
+def quiet_accelerator_probes() -> str:
+    """On a host without accelerators, keeps JAX and TensorFlow from probing for them.
+
+    Only when `has_accelerator()` is False, and leaving values already set alone:
+    `JAX_PLATFORMS=cpu` (JAX's documented platform choice: no TPU or GPU backend is tried,
+    so no "Unable to initialize backend 'tpu'" line), and `TF_CPP_MIN_LOG_LEVEL=3`
+    (TensorFlow, which only feeds data here, logs "failed call to cuInit" at error level
+    when its CUDA build finds no driver; its Python errors are unaffected). Call it before
+    JAX or TensorFlow is imported. Returns the platform setting in force ("" = JAX's
+    default search).
+    """
+    if not has_accelerator():
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    return os.environ.get("JAX_PLATFORMS", "")

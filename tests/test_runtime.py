@@ -57,3 +57,17 @@ def test_tuned_allocator_reuses_freed_memory():
     applied, faults = _run("default")
     assert not applied
     assert faults > 0.5 * pages, faults  # the default glibc behaviour it fixes
+
+
+def test_quiet_accelerator_probes_only_without_accelerators(monkeypatch):
+    from lmscale import runtime
+    for var in ("JAX_PLATFORMS", "TF_CPP_MIN_LOG_LEVEL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(runtime, "has_accelerator", lambda: True)
+    assert runtime.quiet_accelerator_probes() == ""
+    assert "JAX_PLATFORMS" not in os.environ and "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+    monkeypatch.setattr(runtime, "has_accelerator", lambda: False)
+    assert runtime.quiet_accelerator_probes() == "cpu"
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda")  # the user's choice stands
+    assert runtime.quiet_accelerator_probes() == "cuda"

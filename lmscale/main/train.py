@@ -1,9 +1,9 @@
-"""Binary: train one run from gin files.
+r"""Binary: train one run from gin files.
 
   python -m lmscale.main.train --gin_file=experiments/runs/train.gin \
       --gin_file=experiments/models/tiny.gin \
       --gin_bindings="MODEL = @tiny_s/model_config.ModelConfig()" \
-      --gin_bindings="TOKEN_MULTIPLIER = 20" --workdir=/tmp/runs
+      --gin.TOKEN_MULTIPLIER=2 --gin.BATCH_SIZE=8 --gin.SEQ_LEN=64 --workdir=/tmp/runs
 
 Flags -> multi-host start-up -> gin -> `lmscale.train.loop.train` (bound by the gin files
 through dynamic registration). Multi-host: `--coordinator_address/--num_processes/
@@ -29,4 +29,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_cli.parse_flags)

@@ -1,0 +1,60 @@
+"""check_fields: a config field of the wrong type or range names class, field and value."""
+import dataclasses
+
+import pytest
+
+from lmscale.config_check import check_fields
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inner:
+    r: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class _Config:
+    steps: int = 1
+    rate: float = 0.5
+    name: str = "x"
+    flag: bool = False
+    sizes: tuple[int, ...] = (1, 2)
+    limit: int | None = None
+    pair: tuple[str, float] = ("a", 1.0)
+    inner: _Inner = _Inner()
+    batch: int = dataclasses.field(default=8, metadata={"min": 1})
+    mode: str = dataclasses.field(default="a", metadata={"choices": ("a", "b")})
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("steps", "3", r"_Config.steps='3': expected int, got str"),
+    ("steps", True, r"_Config.steps=True: expected int, got bool"),
+    ("rate", "abc", r"_Config.rate='abc': expected float, got str"),
+    ("flag", 1, r"_Config.flag=1: expected bool"),
+    ("sizes", (1, "2"), r"_Config.sizes=\(1, '2'\): entry 1 \('2'\): expected int"),
+    ("sizes", 3, r"_Config.sizes=3: expected a sequence of int"),
+    ("limit", 2.5, r"_Config.limit=2.5: expected int or None"),
+    ("pair", ("a",), r"_Config.pair=\('a',\): expected 2 entries"),
+    ("inner", 3, r"_Config.inner=3: expected _Inner, got int"),
+    ("batch", -8, r"_Config.batch=-8: expected >= 1"),
+    ("mode", "c", r"_Config.mode='c': expected one of \['a', 'b'\]"),
+])
+def test_bad_field_is_named(field, value, expected):
+    with pytest.raises(ValueError, match=expected):
+        check_fields(dataclasses.replace(_Config(), **{field: value}))
+
+
+def test_good_values_pass_and_lists_stand_for_tuples():
+    check_fields(_Config())
+    check_fields(_Config(rate=1, sizes=[3, 4], limit=5, pair=["b", 2]))
+
+
+def test_study_config_token_multiplier_abc_is_named():
+    from lmscale.models import ConfigError, ModelConfig
+    from lmscale.report import study
+    models = [ModelConfig(vocab_size=259, d_model=w, n_layers=1, n_heads=w // 8, head_dim=8,
+                          d_ff=2 * w, max_seq_len=128, name=f"m{w}") for w in (16, 24, 32, 40)]
+    config = dataclasses.replace(study.StudyConfig(models=models), token_multiplier="abc")
+    with pytest.raises(ConfigError, match=r"StudyConfig.token_multiplier='abc': expected "
+                       r"float, got str"):
+        check_fields(config, error=ConfigError)
+    check_fields(study.StudyConfig(models=models))
