@@ -30,137 +30,19 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable, NamedTuple, Sequence, Union
+from typing import Callable, NamedTuple, Sequence
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmscale.data.checkers import cut_at_stop
+from lmscale.eval.methods import Greedy, Method, Temperature, TopK, TopP  # noqa: F401
 from lmscale.models.config import ModelConfig
 from lmscale.models.decoder import Decoder, KVCache, Prefix, init_cache
 
 Array = jax.Array
-
-
-# ---------------------------------------------------------------------------------------
-# Sampling methods: small frozen (hashable) dataclasses, passed to jit as static arguments.
-# ---------------------------------------------------------------------------------------
-
-
-def _check_temperature(cls: str, temperature: float):
-    if not temperature > 0:
-        raise ValueError(f"{cls}.temperature={temperature!r}: must be > 0 (use Greedy() for "
-                         f"temperature 0)")
-
-
-@dataclasses.dataclass(frozen=True)
-class Greedy:
-    """Argmax decoding (lowest token id among exact ties, as `jnp.argmax`)."""
-
-    def __call__(self, logits_bv: Array, keys_b: Array) -> Array:
-        del keys_b
-        return _argmax(logits_bv)
-
-
-@dataclasses.dataclass(frozen=True)
-class Temperature:
-    """Sampling from softmax(logits / temperature) over the whole vocabulary."""
-
-    temperature: float = 1.0
-
-    def __post_init__(self):
-        _check_temperature("Temperature", self.temperature)
-
-    def filter(self, logits_bv: Array) -> Array:
-        return logits_bv / self.temperature
-
-    def __call__(self, logits_bv: Array, keys_b: Array) -> Array:
-        return _categorical(keys_b, self.filter(logits_bv))
-
-
-@dataclasses.dataclass(frozen=True)
-class TopK:
-    """Sampling from softmax(logits / temperature) restricted to the k largest logits.
-
-    Tokens tied with the k-th largest logit are kept too (the support can exceed k only on
-    exact float ties).
-    """
-
-    k: int
-    temperature: float = 1.0
-
-    def __post_init__(self):
-        if not isinstance(self.k, int) or self.k < 1:
-            raise ValueError(f"TopK.k={self.k!r}: must be a positive integer")
-        _check_temperature("TopK", self.temperature)
-
-    def filter(self, logits_bv: Array) -> Array:
-        scaled = logits_bv / self.temperature
-        k = min(self.k, scaled.shape[-1])
-        kth = jax.lax.top_k(scaled, k)[0][..., -1:]
-        return jnp.where(scaled >= kth, scaled, -jnp.inf)
-
-    def __call__(self, logits_bv: Array, keys_b: Array) -> Array:
-        return _categorical(keys_b, self.filter(logits_bv))
-
-
-@dataclasses.dataclass(frozen=True)
-class TopP:
-    """Nucleus sampling: the smallest set of most likely tokens whose mass reaches p.
-
-    Probabilities are those of softmax(logits / temperature); the kept set is renormalised.
-    A token is kept when the mass of the tokens strictly more likely than it is < p (so the
-    most likely token is always kept; ties with the last kept logit are kept too).
-    """
-
-    p: float
-    temperature: float = 1.0
-
-    def __post_init__(self):
-        if not 0 < self.p <= 1:
-            raise ValueError(f"TopP.p={self.p!r}: must lie in (0, 1]")
-        _check_temperature("TopP", self.temperature)
-
-    def filter(self, logits_bv: Array) -> Array:
-        scaled = logits_bv / self.temperature
-        sorted_desc = -jnp.sort(-scaled, axis=-1)
-        probs = jax.nn.softmax(sorted_desc, axis=-1)
-        mass_before = jnp.cumsum(probs, axis=-1) - probs
-        kept = jnp.where(mass_before < self.p, sorted_desc, jnp.inf)
-        threshold = jnp.min(kept, axis=-1, keepdims=True)
-        return jnp.where(scaled >= threshold, scaled, -jnp.inf)
-
-    def __call__(self, logits_bv: Array, keys_b: Array) -> Array:
-        return _categorical(keys_b, self.filter(logits_bv))
-
-
-Method = Union[Greedy, Temperature, TopK, TopP]
-
-
-def _argmax(x_bv: Array) -> Array:
-    """[B] int32 `jnp.argmax(x_bv, -1)` (lowest index among ties) as two plain reductions.
-
-    XLA's CPU backend lowers argmax to a (value, index) tuple reduction that it does not
-    vectorise; a max followed by a min over the indices attaining it gives the same index
-    several times faster (it was the largest single op of a decode step).
-    """
-    best = jnp.max(x_bv, axis=-1, keepdims=True)
-    index = jnp.arange(x_bv.shape[-1], dtype=jnp.int32)
-    return jnp.min(jnp.where(x_bv == best, index, x_bv.shape[-1]), axis=-1)
-
-
-def _categorical(keys_b: Array, logits_bv: Array) -> Array:
-    """[B] int32 draws from softmax(logits_bv), row b with its own key keys_b[b].
-
-    The Gumbel-max draw of `jax.random.categorical` (same uniforms, same tie rule, so the
-    same tokens for the same keys) with the faster `_argmax`. One key per row: a row's draw
-    does not depend on the other rows (determinism).
-    """
-    tiny = jnp.finfo(jnp.float32).tiny
-    uniform = jax.vmap(lambda key: jax.random.uniform(key, logits_bv.shape[1:], jnp.float32,
-                                                      minval=tiny, maxval=1.0))(keys_b)
-    return _argmax(logits_bv - jnp.log(-jnp.log(uniform)))
 
 
 # ---------------------------------------------------------------------------------------
@@ -247,6 +129,160 @@ def _finished(tokens_bs: Array, length_b: Array, last_b: Array, max_new_tokens: 
     return done
 
 
+@dataclasses.dataclass(frozen=True)
+class LoopSpec:
+    """The static (hashable) settings of one compiled sampling loop (see `make_sampler`)."""
+
+    config: ModelConfig
+    method: Method
+    num_slots: int
+    max_new_tokens: int
+    capacity: int
+    eos_id: int | None
+    stop_sequences: tuple[tuple[int, ...], ...]
+
+
+@flax.struct.dataclass
+class LoopInputs:
+    """The traced arguments of one call (shapes as in `make_sampler`; cum = cumsum(counts))."""
+
+    params: dict
+    prefix: Prefix
+    first_logits: Array
+    keys: Array
+    counts: Array
+    starts: Array
+    num_samples: Array
+    cum: Array
+
+
+def _token_keys(keys_r2: Array, prompt_b: Array, key_index_b: Array, step_b: Array) -> Array:
+    """[B, 2] keys fold_in(fold_in(keys[prompt], key_index), step) (module docstring)."""
+    fold = jax.vmap(jax.random.fold_in)
+    return fold(fold(keys_r2[prompt_b], key_index_b), step_b)
+
+
+def _pick(method: Method, logits_bv: Array, keys_b: Array) -> tuple[Array, Array]:
+    """The drawn tokens [B] and their untempered log-softmax [B]."""
+    new = method(logits_bv, keys_b)
+    # log_softmax at the drawn token only (same formula, no [B, V] output).
+    shifted = logits_bv - jnp.max(logits_bv, axis=-1, keepdims=True)
+    logp = (jnp.take_along_axis(shifted, new[:, None], axis=1)[:, 0]
+            - jnp.log(jnp.sum(jnp.exp(shifted), axis=-1)))
+    return new, logp
+
+
+def _append(spec: LoopSpec, state: SamplerState, active: Array, new_b: Array,
+            logp_b: Array) -> SamplerState:
+    """Writes token new_b at position `length` of active slots and checks stops."""
+    s = spec.max_new_tokens
+    onehot = jax.nn.one_hot(state.length, s, dtype=jnp.bool_) & active[:, None]
+    tokens = jnp.where(onehot, new_b[:, None], state.tokens)
+    logprobs = jnp.where(onehot, logp_b[:, None], state.logprobs)
+    length = state.length + active.astype(jnp.int32)
+    done = state.done | (active & _finished(tokens, length, new_b, s, spec.eos_id,
+                                            spec.stop_sequences))
+    return state.replace(tokens=tokens, logprobs=logprobs, length=length, done=done)
+
+
+def _refill(spec: LoopSpec, inputs: LoopInputs, state: SamplerState) -> SamplerState:
+    """Hands the next sample indices to free slots and draws their first tokens."""
+    counts, cum = inputs.counts, inputs.cum
+    free = state.sample < 0
+    rank = jnp.cumsum(free.astype(jnp.int32)) - 1
+    new_id = state.next_sample + rank
+    assign = free & (new_id < inputs.num_samples)
+    prompt = jnp.searchsorted(cum, new_id, side="right").astype(jnp.int32)
+    prompt = jnp.clip(prompt, 0, counts.shape[0] - 1)
+    key_index = inputs.starts[prompt] + new_id - (cum[prompt] - counts[prompt])
+    state = state.replace(
+        sample=jnp.where(assign, new_id, state.sample),
+        prompt=jnp.where(assign, prompt, state.prompt),
+        key_index=jnp.where(assign, key_index, state.key_index),
+        length=jnp.where(assign, 0, state.length),
+        tokens=jnp.where(assign[:, None], 0, state.tokens),
+        logprobs=jnp.where(assign[:, None], 0.0, state.logprobs),
+        done=jnp.where(assign, False, state.done),
+        next_sample=state.next_sample + jnp.sum(assign.astype(jnp.int32)))
+    # The first token comes from the prompt's own last logits: no model call.
+    keys_b = _token_keys(inputs.keys, state.prompt, state.key_index, jnp.zeros_like(new_id))
+    new, logp = _pick(spec.method, inputs.first_logits[state.prompt], keys_b)
+    return _append(spec, state, assign, new, logp)
+
+
+def _decode(spec: LoopSpec, inputs: LoopInputs, state: SamplerState) -> SamplerState:
+    """One decode step: feeds every active slot's last token, draws the next one."""
+    active = (state.sample >= 0) & ~state.done
+    index = jnp.maximum(state.length - 1, 0)
+    last = jnp.take_along_axis(state.tokens, index[:, None], axis=1)  # [B, 1]
+    positions = (inputs.prefix.lengths[state.prompt] + index)[:, None]
+    logits, cache = Decoder(spec.config).apply(
+        {"params": inputs.params}, last, positions, cache=state.cache, cache_index=index,
+        prefix=inputs.prefix, prefix_index=state.prompt)
+    keys_b = _token_keys(inputs.keys, state.prompt, state.key_index, state.length)
+    new, logp = _pick(spec.method, logits[:, 0], keys_b)
+    state = state.replace(cache=cache,
+                          num_steps=state.num_steps + jnp.any(active).astype(jnp.int32))
+    return _append(spec, state, active, new, logp)
+
+
+def _record(spec: LoopSpec, state: SamplerState) -> SamplerState:
+    """Copies finished slots into the output buffer (row = sample index) and frees them."""
+    rec = (state.sample >= 0) & state.done
+    row = jnp.where(rec, state.sample, spec.capacity)  # out of range: dropped
+    return state.replace(
+        out_tokens=state.out_tokens.at[row].set(state.tokens, mode="drop"),
+        out_logprobs=state.out_logprobs.at[row].set(state.logprobs, mode="drop"),
+        out_lengths=state.out_lengths.at[row].set(state.length, mode="drop"),
+        sample=jnp.where(rec, -1, state.sample),
+        done=jnp.where(rec, False, state.done),
+        num_recorded=state.num_recorded + jnp.sum(rec.astype(jnp.int32)))
+
+
+def _step(spec: LoopSpec, inputs: LoopInputs, state: SamplerState) -> SamplerState:
+    """One loop iteration: refill free slots (if any), decode, record."""
+    any_free = jnp.any(state.sample < 0) & (state.next_sample < inputs.num_samples)
+    # The conditional refill carries only the slots' bookkeeping: with the cache or the
+    # output buffers among its operands XLA copies them (every step, tens of MB on the
+    # benchmark model) to keep the branches' buffers apart.
+    big = dict(cache=state.cache, out_tokens=state.out_tokens,
+               out_logprobs=state.out_logprobs, out_lengths=state.out_lengths)
+    slots = state.replace(**{name: None for name in big})
+    slots = jax.lax.cond(any_free, functools.partial(_refill, spec, inputs),
+                         lambda st: st, slots)
+    # Decoding is unconditional for the same reason. A step with no active slot (rare:
+    # every refilled sample ended on its first token) changes no output and is not
+    # counted in num_steps.
+    return _record(spec, _decode(spec, inputs, slots.replace(**big)))
+
+
+def _initial_state(spec: LoopSpec) -> SamplerState:
+    """Every slot free, nothing recorded, zeroed caches and output buffers."""
+    b, s, capacity = spec.num_slots, spec.max_new_tokens, spec.capacity
+    return SamplerState(
+        cache=init_cache(spec.config, b, s), tokens=jnp.zeros((b, s), jnp.int32),
+        logprobs=jnp.zeros((b, s), jnp.float32), length=jnp.zeros((b,), jnp.int32),
+        sample=jnp.full((b,), -1, jnp.int32), prompt=jnp.zeros((b,), jnp.int32),
+        key_index=jnp.zeros((b,), jnp.int32), done=jnp.zeros((b,), jnp.bool_),
+        next_sample=jnp.zeros((), jnp.int32), num_recorded=jnp.zeros((), jnp.int32),
+        num_steps=jnp.zeros((), jnp.int32),
+        out_tokens=jnp.zeros((capacity, s), jnp.int32),
+        out_logprobs=jnp.zeros((capacity, s), jnp.float32),
+        out_lengths=jnp.zeros((capacity,), jnp.int32))
+
+
+def sample_loop(spec: LoopSpec, params, prefix: Prefix, first_logits: Array, keys: Array,
+                counts: Array, starts: Array, num_samples: Array) -> SamplerOutput:
+    """The sampling loop of `make_sampler` (traceable; `spec` static)."""
+    inputs = LoopInputs(params=params, prefix=prefix, first_logits=first_logits, keys=keys,
+                        counts=counts, starts=starts, num_samples=num_samples,
+                        cum=jnp.cumsum(counts))
+    state = jax.lax.while_loop(lambda st: st.num_recorded < num_samples,
+                               functools.partial(_step, spec, inputs), _initial_state(spec))
+    return SamplerOutput(state.out_tokens, state.out_logprobs, state.out_lengths,
+                         state.num_steps)
+
+
 @functools.lru_cache(maxsize=64)
 def make_sampler(config: ModelConfig, method: Method, num_slots: int, max_new_tokens: int,
                  capacity: int, eos_id: int | None = None,
@@ -278,113 +314,9 @@ def make_sampler(config: ModelConfig, method: Method, num_slots: int, max_new_to
     stop_sequences = tuple(tuple(int(t) for t in s) for s in stop_sequences)
     if any(len(s) == 0 for s in stop_sequences):
         raise ValueError(f"make_sampler stop_sequences={stop_sequences!r}: empty sequence")
-    model = Decoder(config)
-    b, s = num_slots, max_new_tokens
-
-    def token_keys(keys_r2, prompt_b, key_index_b, step_b):
-        base = keys_r2[prompt_b]
-        fold = jax.vmap(jax.random.fold_in)
-        return fold(fold(base, key_index_b), step_b)
-
-    def append(state, active, new_b, logp_b):
-        """Writes token new_b at position `length` of active slots and checks stops."""
-        onehot = jax.nn.one_hot(state.length, s, dtype=jnp.bool_) & active[:, None]
-        tokens = jnp.where(onehot, new_b[:, None], state.tokens)
-        logprobs = jnp.where(onehot, logp_b[:, None], state.logprobs)
-        length = state.length + active.astype(jnp.int32)
-        done = state.done | (active & _finished(tokens, length, new_b, s, eos_id,
-                                                stop_sequences))
-        return state.replace(tokens=tokens, logprobs=logprobs, length=length, done=done)
-
-    def pick(logits_bv, keys_b):
-        new = method(logits_bv, keys_b)
-        # log_softmax at the drawn token only (same formula, no [B, V] output).
-        shifted = logits_bv - jnp.max(logits_bv, axis=-1, keepdims=True)
-        logp = (jnp.take_along_axis(shifted, new[:, None], axis=1)[:, 0]
-                - jnp.log(jnp.sum(jnp.exp(shifted), axis=-1)))
-        return new, logp
-
-    def fn(params, prefix: Prefix, first_logits, keys, counts, starts, num_samples):
-        variables = {"params": params}
-        cum = jnp.cumsum(counts)
-
-        def refill(state):
-            free = state.sample < 0
-            rank = jnp.cumsum(free.astype(jnp.int32)) - 1
-            new_id = state.next_sample + rank
-            assign = free & (new_id < num_samples)
-            prompt = jnp.searchsorted(cum, new_id, side="right").astype(jnp.int32)
-            prompt = jnp.clip(prompt, 0, counts.shape[0] - 1)
-            key_index = starts[prompt] + new_id - (cum[prompt] - counts[prompt])
-            state = state.replace(
-                sample=jnp.where(assign, new_id, state.sample),
-                prompt=jnp.where(assign, prompt, state.prompt),
-                key_index=jnp.where(assign, key_index, state.key_index),
-                length=jnp.where(assign, 0, state.length),
-                tokens=jnp.where(assign[:, None], 0, state.tokens),
-                logprobs=jnp.where(assign[:, None], 0.0, state.logprobs),
-                done=jnp.where(assign, False, state.done),
-                next_sample=state.next_sample + jnp.sum(assign.astype(jnp.int32)))
-            # The first token comes from the prompt's own last logits: no model call.
-            keys_b = token_keys(keys, state.prompt, state.key_index, jnp.zeros_like(new_id))
-            new, logp = pick(first_logits[state.prompt], keys_b)
-            return append(state, assign, new, logp)
-
-        def decode(state):
-            active = (state.sample >= 0) & ~state.done
-            index = jnp.maximum(state.length - 1, 0)
-            last = jnp.take_along_axis(state.tokens, index[:, None], axis=1)  # [B, 1]
-            positions = (prefix.lengths[state.prompt] + index)[:, None]
-            logits, cache = model.apply(variables, last, positions, cache=state.cache,
-                                        cache_index=index, prefix=prefix,
-                                        prefix_index=state.prompt)
-            keys_b = token_keys(keys, state.prompt, state.key_index, state.length)
-            new, logp = pick(logits[:, 0], keys_b)
-            state = state.replace(cache=cache,
-                                  num_steps=state.num_steps + jnp.any(active).astype(jnp.int32))
-            return append(state, active, new, logp)
-
-        def record(state):
-            rec = (state.sample >= 0) & state.done
-            row = jnp.where(rec, state.sample, capacity)  # out of range: dropped
-            return state.replace(
-                out_tokens=state.out_tokens.at[row].set(state.tokens, mode="drop"),
-                out_logprobs=state.out_logprobs.at[row].set(state.logprobs, mode="drop"),
-                out_lengths=state.out_lengths.at[row].set(state.length, mode="drop"),
-                sample=jnp.where(rec, -1, state.sample),
-                done=jnp.where(rec, False, state.done),
-                num_recorded=state.num_recorded + jnp.sum(rec.astype(jnp.int32)))
-
-        def body(state):
-            any_free = jnp.any(state.sample < 0) & (state.next_sample < num_samples)
-            # The conditional refill carries only the slots' bookkeeping: with the cache or
-            # the output buffers among its operands XLA copies them (every step, tens of MB
-            # on the benchmark model) to keep the branches' buffers apart.
-            big = dict(cache=state.cache, out_tokens=state.out_tokens,
-                       out_logprobs=state.out_logprobs, out_lengths=state.out_lengths)
-            slots = state.replace(**{name: None for name in big})
-            slots = jax.lax.cond(any_free, refill, lambda st: st, slots)
-            # Decoding is unconditional for the same reason. A step with no active slot
-            # (rare: every refilled sample ended on its first token) changes no output and
-            # is not counted in num_steps.
-            return record(decode(slots.replace(**big)))
-
-        zeros_bs = jnp.zeros((b, s), jnp.int32)
-        state = SamplerState(
-            cache=init_cache(config, b, s), tokens=zeros_bs,
-            logprobs=jnp.zeros((b, s), jnp.float32), length=jnp.zeros((b,), jnp.int32),
-            sample=jnp.full((b,), -1, jnp.int32), prompt=jnp.zeros((b,), jnp.int32),
-            key_index=jnp.zeros((b,), jnp.int32), done=jnp.zeros((b,), jnp.bool_),
-            next_sample=jnp.zeros((), jnp.int32), num_recorded=jnp.zeros((), jnp.int32),
-            num_steps=jnp.zeros((), jnp.int32),
-            out_tokens=jnp.zeros((capacity, s), jnp.int32),
-            out_logprobs=jnp.zeros((capacity, s), jnp.float32),
-            out_lengths=jnp.zeros((capacity,), jnp.int32))
-        state = jax.lax.while_loop(lambda st: st.num_recorded < num_samples, body, state)
-        return SamplerOutput(state.out_tokens, state.out_logprobs, state.out_lengths,
-                             state.num_steps)
-
-    return jax.jit(fn)
+    spec = LoopSpec(config, method, num_slots, max_new_tokens, capacity, eos_id,
+                    stop_sequences)
+    return jax.jit(functools.partial(sample_loop, spec))
 
 
 @functools.lru_cache(maxsize=16)
@@ -571,7 +503,7 @@ class Sampler:
             ids = [int(t) for t in row[:n]]
             if ids and self.eos_id is not None and ids[-1] == self.eos_id:
                 ids = ids[:-1]
-            texts.append(truncate_at_stop(self.vocab.decode(ids), self.stop_strings))
+            texts.append(cut_at_stop(self.vocab.decode(ids), self.stop_strings))
         return texts
 
 
@@ -581,16 +513,6 @@ def _seed_key(seed: int) -> np.ndarray:
     key = np.asarray(jax.random.PRNGKey(seed))[None]
     key.setflags(write=False)
     return key
-
-
-def truncate_at_stop(text: str, stop_strings: Sequence[str]) -> str:
-    """`text` up to (not including) the earliest occurrence of any stop string."""
-    cut = len(text)
-    for stop in stop_strings:
-        at = text.find(stop)
-        if at >= 0:
-            cut = min(cut, at)
-    return text[:cut]
 
 
 def make_draw(sampler: Sampler, prompt, checker_fn: Callable[[str], bool],

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from lmscale.data import checkers
+from lmscale.eval import methods
 from lmscale.eval import sampler as S
 from lmscale.models import Decoder, KVCache, Prefix, init_cache, init_params
 from lmscale.testing import tiny_config
@@ -112,7 +114,7 @@ def test_stop_strings_stop_in_loop_and_cut_text():
     np.testing.assert_array_equal(out.lengths, [4])
     np.testing.assert_array_equal(out.tokens[0], [3, 4, 5, 6, 0, 0, 0])
     assert sampler.text(out) == ["de"]
-    assert S.truncate_at_stop("abcXdeY", ["Y", "X"]) == "abc"
+    assert checkers.cut_at_stop("abcXdeY", ["Y", "X"]) == "abc"
 
 
 # ---- distributions (chi-square at fixed seeds) -----------------------------------------
@@ -370,8 +372,8 @@ def test_sampling_draws_equal_jax_categorical_and_argmax():
     logits = jnp.asarray(logits)
     keys = jax.random.split(jax.random.PRNGKey(7), 64)
     want = jax.vmap(jax.random.categorical)(keys, logits)
-    got = jax.jit(S._categorical)(keys, logits)
+    got = jax.jit(methods.categorical)(keys, logits)
     np.testing.assert_array_equal(got, want)
     assert len(np.unique(np.asarray(got))) > 10  # draws really vary across rows
-    np.testing.assert_array_equal(jax.jit(S._argmax)(logits), jnp.argmax(logits, -1))
-    assert set(np.asarray(S._argmax(logits))[:8]) == {10}
+    np.testing.assert_array_equal(jax.jit(methods.argmax)(logits), jnp.argmax(logits, -1))
+    assert set(np.asarray(methods.argmax(logits))[:8]) == {10}
