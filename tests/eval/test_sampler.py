@@ -377,3 +377,35 @@ def test_sampling_draws_equal_jax_categorical_and_argmax():
     assert len(np.unique(np.asarray(got))) > 10  # draws really vary across rows
     np.testing.assert_array_equal(jax.jit(methods.argmax)(logits), jnp.argmax(logits, -1))
     assert set(np.asarray(methods.argmax(logits))[:8]) == {10}
+
+
+# ---- several prompts per call (issue #14) ----------------------------------------------
+
+
+def test_many_prompts_in_one_call_draw_what_single_prompt_calls_draw(model):
+    config, params = model
+    sampler = S.Sampler(params, config, num_slots=8, max_new_tokens=4, eos_id=2)
+    prompts = [[1, 2, 3], [7, 6, 5, 4], [3, 3], list(range(1, 8)) * 3]  # buckets 16 and 32
+    counts, seeds, starts = [5, 9, 0, 6], [10, 20, 30, 40], [2, 0, 0, 7]
+    many = sampler.sample_many(prompts, counts, seeds, starts)
+    assert [len(c.tokens) for c in many] == counts
+    for prompt, n, seed, start, got in zip(prompts, counts, seeds, starts, many):
+        want = sampler.sample(prompt, n, seed, start=start)
+        np.testing.assert_array_equal(got.tokens, want.tokens)
+        np.testing.assert_array_equal(got.lengths, want.lengths)
+        np.testing.assert_allclose(got.logprobs, want.logprobs, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="as many"):
+        sampler.sample_many(prompts, counts[:2], seeds)
+
+
+def test_many_prompts_per_call_follow_each_prompts_distribution(model):
+    config, params = model
+    prompts = [PROMPT, [6, 1, 1, 7]]
+    probs = [forward_probs(config, params, [p])[0] for p in prompts]
+    sampler = S.Sampler(params, config, num_slots=64, max_new_tokens=1,
+                        max_samples_per_call=8192)
+    many = sampler.sample_many(prompts, [3000, 3000], [1, 2])
+    for got, p in zip(many, probs):
+        assert chi_square_pvalue(np.bincount(got.tokens[:, 0], minlength=8), p) > 1e-3
+    # The two prompts' next-token distributions differ: a mix-up of rows would fail.
+    assert chi_square_pvalue(np.bincount(many[0].tokens[:, 0], minlength=8), probs[1]) < 1e-6
