@@ -13,7 +13,6 @@ import seqio
 import tensorflow as tf
 
 from lmscale.data import checkers
-from lmscale.data import registry
 from lmscale.data import vocab as vocab_lib
 
 
@@ -26,8 +25,8 @@ def _postprocess(output, stop_strings=(), answer_pattern=None, example=None,
     return checkers.extract_answer(checkers.cut_at_stop(text, stop_strings), answer_pattern)
 
 
-def register(task: "registry.EvalTask") -> seqio.Task:
-    """Registers (or replaces) the seqio Task for `task`."""
+def register(task, name: str) -> seqio.Task:
+    """Registers (or replaces) the seqio Task `name` for `task` (an `evaltask.EvalTask`)."""
     def dataset_fn(split, shuffle_files, seed=None):
         del shuffle_files, seed  # evaluation order is the instance order
         items = task.instances(split)
@@ -41,7 +40,6 @@ def register(task: "registry.EvalTask") -> seqio.Task:
     vocab = vocab_lib.get_vocabulary(vocab_lib.BYTE)
     metric = (checkers.contains_metric if task.checker == checkers.CONTAINS
               else checkers.exact_match_metric)
-    name = registry.SEQIO_PREFIX + task.name
     if name in seqio.TaskRegistry.names():
         seqio.TaskRegistry.remove(name)
     return seqio.TaskRegistry.add(

@@ -28,380 +28,21 @@ L layers, K kv heads, H head dim, V vocab, C output capacity of one call, R prom
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from typing import Callable, NamedTuple, Sequence, Union
+from typing import Callable, NamedTuple, Sequence
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmscale.data.checkers import cut_at_stop
+from lmscale.eval.methods import Greedy, Method, Temperature, TopK, TopP  # noqa: F401
+from lmscale.eval.sample_loop import (  # noqa: F401  (re-exported)
+    LoopInputs, LoopSpec, SamplerOutput, SamplerState, make_prefill, make_sampler)
 from lmscale.models.config import ModelConfig
-from lmscale.models.decoder import Decoder, KVCache, Prefix, init_cache
+from lmscale.models.decoder import Prefix
 
 Array = jax.Array
-
-
-# ---------------------------------------------------------------------------------------
-# Sampling methods: small frozen (hashable) dataclasses, passed to jit as static arguments.
-# ---------------------------------------------------------------------------------------
-
-
-def _check_temperature(cls: str, temperature: float):
-    if not temperature > 0:
-        raise ValueError(f"{cls}.temperature={temperature!r}: must be > 0 (use Greedy() for "
-                         f"temperature 0)")
-
-
-@dataclasses.dataclass(frozen=True)
-class Greedy:
-    """Argmax decoding (lowest token id among exact ties, as `jnp.argmax`)."""
-
-    def __call__(self, logits_bv: Array, keys_b: Array) -> Array:
-        del keys_b
-        return _argmax(logits_bv)
-
-
-@dataclasses.dataclass(frozen=True)
-class Temperature:
-    """Sampling from softmax(logits / temperature) over the whole vocabulary."""
-
-    temperature: float = 1.0
-
-    def __post_init__(self):
-        _check_temperature("Temperature", self.temperature)
-
-    def filter(self, logits_bv: Array) -> Array:
-        return logits_bv / self.temperature
-
-    def __call__(self, logits_bv: Array, keys_b: Array) -> Array:
-        return _categorical(keys_b, self.filter(logits_bv))
-
-
-@dataclasses.dataclass(frozen=True)
-class TopK:
-    """Sampling from softmax(logits / temperature) restricted to the k largest logits.
-
-    Tokens tied with the k-th largest logit are kept too (the support can exceed k only on
-    exact float ties).
-    """
-
-    k: int
-    temperature: float = 1.0
-
-    def __post_init__(self):
-        if not isinstance(self.k, int) or self.k < 1:
-            raise ValueError(f"TopK.k={self.k!r}: must be a positive integer")
-        _check_temperature("TopK", self.temperature)
-
-    def filter(self, logits_bv: Array) -> Array:
-        scaled = logits_bv / self.temperature
-        k = min(self.k, scaled.shape[-1])
-        kth = jax.lax.top_k(scaled, k)[0][..., -1:]
-        return jnp.where(scaled >= kth, scaled, -jnp.inf)
-
-    def __call__(self, logits_bv: Array, keys_b: Array) -> Array:
-        return _categorical(keys_b, self.filter(logits_bv))
-
-
-@dataclasses.dataclass(frozen=True)
-class TopP:
-    """Nucleus sampling: the smallest set of most likely tokens whose mass reaches p.
-
-    Probabilities are those of softmax(logits / temperature); the kept set is renormalised.
-    A token is kept when the mass of the tokens strictly more likely than it is < p (so the
-    most likely token is always kept; ties with the last kept logit are kept too).
-    """
-
-    p: float
-    temperature: float = 1.0
-
-    def __post_init__(self):
-        if not 0 < self.p <= 1:
-            raise ValueError(f"TopP.p={self.p!r}: must lie in (0, 1]")
-        _check_temperature("TopP", self.temperature)
-
-    def filter(self, logits_bv: Array) -> Array:
-        scaled = logits_bv / self.temperature
-        sorted_desc = -jnp.sort(-scaled, axis=-1)
-        probs = jax.nn.softmax(sorted_desc, axis=-1)
-        mass_before = jnp.cumsum(probs, axis=-1) - probs
-        kept = jnp.where(mass_before < self.p, sorted_desc, jnp.inf)
-        threshold = jnp.min(kept, axis=-1, keepdims=True)
-        return jnp.where(scaled >= threshold, scaled, -jnp.inf)
-
-    def __call__(self, logits_bv: Array, keys_b: Array) -> Array:
-        return _categorical(keys_b, self.filter(logits_bv))
-
-
-Method = Union[Greedy, Temperature, TopK, TopP]
-
-
-def _argmax(x_bv: Array) -> Array:
-    """[B] int32 `jnp.argmax(x_bv, -1)` (lowest index among ties) as two plain reductions.
-
-    XLA's CPU backend lowers argmax to a (value, index) tuple reduction that it does not
-    vectorise; a max followed by a min over the indices attaining it gives the same index
-    several times faster (it was the largest single op of a decode step).
-    """
-    best = jnp.max(x_bv, axis=-1, keepdims=True)
-    index = jnp.arange(x_bv.shape[-1], dtype=jnp.int32)
-    return jnp.min(jnp.where(x_bv == best, index, x_bv.shape[-1]), axis=-1)
-
-
-def _categorical(keys_b: Array, logits_bv: Array) -> Array:
-    """[B] int32 draws from softmax(logits_bv), row b with its own key keys_b[b].
-
-    The Gumbel-max draw of `jax.random.categorical` (same uniforms, same tie rule, so the
-    same tokens for the same keys) with the faster `_argmax`. One key per row: a row's draw
-    does not depend on the other rows (determinism).
-    """
-    tiny = jnp.finfo(jnp.float32).tiny
-    uniform = jax.vmap(lambda key: jax.random.uniform(key, logits_bv.shape[1:], jnp.float32,
-                                                      minval=tiny, maxval=1.0))(keys_b)
-    return _argmax(logits_bv - jnp.log(-jnp.log(uniform)))
-
-
-# ---------------------------------------------------------------------------------------
-# The jitted loop.
-# ---------------------------------------------------------------------------------------
-
-
-@flax.struct.dataclass
-class SamplerState:
-    """Everything the sampling loop carries (one jitted `lax.while_loop`).
-
-    Attributes:
-      cache: `KVCache` of generated tokens, k and v [L, B, S, K, H]; slot b's valid rows are
-        [0, length[b] - 1) (the last sampled token is fed on the next step).
-      tokens: [B, S] int32 the current completion of each slot; 0 past `length`.
-      logprobs: [B, S] float32 log-softmax of the untempered model logits at each token.
-      length: [B] int32 tokens generated so far for the slot's current sample.
-      sample: [B] int32 index of the slot's sample within this call, -1 for a free slot.
-      prompt: [B] int32 which prompt (prefix row) the slot's sample continues.
-      key_index: [B] int32 the sample's index within its prompt (keys derive from it).
-      done: [B] bool the slot's sample has finished and awaits recording.
-      next_sample: [] int32 next sample index to hand to a free slot.
-      num_recorded: [] int32 completions written to the output buffer.
-      num_steps: [] int32 decode steps run (one token for every active slot per step).
-      out_tokens: [C, S] int32 finished completions, row = sample index.
-      out_logprobs: [C, S] float32 their token log-probabilities.
-      out_lengths: [C] int32 their lengths (including a final EOS or stop sequence).
-    """
-
-    cache: KVCache
-    tokens: Array
-    logprobs: Array
-    length: Array
-    sample: Array
-    prompt: Array
-    key_index: Array
-    done: Array
-    next_sample: Array
-    num_recorded: Array
-    num_steps: Array
-    out_tokens: Array
-    out_logprobs: Array
-    out_lengths: Array
-
-
-class SamplerOutput(NamedTuple):
-    """Result of one jitted call: first `num_samples` rows are valid.
-
-    tokens: [C, S] int32; logprobs: [C, S] float32; lengths: [C] int32; num_steps: []
-    int32 decode steps the loop ran.
-    """
-
-    tokens: Array
-    logprobs: Array
-    lengths: Array
-    num_steps: Array
-
-
-def _stop_table(stop_sequences: tuple[tuple[int, ...], ...]):
-    """Right-aligned stop sequences [n, M] with a validity mask (left padding is wildcard)."""
-    width = max(len(s) for s in stop_sequences)
-    table = np.zeros((len(stop_sequences), width), np.int32)
-    valid = np.zeros((len(stop_sequences), width), bool)
-    for i, seq in enumerate(stop_sequences):
-        table[i, width - len(seq):] = seq
-        valid[i, width - len(seq):] = True
-    return table, valid, np.array([len(s) for s in stop_sequences], np.int32)
-
-
-def _finished(tokens_bs: Array, length_b: Array, last_b: Array, max_new_tokens: int,
-              eos_id: int | None, stop_sequences) -> Array:
-    """[B] bool: a completion of `length` tokens ending with `last` has to stop."""
-    done = length_b >= max_new_tokens
-    if eos_id is not None:
-        done = done | (last_b == eos_id)
-    if stop_sequences:
-        table, valid, lens = _stop_table(stop_sequences)
-        width = table.shape[1]
-        idx = length_b[:, None] - width + jnp.arange(width)[None, :]  # [B, M]
-        window = jnp.take_along_axis(tokens_bs, jnp.clip(idx, 0), axis=1)
-        equal = (window[:, None, :] == table[None]) | ~valid[None]  # [B, n, M]
-        hit = jnp.all(equal, axis=-1) & (length_b[:, None] >= lens[None])
-        done = done | jnp.any(hit, axis=-1)
-    return done
-
-
-@functools.lru_cache(maxsize=64)
-def make_sampler(config: ModelConfig, method: Method, num_slots: int, max_new_tokens: int,
-                 capacity: int, eos_id: int | None = None,
-                 stop_sequences: tuple[tuple[int, ...], ...] = ()) -> Callable:
-    """Builds the jitted sampling loop for one set of static shapes (cached).
-
-    Args:
-      config: the decoder's configuration.
-      method: a `Greedy`, `Temperature`, `TopK` or `TopP`.
-      num_slots: B, completions decoded in parallel.
-      max_new_tokens: S, the longest completion (and each slot's cache length).
-      capacity: C, rows of the output buffer: the most samples one call can return.
-      eos_id: token that ends a completion (kept as its last token), or None.
-      stop_sequences: token-id tuples; a completion ending with one stops (kept in it).
-
-    Returns:
-      `fn(params, prefix, first_logits, keys, counts, starts, num_samples) -> SamplerOutput`
-      where prefix is a `Prefix` with k, v [L, R, P, K, H] and lengths [R]; first_logits
-      [R, V] float32 the logits after each prompt's last token; keys [R, 2] uint32 one PRNG
-      key per prompt; counts [R] int32 samples wanted per prompt (samples are numbered
-      prompt by prompt); starts [R] int32 index of each prompt's first sample (for keys);
-      num_samples [] int32 = sum(counts) <= C. Shapes of the arguments may vary between
-      calls (jit re-traces per shape; bucket them to avoid it).
-    """
-    for name, value in (("num_slots", num_slots), ("max_new_tokens", max_new_tokens),
-                        ("capacity", capacity)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"make_sampler {name}={value!r}: must be a positive integer")
-    stop_sequences = tuple(tuple(int(t) for t in s) for s in stop_sequences)
-    if any(len(s) == 0 for s in stop_sequences):
-        raise ValueError(f"make_sampler stop_sequences={stop_sequences!r}: empty sequence")
-    model = Decoder(config)
-    b, s = num_slots, max_new_tokens
-
-    def token_keys(keys_r2, prompt_b, key_index_b, step_b):
-        base = keys_r2[prompt_b]
-        fold = jax.vmap(jax.random.fold_in)
-        return fold(fold(base, key_index_b), step_b)
-
-    def append(state, active, new_b, logp_b):
-        """Writes token new_b at position `length` of active slots and checks stops."""
-        onehot = jax.nn.one_hot(state.length, s, dtype=jnp.bool_) & active[:, None]
-        tokens = jnp.where(onehot, new_b[:, None], state.tokens)
-        logprobs = jnp.where(onehot, logp_b[:, None], state.logprobs)
-        length = state.length + active.astype(jnp.int32)
-        done = state.done | (active & _finished(tokens, length, new_b, s, eos_id,
-                                                stop_sequences))
-        return state.replace(tokens=tokens, logprobs=logprobs, length=length, done=done)
-
-    def pick(logits_bv, keys_b):
-        new = method(logits_bv, keys_b)
-        # log_softmax at the drawn token only (same formula, no [B, V] output).
-        shifted = logits_bv - jnp.max(logits_bv, axis=-1, keepdims=True)
-        logp = (jnp.take_along_axis(shifted, new[:, None], axis=1)[:, 0]
-                - jnp.log(jnp.sum(jnp.exp(shifted), axis=-1)))
-        return new, logp
-
-    def fn(params, prefix: Prefix, first_logits, keys, counts, starts, num_samples):
-        variables = {"params": params}
-        cum = jnp.cumsum(counts)
-
-        def refill(state):
-            free = state.sample < 0
-            rank = jnp.cumsum(free.astype(jnp.int32)) - 1
-            new_id = state.next_sample + rank
-            assign = free & (new_id < num_samples)
-            prompt = jnp.searchsorted(cum, new_id, side="right").astype(jnp.int32)
-            prompt = jnp.clip(prompt, 0, counts.shape[0] - 1)
-            key_index = starts[prompt] + new_id - (cum[prompt] - counts[prompt])
-            state = state.replace(
-                sample=jnp.where(assign, new_id, state.sample),
-                prompt=jnp.where(assign, prompt, state.prompt),
-                key_index=jnp.where(assign, key_index, state.key_index),
-                length=jnp.where(assign, 0, state.length),
-                tokens=jnp.where(assign[:, None], 0, state.tokens),
-                logprobs=jnp.where(assign[:, None], 0.0, state.logprobs),
-                done=jnp.where(assign, False, state.done),
-                next_sample=state.next_sample + jnp.sum(assign.astype(jnp.int32)))
-            # The first token comes from the prompt's own last logits: no model call.
-            keys_b = token_keys(keys, state.prompt, state.key_index, jnp.zeros_like(new_id))
-            new, logp = pick(first_logits[state.prompt], keys_b)
-            return append(state, assign, new, logp)
-
-        def decode(state):
-            active = (state.sample >= 0) & ~state.done
-            index = jnp.maximum(state.length - 1, 0)
-            last = jnp.take_along_axis(state.tokens, index[:, None], axis=1)  # [B, 1]
-            positions = (prefix.lengths[state.prompt] + index)[:, None]
-            logits, cache = model.apply(variables, last, positions, cache=state.cache,
-                                        cache_index=index, prefix=prefix,
-                                        prefix_index=state.prompt)
-            keys_b = token_keys(keys, state.prompt, state.key_index, state.length)
-            new, logp = pick(logits[:, 0], keys_b)
-            state = state.replace(cache=cache,
-                                  num_steps=state.num_steps + jnp.any(active).astype(jnp.int32))
-            return append(state, active, new, logp)
-
-        def record(state):
-            rec = (state.sample >= 0) & state.done
-            row = jnp.where(rec, state.sample, capacity)  # out of range: dropped
-            return state.replace(
-                out_tokens=state.out_tokens.at[row].set(state.tokens, mode="drop"),
-                out_logprobs=state.out_logprobs.at[row].set(state.logprobs, mode="drop"),
-                out_lengths=state.out_lengths.at[row].set(state.length, mode="drop"),
-                sample=jnp.where(rec, -1, state.sample),
-                done=jnp.where(rec, False, state.done),
-                num_recorded=state.num_recorded + jnp.sum(rec.astype(jnp.int32)))
-
-        def body(state):
-            any_free = jnp.any(state.sample < 0) & (state.next_sample < num_samples)
-            # The conditional refill carries only the slots' bookkeeping: with the cache or
-            # the output buffers among its operands XLA copies them (every step, tens of MB
-            # on the benchmark model) to keep the branches' buffers apart.
-            big = dict(cache=state.cache, out_tokens=state.out_tokens,
-                       out_logprobs=state.out_logprobs, out_lengths=state.out_lengths)
-            slots = state.replace(**{name: None for name in big})
-            slots = jax.lax.cond(any_free, refill, lambda st: st, slots)
-            # Decoding is unconditional for the same reason. A step with no active slot
-            # (rare: every refilled sample ended on its first token) changes no output and
-            # is not counted in num_steps.
-            return record(decode(slots.replace(**big)))
-
-        zeros_bs = jnp.zeros((b, s), jnp.int32)
-        state = SamplerState(
-            cache=init_cache(config, b, s), tokens=zeros_bs,
-            logprobs=jnp.zeros((b, s), jnp.float32), length=jnp.zeros((b,), jnp.int32),
-            sample=jnp.full((b,), -1, jnp.int32), prompt=jnp.zeros((b,), jnp.int32),
-            key_index=jnp.zeros((b,), jnp.int32), done=jnp.zeros((b,), jnp.bool_),
-            next_sample=jnp.zeros((), jnp.int32), num_recorded=jnp.zeros((), jnp.int32),
-            num_steps=jnp.zeros((), jnp.int32),
-            out_tokens=jnp.zeros((capacity, s), jnp.int32),
-            out_logprobs=jnp.zeros((capacity, s), jnp.float32),
-            out_lengths=jnp.zeros((capacity,), jnp.int32))
-        state = jax.lax.while_loop(lambda st: st.num_recorded < num_samples, body, state)
-        return SamplerOutput(state.out_tokens, state.out_logprobs, state.out_lengths,
-                             state.num_steps)
-
-    return jax.jit(fn)
-
-
-@functools.lru_cache(maxsize=16)
-def make_prefill(config: ModelConfig) -> Callable:
-    """Jitted `fn(params, tokens [R, P], lengths [R]) -> (Prefix, first_logits [R, V])`.
-
-    Prompts are right-padded to P; pad positions lie after every real token, so the causal
-    mask keeps them out of real tokens' attention and `Prefix.lengths` masks them for slots.
-    """
-    model = Decoder(config)
-
-    def fn(params, tokens, lengths):
-        logits, kv = model.apply({"params": params}, tokens, return_kv=True)
-        first = jnp.take_along_axis(logits, (lengths - 1)[:, None, None], axis=1)[:, 0]
-        return Prefix(kv.k, kv.v, lengths.astype(jnp.int32)), first
-
-    return jax.jit(fn)
 
 
 # ---------------------------------------------------------------------------------------
@@ -562,6 +203,83 @@ class Sampler:
         return Completions(np.concatenate(tokens), np.concatenate(lengths),
                            np.concatenate(logprobs))
 
+    def sample_many(self, prompts: Sequence, num_samples: Sequence[int],
+                    seeds: Sequence[int], starts: Sequence[int] | None = None
+                    ) -> list[Completions]:
+        """Samples several prompts, those of one length bucket together in one call.
+
+        Prompt i gets samples `starts[i] .. starts[i] + num_samples[i] - 1` at `seeds[i]`:
+        the same samples as `sample(prompts[i], num_samples[i], seeds[i], starts[i])`
+        (the key of a sample depends only on its seed and index), but prompts whose
+        prefills share a length bucket share the jitted loop's slots, so the per-call
+        overhead is paid once per bucket instead of once per prompt. The number of prompts
+        of a call is padded to a power of two (rows with no samples), so it compiles once
+        per (prompt bucket, prompt-count bucket, capacity bucket).
+
+        Args:
+          prompts: strings, id sequences or `PromptState`s.
+          num_samples, seeds: one per prompt; starts: one per prompt (default 0).
+
+        Returns:
+          One `Completions` per prompt, in the order given.
+        """
+        starts = [0] * len(prompts) if starts is None else list(starts)
+        if not len(prompts) == len(num_samples) == len(seeds) == len(starts):
+            raise ValueError(f"Sampler.sample_many: {len(prompts)} prompts need as many "
+                             f"num_samples ({len(num_samples)}), seeds ({len(seeds)}) and "
+                             f"starts ({len(starts)})")
+        states = [p if isinstance(p, PromptState) else self.prefill(p) for p in prompts]
+        groups: dict[int, list[int]] = {}
+        for i, state in enumerate(states):
+            groups.setdefault(int(state.prefix.k.shape[2]), []).append(i)
+        out: list[Completions | None] = [None] * len(states)
+        for members in groups.values():
+            for i, completions in zip(members, self._sample_group(
+                    [states[i] for i in members], [int(num_samples[i]) for i in members],
+                    [int(seeds[i]) for i in members], [int(starts[i]) for i in members])):
+                out[i] = completions
+        return out
+
+    def _sample_group(self, states, counts, seeds, starts) -> list[Completions]:
+        """One jitted call per at most `max_samples_per_call` samples of same-bucket prompts."""
+        results = []
+        chunk: list[int] = []
+
+        def flush():
+            if not chunk:
+                return
+            rows = bucket(len(chunk))
+            pad = [chunk[0]] * (rows - len(chunk))  # extra rows ask for no samples
+            take = chunk + pad
+            prefix = Prefix(*(jnp.concatenate([states[i].prefix[f] for i in take], axis=1)
+                              for f in range(2)),
+                            jnp.concatenate([states[i].prefix.lengths for i in take]))
+            first = jnp.concatenate([states[i].first_logits for i in take])
+            keys = np.concatenate([_seed_key(seeds[i]) for i in take])
+            n_r = np.asarray([counts[i] for i in chunk] + [0] * len(pad), np.int32)
+            total = int(n_r.sum())
+            fn = make_sampler(self.config, self.method, self.num_slots, self.max_new_tokens,
+                              bucket(total, self.num_slots), self.eos_id, self.stop_sequences)
+            got = jax.device_get(fn(self.params, prefix, first, keys, n_r,
+                                    np.asarray([starts[i] for i in take], np.int32),
+                                    np.asarray(total, np.int32)))
+            offsets = np.concatenate([[0], np.cumsum(n_r)])
+            for j, _ in enumerate(chunk):
+                a, b = offsets[j], offsets[j + 1]
+                results.append(Completions(got.tokens[a:b], got.lengths[a:b],
+                                           got.logprobs[a:b]))
+            chunk.clear()
+
+        for i, n in enumerate(counts):
+            if n > self.max_samples_per_call:
+                raise ValueError(f"Sampler.sample_many: num_samples={n} exceeds "
+                                 f"max_samples_per_call={self.max_samples_per_call}")
+            if sum(counts[j] for j in chunk) + n > self.max_samples_per_call:
+                flush()
+            chunk.append(i)
+        flush()
+        return results
+
     def text(self, completions: Completions) -> list[str]:
         """Decoded completions, without a final EOS and cut before the first stop string."""
         if self.vocab is None:
@@ -571,7 +289,7 @@ class Sampler:
             ids = [int(t) for t in row[:n]]
             if ids and self.eos_id is not None and ids[-1] == self.eos_id:
                 ids = ids[:-1]
-            texts.append(truncate_at_stop(self.vocab.decode(ids), self.stop_strings))
+            texts.append(cut_at_stop(self.vocab.decode(ids), self.stop_strings))
         return texts
 
 
@@ -581,16 +299,6 @@ def _seed_key(seed: int) -> np.ndarray:
     key = np.asarray(jax.random.PRNGKey(seed))[None]
     key.setflags(write=False)
     return key
-
-
-def truncate_at_stop(text: str, stop_strings: Sequence[str]) -> str:
-    """`text` up to (not including) the earliest occurrence of any stop string."""
-    cut = len(text)
-    for stop in stop_strings:
-        at = text.find(stop)
-        if at >= 0:
-            cut = min(cut, at)
-    return text[:cut]
 
 
 def make_draw(sampler: Sampler, prompt, checker_fn: Callable[[str], bool],

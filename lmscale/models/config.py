@@ -193,9 +193,3 @@ def count_params(config: ModelConfig) -> ParamCount:
     embedding = c.vocab_size * d * (1 if c.tie_embeddings else 2)
     return ParamCount(total=non_embedding + embedding, non_embedding=non_embedding,
                       embedding=embedding)
-
-
-def model_flops_per_step(config: ModelConfig, tokens_per_step: int, seq_len: int) -> float:
-    """FLOPs of one training step over `tokens_per_step` tokens (for MFU)."""
-    return config.flops_per_token(seq_len) * tokens_per_step
-

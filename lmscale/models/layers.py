@@ -198,8 +198,32 @@ class Attention(nn.Module):
     @nn.compact
     def __call__(self, x, positions, segment_ids=None, cache=None, cache_index=None,
                  prefix=None, prefix_index=None, rope=None):
+        q, key, value = self._project(x, positions, rope)
+        b, t, n, h = q.shape
+        k = self.n_kv_heads
+        qg = q.reshape(b, t, k, n // k, h) * jnp.asarray(h ** -0.5, q.dtype)
+        # Scores and values come in parts (the prefix, then the cache when decoding or this
+        # call's own keys otherwise), scores [B, K, G, T, *]; one softmax runs over the
+        # concatenated scores (small) while the values stay where they are: no
+        # [B, P + S, K, H] concatenation per layer and step.
+        parts = [] if prefix is None else [_prefix_part(qg, prefix, prefix_index)]
+        new_cache = None
+        if cache is not None:
+            part, new_cache = _cache_part(qg, key, value, cache, cache_index)
+            parts.append(part)
+        else:
+            mask = _causal_mask(b, t, segment_ids)
+            if prefix is None and ops.explicit_vjp_enabled():
+                # Training and scoring on CPU: one op with a hand-written backward.
+                out = ops.masked_attention(qg, key, value, mask)
+                return self._output(out, b, t, n, h, x.shape[-1]), (key, value), None
+            parts.append(_self_part(qg, key, value, mask))
+        out = _attend(parts, value.dtype)
+        return self._output(out, b, t, n, h, x.shape[-1]), (key, value), new_cache
+
+    def _project(self, x, positions, rope):
+        """Queries [B, T, N, H] and keys, values [B, T, K, H]: normed, rotated, constrained."""
         n, k, h = self.n_heads, self.n_kv_heads, self.head_dim
-        g = n // k
 
         def proj(name, heads, heads_axis):
             return HeadsDense((heads, h), ("embed", heads_axis, "head_dim"), self.use_bias,
@@ -222,60 +246,7 @@ class Attention(nn.Module):
         q = nn.with_logical_constraint(q, ("batch", "length", "heads", "head_dim"))
         key = nn.with_logical_constraint(key, ("batch", "length", "kv_heads", "head_dim"))
         value = nn.with_logical_constraint(value, ("batch", "length", "kv_heads", "head_dim"))
-
-        b, t = q.shape[:2]
-        qg = q.reshape(b, t, k, g, h) * jnp.asarray(h ** -0.5, q.dtype)
-        # Scores and values come in parts (the prefix, then the cache when decoding or this
-        # call's own keys otherwise), scores [B, K, G, T, *]; one softmax runs over the
-        # concatenated scores (small) while the values stay where they are: no
-        # [B, P + S, K, H] concatenation per layer and step.
-        scores, readers = [], []
-        if prefix is not None:
-            pscores, pread = _prefix_part(qg, prefix, prefix_index)
-            scores.append(pscores)
-            readers.append(pread)
-        new_cache = None
-        if cache is not None:
-            # Decode: write this call's keys/values into the layer's rows of the stacked
-            # cache first, then attend to rows [0, cache_index + t] of it. Writing before
-            # reading lets XLA update the loop-carried cache in place (a read of the old
-            # cache after it would force a copy of the whole cache every step).
-            cache_k, cache_v, layer = cache
-            s = cache_k.shape[2]
-            rows = jnp.arange(b)[:, None]  # [B, 1]
-            write = cache_index[:, None] + jnp.arange(t)[None, :]  # [B, T]; past S: dropped
-            cache_k = cache_k.at[layer, rows, write].set(key.astype(cache_k.dtype), mode="drop")
-            cache_v = cache_v.at[layer, rows, write].set(value.astype(cache_v.dtype),
-                                                         mode="drop")
-            new_cache = (cache_k, cache_v)
-            layer_v = cache_v[layer].astype(q.dtype)
-            cscores = _cache_scores(qg, cache_k[layer].astype(q.dtype))
-            mask = jnp.arange(s)[None, None, :] <= write[:, :, None]  # [B, T, S]
-            scores.append(jnp.where(mask[:, None, None, :, :], cscores, _NEG_INF))
-            readers.append(lambda p: _cache_read(p, layer_v))
-        else:
-            # This call's own tokens, causally (and within a packing segment).
-            q_pos = jnp.arange(t)
-            mask = jnp.broadcast_to(q_pos[:, None] >= q_pos[None, :], (b, t, t))  # [B, T, T]
-            if segment_ids is not None:
-                mask = mask & (segment_ids[:, :, None] == segment_ids[:, None, :])
-            if prefix is None and ops.explicit_vjp_enabled():
-                # Training and scoring on CPU: one op with a hand-written backward.
-                out = ops.masked_attention(qg, key, value, mask)
-                return self._output(out, b, t, n, h, x.shape[-1]), (key, value), None
-            sscores = ops.einsum("btkgh,bskh->bkgts", qg, key,
-                                 preferred_element_type=jnp.float32)
-            scores.append(jnp.where(mask[:, None, None, :, :], sscores, _NEG_INF))
-            readers.append(lambda p: ops.einsum("bkgts,bskh->btkgh", p, value))
-        widths = [x.shape[-1] for x in scores]
-        probs = jax.nn.softmax(jnp.concatenate(scores, axis=-1) if len(scores) > 1
-                               else scores[0], axis=-1).astype(value.dtype)
-        out, start = None, 0
-        for width, read in zip(widths, readers):
-            part = read(probs[..., start:start + width])
-            out = part if out is None else out + part
-            start += width
-        return self._output(out, b, t, n, h, x.shape[-1]), (key, value), new_cache
+        return q, key, value
 
     def _output(self, out, b, t, n, h, d):
         """The output projection of [B, T, K, G, H] attention values to [B, T, D]."""
@@ -283,6 +254,59 @@ class Attention(nn.Module):
         out = nn.with_logical_constraint(out, ("batch", "length", "heads", "head_dim"))
         return HeadsDense((d,), ("heads", "head_dim", "embed"), self.use_bias,
                           self.out_std, self.dtype, name="out")(out)
+
+
+def _causal_mask(b: int, t: int, segment_ids: Array | None) -> Array:
+    """[B, T, T] bool: query i sees key j <= i (and, when packed, of its own segment)."""
+    q_pos = jnp.arange(t)
+    mask = jnp.broadcast_to(q_pos[:, None] >= q_pos[None, :], (b, t, t))
+    if segment_ids is not None:
+        mask = mask & (segment_ids[:, :, None] == segment_ids[:, None, :])
+    return mask
+
+
+def _self_part(qg: Array, key: Array, value: Array, mask: Array):
+    """Scores [B, K, G, T, T] of this call's own tokens (masked) and their value reader."""
+    scores = ops.einsum("btkgh,bskh->bkgts", qg, key, preferred_element_type=jnp.float32)
+    return (jnp.where(mask[:, None, None, :, :], scores, _NEG_INF),
+            lambda p: ops.einsum("bkgts,bskh->btkgh", p, value))
+
+
+def _cache_part(qg: Array, key: Array, value: Array, cache, cache_index: Array):
+    """Decode: writes this call's keys/values into the stacked cache, then scores it.
+
+    Writing before reading lets XLA update the loop-carried cache in place (a read of the
+    old cache after it would force a copy of the whole cache every step). Returns
+    ((scores [B, K, G, T, S] with rows past cache_index + t masked, value reader),
+    (new k, new v) [L, B, S, K, H]).
+    """
+    cache_k, cache_v, layer = cache
+    b, t = key.shape[:2]
+    s = cache_k.shape[2]
+    rows = jnp.arange(b)[:, None]  # [B, 1]
+    write = cache_index[:, None] + jnp.arange(t)[None, :]  # [B, T]; past S: dropped
+    cache_k = cache_k.at[layer, rows, write].set(key.astype(cache_k.dtype), mode="drop")
+    cache_v = cache_v.at[layer, rows, write].set(value.astype(cache_v.dtype), mode="drop")
+    layer_v = cache_v[layer].astype(qg.dtype)
+    scores = _cache_scores(qg, cache_k[layer].astype(qg.dtype))
+    mask = jnp.arange(s)[None, None, :] <= write[:, :, None]  # [B, T, S]
+    part = (jnp.where(mask[:, None, None, :, :], scores, _NEG_INF),
+            lambda p: _cache_read(p, layer_v))
+    return part, (cache_k, cache_v)
+
+
+def _attend(parts, dtype) -> Array:
+    """[B, T, K, G, H]: one softmax over the parts' concatenated scores, values read per part."""
+    scores = [score for score, _ in parts]
+    probs = jax.nn.softmax(jnp.concatenate(scores, axis=-1) if len(scores) > 1
+                           else scores[0], axis=-1).astype(dtype)
+    out, start = None, 0
+    for score, read in parts:
+        width = score.shape[-1]
+        part = read(probs[..., start:start + width])
+        out = part if out is None else out + part
+        start += width
+    return out
 
 
 def _cache_scores(qg: Array, keys: Array) -> Array:

@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import Sequence
 
 # The closed set of logical axis names; a new one needs a rule below and a test.
-LOGICAL_AXES = ("batch", "length", "embed", "heads", "kv_heads", "head_dim", "mlp", "vocab",
-                "layers", "cache_length")
+LOGICAL_AXES = ("batch", "length", "embed", "heads", "kv_heads", "head_dim", "mlp", "vocab")
 MESH_AXES = ("data", "fsdp", "tensor")
 
 # batch over data x fsdp; parameters' embed dim over fsdp (ZeRO-3 style); the "wide"
@@ -25,8 +24,6 @@ DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("vocab", "tensor"),
     ("length", None),
     ("head_dim", None),
-    ("layers", None),
-    ("cache_length", None),
 )
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
-import signal
 import time
 from typing import Any
 
@@ -49,9 +48,6 @@ ITEMS = ("state", "data", "meta")
 TRASH_DIR = "trash"      # retired steps, renamed here atomically, emptied before each save
 CORRUPT_DIR = "corrupt"  # steps that failed verification on resume, kept for inspection
 FINGERPRINT = "fingerprint"  # meta key: {leaf path: uint32 fingerprint}
-# Test-only fault injection: SIGKILL this process while the save of this step is being
-# written (after orbax created its temporary directory, before the commit rename).
-KILL_DURING_SAVE_ENV = "LMSCALE_TEST_KILL_DURING_SAVE"
 
 
 class CorruptCheckpointError(RuntimeError):
@@ -133,18 +129,6 @@ def _empty_trash(manager: ocp.CheckpointManager) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def _kill_if_requested(manager: ocp.CheckpointManager, step: int) -> None:
-    if os.environ.get(KILL_DURING_SAVE_ENV) != str(step):
-        return
-    root, deadline = pathlib.Path(manager.directory), time.time() + 30
-    while time.time() < deadline:
-        tmp = [p for p in root.glob(f"{step}.orbax-checkpoint-tmp*") if any(p.rglob("*"))]
-        if tmp:
-            os.kill(os.getpid(), signal.SIGKILL)
-        time.sleep(0.001)
-    raise RuntimeError(f"{KILL_DURING_SAVE_ENV}={step}: never saw the temporary directory")
-
-
 def save(manager: ocp.CheckpointManager, step: int, state, data: dict, meta: dict) -> None:
     """Saves (asynchronously when the manager is) the three items at `step`.
 
@@ -158,7 +142,6 @@ def save(manager: ocp.CheckpointManager, step: int, state, data: dict, meta: dic
     manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data),
         meta=ocp.args.JsonSave(meta)), force=True)
-    _kill_if_requested(manager, step)
 
 
 def close(manager: ocp.CheckpointManager) -> None:

@@ -1,5 +1,4 @@
 """Tests for lmscale.eval.passuntil: the PassUntil sampling driver."""
-import json
 
 import numpy as np
 import pytest
@@ -11,15 +10,12 @@ from lmscale.fit import passuntil as pu_stats
 class SequenceDraw:
     """draw(n) that replays fixed outcomes in order and records the sizes asked for."""
 
-    def __init__(self, outcomes, fail_after_calls=None):
+    def __init__(self, outcomes):
         self.outcomes = [bool(o) for o in outcomes]
         self.position = 0
         self.calls = []
-        self.fail_after_calls = fail_after_calls
 
     def __call__(self, n):
-        if self.fail_after_calls is not None and len(self.calls) >= self.fail_after_calls:
-            raise KeyboardInterrupt("evaluation killed")
         self.calls.append(n)
         out = self.outcomes[self.position:self.position + n]
         self.position += n
@@ -117,47 +113,6 @@ def test_bernoulli_simulation_recovers_p():
     # The 95% intervals cover p for most instances.
     covered = np.mean([res.interval[0] <= p <= res.interval[1] for res in results])
     assert covered >= 0.9
-
-
-def test_killed_run_resumes_from_saved_state():
-    outcomes = [F, F, F, T, F, F, F, F, F, T, F, F, T, F, F, F]
-    saved = []
-    killed = SequenceDraw(outcomes, fail_after_calls=2)
-    with pytest.raises(KeyboardInterrupt):
-        passuntil.run(killed, r=3, k_max=20, batch_size=4,
-                      on_batch=lambda s: saved.append(json.dumps(s)))
-    state = json.loads(saved[-1])
-    assert state == {"num_samples": 8, "num_passes": 1, "r": 3, "k_max": 20}
-
-    rest = SequenceDraw(outcomes[state["num_samples"]:])
-    resumed = passuntil.run(rest, r=3, k_max=20, batch_size=4, state=state)
-    uninterrupted = passuntil.run(SequenceDraw(outcomes), r=3, k_max=20, batch_size=4)
-    assert resumed == uninterrupted
-    assert (resumed.num_samples, resumed.num_passes) == (13, 3)
-    assert rest.calls == [4, 4]
-
-
-def test_finished_state_returns_without_drawing():
-    done = passuntil.run(SequenceDraw([F, T, T, F]), r=2, k_max=10, batch_size=2)
-    assert done.num_samples == 3
-
-    def must_not_draw(n):
-        raise AssertionError("a finished instance was sampled again")
-
-    again = passuntil.run(must_not_draw, r=2, k_max=10, batch_size=2,
-                          state=json.loads(json.dumps(done.state)))
-    assert again == done
-
-
-@pytest.mark.parametrize("state, match", [
-    ({"num_samples": 3, "num_passes": 1, "r": 2}, "k_max"),
-    ({"num_samples": 3, "num_passes": 1, "r": 5, "k_max": 10}, "'r'"),
-    ({"num_samples": 3, "num_passes": 4, "r": 2, "k_max": 10}, "impossible"),
-    ({"num_samples": -1, "num_passes": 0, "r": 2, "k_max": 10}, "num_samples"),
-])
-def test_state_that_does_not_fit_raises(state, match):
-    with pytest.raises(ValueError, match=match):
-        passuntil.run(SequenceDraw([F] * 20), r=2, k_max=10, batch_size=2, state=state)
 
 
 def test_driver_makes_no_device_transfers():

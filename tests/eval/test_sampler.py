@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from lmscale.data import checkers
+from lmscale.eval import methods
 from lmscale.eval import sampler as S
 from lmscale.models import Decoder, KVCache, Prefix, init_cache, init_params
 from lmscale.testing import tiny_config
@@ -112,7 +114,7 @@ def test_stop_strings_stop_in_loop_and_cut_text():
     np.testing.assert_array_equal(out.lengths, [4])
     np.testing.assert_array_equal(out.tokens[0], [3, 4, 5, 6, 0, 0, 0])
     assert sampler.text(out) == ["de"]
-    assert S.truncate_at_stop("abcXdeY", ["Y", "X"]) == "abc"
+    assert checkers.cut_at_stop("abcXdeY", ["Y", "X"]) == "abc"
 
 
 # ---- distributions (chi-square at fixed seeds) -----------------------------------------
@@ -370,8 +372,40 @@ def test_sampling_draws_equal_jax_categorical_and_argmax():
     logits = jnp.asarray(logits)
     keys = jax.random.split(jax.random.PRNGKey(7), 64)
     want = jax.vmap(jax.random.categorical)(keys, logits)
-    got = jax.jit(S._categorical)(keys, logits)
+    got = jax.jit(methods.categorical)(keys, logits)
     np.testing.assert_array_equal(got, want)
     assert len(np.unique(np.asarray(got))) > 10  # draws really vary across rows
-    np.testing.assert_array_equal(jax.jit(S._argmax)(logits), jnp.argmax(logits, -1))
-    assert set(np.asarray(S._argmax(logits))[:8]) == {10}
+    np.testing.assert_array_equal(jax.jit(methods.argmax)(logits), jnp.argmax(logits, -1))
+    assert set(np.asarray(methods.argmax(logits))[:8]) == {10}
+
+
+# ---- several prompts per call (issue #14) ----------------------------------------------
+
+
+def test_many_prompts_in_one_call_draw_what_single_prompt_calls_draw(model):
+    config, params = model
+    sampler = S.Sampler(params, config, num_slots=8, max_new_tokens=4, eos_id=2)
+    prompts = [[1, 2, 3], [7, 6, 5, 4], [3, 3], list(range(1, 8)) * 3]  # buckets 16 and 32
+    counts, seeds, starts = [5, 9, 0, 6], [10, 20, 30, 40], [2, 0, 0, 7]
+    many = sampler.sample_many(prompts, counts, seeds, starts)
+    assert [len(c.tokens) for c in many] == counts
+    for prompt, n, seed, start, got in zip(prompts, counts, seeds, starts, many):
+        want = sampler.sample(prompt, n, seed, start=start)
+        np.testing.assert_array_equal(got.tokens, want.tokens)
+        np.testing.assert_array_equal(got.lengths, want.lengths)
+        np.testing.assert_allclose(got.logprobs, want.logprobs, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="as many"):
+        sampler.sample_many(prompts, counts[:2], seeds)
+
+
+def test_many_prompts_per_call_follow_each_prompts_distribution(model):
+    config, params = model
+    prompts = [PROMPT, [6, 1, 1, 7]]
+    probs = [forward_probs(config, params, [p])[0] for p in prompts]
+    sampler = S.Sampler(params, config, num_slots=64, max_new_tokens=1,
+                        max_samples_per_call=8192)
+    many = sampler.sample_many(prompts, [3000, 3000], [1, 2])
+    for got, p in zip(many, probs):
+        assert chi_square_pvalue(np.bincount(got.tokens[:, 0], minlength=8), p) > 1e-3
+    # The two prompts' next-token distributions differ: a mix-up of rows would fail.
+    assert chi_square_pvalue(np.bincount(many[0].tokens[:, 0], minlength=8), probs[1]) < 1e-6

@@ -14,7 +14,7 @@ from lmscale.eval import scorer as S
 from lmscale.models import Decoder, KVCache, init_params
 from lmscale.testing import tiny_config
 
-jax.config.update("jax_disable_most_optimizations", True)
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 @pytest.fixture(scope="module")

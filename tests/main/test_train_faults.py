@@ -1,7 +1,7 @@
 """kill -9 of the train binary, repeatedly, including inside a checkpoint write.
 
 The victim is the real `lmscale.main.train` process. It is killed once deterministically
-while orbax is writing step 4 (`LMSCALE_TEST_KILL_DURING_SAVE`), then at random moments
+while orbax is writing step 4 (`tests.train.kill_during_save`), then at random moments
 (fixed seed) after each restart has made progress, and finally left to finish. Between
 kills the test checks what a restart would see on disk.
 """
@@ -33,11 +33,13 @@ ARGS = ["--gin_file=experiments/runs/train.gin", "--gin_file=experiments/models/
         "--gin_bindings=train_loop.LoopConfig.peak_flops_per_device = 1e10"]
 
 
-def _start(workdir, **env):
+def _start(workdir, kill_during_save=None):
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1",
-               XLA_FLAGS="--xla_force_host_platform_device_count=4", **env)
+               XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    binary = ["lmscale.main.train"] if kill_during_save is None else [
+        "tests.train.kill_during_save", str(kill_during_save)]
     return subprocess.Popen(
-        [sys.executable, "-m", "lmscale.main.train", f"--workdir={workdir}", *ARGS],
+        [sys.executable, "-m", *binary, f"--workdir={workdir}", *ARGS],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -70,7 +72,7 @@ def test_repeated_sigkill_including_mid_save_reproduces_the_uninterrupted_params
     reference = _start(whole)
 
     # 1. Killed inside orbax's save of step 4: a temporary directory, never a step.
-    victim = _start(killed, LMSCALE_TEST_KILL_DURING_SAVE="4")
+    victim = _start(killed, kill_during_save=4)
     out, _ = victim.communicate(timeout=400)
     assert victim.returncode == -signal.SIGKILL, out[-3000:]
     root = run_dir / "checkpoints"

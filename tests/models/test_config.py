@@ -10,6 +10,8 @@ import pytest
 from lmscale.models import ConfigError, ModelConfig, abstract_params, count_params
 from lmscale.testing import tiny_config, tiny_params
 
+pytestmark = pytest.mark.usefixtures("fast_compiles")
+
 # Each entry changes one or more options of the tiny config; together they cover every
 # branch of count_params.
 OPTION_SETS = {

@@ -13,6 +13,8 @@ from lmscale.models import Decoder
 from lmscale.models.convert import (CheckpointError, config_from_hf, convert_params,
                                     load_checkpoint, read_safetensors)
 
+pytestmark = pytest.mark.usefixtures("fast_compiles")
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 

@@ -1,4 +1,7 @@
-"""The decoder: cached decode equals the full forward pass, invariances, packing, z-loss."""
+"""The decoder: cached decode equals the full forward pass, invariances, packing, z-loss.
+
+Run under XLA's default optimisations (no fast-compile opt-in), as users run the model.
+"""
 
 import functools
 

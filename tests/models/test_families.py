@@ -12,6 +12,8 @@ from lmscale.models import (ConfigError, abstract_params, count_params, du2024, 
                             gadre2024, get_family, hu2023, open_lm_reported_params, tiny)
 from lmscale.models.families import DU2024_RUNS, open_lm_swiglu_hidden
 
+pytestmark = pytest.mark.usefixtures("fast_compiles")
+
 # Hu et al. Table 4: i -> (N non-embedding, billions; d_model; d_ff; heads; layers).
 HU_TABLE4 = {3: (0.036, 512, 1280, 8, 12), 4: (0.109, 768, 1920, 12, 16),
              5: (0.241, 1024, 2560, 16, 20), 6: (0.499, 1344, 3360, 21, 24),

@@ -1,4 +1,9 @@
-"""lmscale.models.ops: the explicit-backward product equals autodiff's, in value and grads."""
+"""lmscale.models.ops: the explicit-backward product equals autodiff's, in value and grads.
+
+Run under XLA's default optimisations (no fast-compile opt-in): the optimised program is
+the one users and the benchmarks run, so it is the one whose gradients are checked, each
+against `jax.grad` of the plain formulation.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +14,14 @@ from flax.core import meta
 from lmscale.models import ops
 from lmscale.models.config import ModelConfig
 from lmscale.models.decoder import Decoder
+
+
+
+@pytest.fixture(autouse=True)
+def _optimised():
+    assert not jax.config.read("jax_disable_most_optimizations"), \
+        "these tests check the optimised program: do not opt them into fast compiles"
+
 
 # (lhs shape, rhs shape, dimension numbers): dense, dense with a 3-D kernel, attention
 # scores with batch dims, the transposed-kernel tied logits, two contracting dims.
@@ -59,9 +72,12 @@ def test_decoder_gradients_equal_with_and_without_explicit_backward():
     params = meta.unbox(Decoder(config).init(jax.random.PRNGKey(1),
                                              jnp.zeros((1, 8), jnp.int32)))["params"]
     tokens = jax.random.randint(jax.random.PRNGKey(2), (2, 12), 0, 64)
+    # Row 0 packs two documents (positions restart, attention stays inside a segment).
+    segments = jnp.array([[1] * 5 + [2] * 7, [1] * 12])
+    positions = jnp.array([list(range(5)) + list(range(7)), list(range(12))])
 
     def loss(p):
-        logits = Decoder(config).apply({"params": p}, tokens)
+        logits = Decoder(config).apply({"params": p}, tokens, positions, segments)
         return jnp.mean(jax.nn.log_softmax(logits)[..., 0])
 
     grads = {}
@@ -120,8 +136,8 @@ def test_masked_attention_grads_equal_autodiff():
         p = jax.nn.softmax(jnp.where(mask[:, None, None], s, -1e30), axis=-1)
         return jnp.einsum("bkgts,bskh->btkgh", p, v)
 
-    got = jax.value_and_grad(lambda *a: jnp.sum(ops.masked_attention(*a, mask) * ct),
-                             argnums=(0, 1, 2))(q, kk, v)
+    got = jax.jit(jax.value_and_grad(lambda *a: jnp.sum(ops.masked_attention(*a, mask) * ct),
+                                     argnums=(0, 1, 2)))(q, kk, v)
     want = jax.value_and_grad(lambda *a: jnp.sum(reference(*a) * ct),
                               argnums=(0, 1, 2))(q, kk, v)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-5)

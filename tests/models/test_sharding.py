@@ -18,6 +18,8 @@ import pytest
 from lmscale.models import Decoder, abstract_params, init_params, sharding
 from lmscale.testing import tiny_config, tiny_params
 
+pytestmark = pytest.mark.usefixtures("fast_compiles")
+
 GOLDEN = pathlib.Path(__file__).with_name("golden") / "tiny_partition_specs.json"
 MESH_SHAPE = {"data": 2, "fsdp": 2, "tensor": 2}
 CONFIGS = {

@@ -21,7 +21,7 @@ from typing import Sequence
 
 from lmscale.data import checkers
 from lmscale.data import errors
-from lmscale.data import registry
+from lmscale.data import evaltask
 from lmscale.data.tasks import filters as filters_lib
 
 DEFAULT_SHOTS = 4
@@ -77,8 +77,8 @@ def _gold_text(ex: dict) -> str:
 def make_bigbench_task(path: str, name: str, generative: bool | None = None,
                        shots: int = DEFAULT_SHOTS, num_test: int | None = None,
                        seed: int = 0,
-                       task_filters: Sequence[registry.InstanceFilter] = ()
-                       ) -> registry.EvalTask:
+                       task_filters: Sequence[evaltask.InstanceFilter] = ()
+                       ) -> evaltask.EvalTask:
     """An EvalTask from one BIG-bench task.json.
 
     Args:
@@ -119,14 +119,14 @@ def make_bigbench_task(path: str, name: str, generative: bool | None = None,
         out = []
         for i in test_idx:
             ex = data["examples"][i]
-            prompt = registry.format_demonstrations(demos, query(ex), in_pfx, out_pfx, sep,
+            prompt = evaltask.format_demonstrations(demos, query(ex), in_pfx, out_pfx, sep,
                                                     task_prefix)
             meta = {"input": ex["input"], "index": i}
             if generative:
-                out.append(registry.Instance(str(i), prompt, _gold_text(ex), meta=meta))
+                out.append(evaltask.Instance(str(i), prompt, _gold_text(ex), meta=meta))
             else:
                 choices = tuple(ex["target_scores"])
-                out.append(registry.Instance(str(i), prompt, None, choices,
+                out.append(evaltask.Instance(str(i), prompt, None, choices,
                                              choices.index(_gold_text(ex)), meta))
         return out
 
@@ -135,8 +135,8 @@ def make_bigbench_task(path: str, name: str, generative: bool | None = None,
     chance = sum(1.0 / max(len(ex.get("target_scores", {})), 1)
                  for ex in data["examples"]) / len(data["examples"])
     stop = data.get("stop_string")
-    return registry.EvalTask(
-        name=name, kind=registry.GENERATIVE if generative else registry.MULTIPLE_CHOICE,
+    return evaltask.EvalTask(
+        name=name, kind=evaltask.GENERATIVE if generative else evaltask.MULTIPLE_CHOICE,
         checker=(checkers.CONTAINS if has_scores else checkers.EXACT) if generative else None,
         random_baseline=0.0 if generative else chance,
         stop_strings=(stop,) if stop else ("\n",), max_new_tokens=64, loader=loader,
@@ -177,13 +177,13 @@ def register_bigbench_folder(folder: str, prefix: str = "bb_") -> list[str]:
         data = read_task_json(path)
         flt = _HU_FILTERS.get(key.split(".")[0], ())
         if all("target_scores" in ex for ex in data["examples"]):
-            registry.register_eval_task(make_bigbench_task(path, base, False,
+            evaltask.register_eval_task(make_bigbench_task(path, base, False,
                                                            task_filters=flt))
-            registry.register_eval_task(make_bigbench_task(path, base + "_gen", True,
+            evaltask.register_eval_task(make_bigbench_task(path, base + "_gen", True,
                                                            task_filters=flt))
             names += [base, base + "_gen"]
         else:
-            registry.register_eval_task(make_bigbench_task(path, base, task_filters=flt))
+            evaltask.register_eval_task(make_bigbench_task(path, base, task_filters=flt))
             names.append(base)
     return names
 

@@ -1,6 +1,6 @@
 """Data stage: filters that drop "distracting" instances (Hu et al., App. D.5).
 
-Each filter returns the kept instances and a `registry.FilterReport` naming how many it
+Each filter returns the kept instances and a `evaltask.FilterReport` naming how many it
 removed, which, and why; `EvalTask.instances_with_reports` logs and returns the reports.
 Filters read the raw query from `instance.meta["input"]`, never the demonstrations.
 """
@@ -9,11 +9,11 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
-from lmscale.data import registry
+from lmscale.data import evaltask
 from lmscale.data.tasks import wordlists
 
 
-def _answer(inst: registry.Instance) -> str:
+def _answer(inst: evaltask.Instance) -> str:
     if inst.target is not None:
         return inst.target
     return inst.choices[inst.gold] if inst.choices and inst.gold is not None else ""
@@ -23,12 +23,12 @@ def _apply(name, reason, items, drop):
     kept, removed = [], []
     for inst in items:
         (removed if drop(inst) else kept).append(inst)
-    return kept, registry.FilterReport(name, reason, len(items),
+    return kept, evaltask.FilterReport(name, reason, len(items),
                                        tuple(i.id for i in removed))
 
 
 def common_word_targets(words: Iterable[str] = wordlists.COMMON_WORDS
-                        ) -> registry.InstanceFilter:
+                        ) -> evaltask.InstanceFilter:
     """Drops instances whose answer is a single common word (Emoji Movie's "it"): a
     "contains" check passes them by chance, whatever the model size."""
     vocab = frozenset(w.lower() for w in words)
@@ -44,7 +44,7 @@ def _numbers(text: str) -> set[int]:
     return {int(n) for n in re.findall(r"\d+", text)}
 
 
-def answerable_by_copying() -> registry.InstanceFilter:
+def answerable_by_copying() -> evaltask.InstanceFilter:
     """Drops instances whose answer can be copied from the question: the answer occurs in
     it verbatim, or every number of the answer does (Date Understanding, Hu et al. Table 8:
     "Today is 9/7. Jane is watching NFL 2003. What is the date today ...")."""

@@ -8,7 +8,7 @@ date-understanding questions answered in MM/DD/YYYY.
 Every task draws its test instances and a disjoint demonstration pool from one seeded
 generator; the k demonstrations are fixed per task (Hu et al.: "Four instances are
 randomly selected from the remaining dataset to provide context"). Names accept
-`:n<instances>:s<seed>:k<shots>` (see `registry.get_eval_task`).
+`:n<instances>:s<seed>:k<shots>` (see `lmscale.data.registry.get_eval_task`).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import random
 from typing import Callable
 
 from lmscale.data import checkers
-from lmscale.data import registry
+from lmscale.data import evaltask
 from lmscale.data.tasks import wordlists
 
 DEFAULT_NUM = 100
@@ -127,7 +127,7 @@ def make_icl_task(name: str, gen: Callable[[random.Random], Example], num: int |
                   seed: int | None, shots: int | None, description: str,
                   input_prefix: str = "Input: ", output_prefix: str = "\nOutput: ",
                   separator: str = "\n", multiple_choice: bool = False,
-                  checker: str = checkers.EXACT, num_choices: int = 4) -> registry.EvalTask:
+                  checker: str = checkers.EXACT, num_choices: int = 4) -> evaltask.EvalTask:
     """A generated k-shot task in BIG-bench's JSON prompt format.
 
     Args:
@@ -150,20 +150,20 @@ def make_icl_task(name: str, gen: Callable[[random.Random], Example], num: int |
         demos = rng.sample(pool, shots)
         out = []
         for i, (x, y) in enumerate(tests):
-            prompt = registry.format_demonstrations(demos, x, input_prefix, output_prefix,
+            prompt = evaltask.format_demonstrations(demos, x, input_prefix, output_prefix,
                                                     separator)
             meta = {"input": x, "demonstrations": demos}
             if multiple_choice:
                 choices = [y] + date_distractors(y, rng, num_choices - 1)
                 rng.shuffle(choices)
-                out.append(registry.Instance(f"{i}", prompt, None, tuple(choices),
+                out.append(evaltask.Instance(f"{i}", prompt, None, tuple(choices),
                                              choices.index(y), meta))
             else:
-                out.append(registry.Instance(f"{i}", prompt, y, meta=meta))
+                out.append(evaltask.Instance(f"{i}", prompt, y, meta=meta))
         return out
 
-    return registry.EvalTask(
-        name=name, kind=registry.MULTIPLE_CHOICE if multiple_choice else registry.GENERATIVE,
+    return evaltask.EvalTask(
+        name=name, kind=evaltask.MULTIPLE_CHOICE if multiple_choice else evaltask.GENERATIVE,
         checker=None if multiple_choice else checker,
         random_baseline=1.0 / num_choices if multiple_choice else 0.0,
         stop_strings=("\n",), max_new_tokens=24, loader=loader, family="generated",
@@ -207,8 +207,8 @@ def _register() -> None:
         def factory(name, num=None, seed=None, shots=None, _gen=gen, _desc=desc, _kw=kw):
             return make_icl_task(name, _gen, num, seed, shots, _desc, **_kw)
 
-        registry.register_factory(base, factory)
-        registry.register_eval_task(factory(base))
+        evaltask.register_factory(base, factory)
+        evaltask.register_eval_task(factory(base))
 
     def arith_factory(name, num=None, seed=None, shots=None):
         # The demonstrations live inside each input, as in BIG-bench: zero extra shots.
@@ -216,8 +216,8 @@ def _register() -> None:
                              "three-digit addition plus one (5 worked lines inside)",
                              input_prefix="", output_prefix=" ", separator="\n\n")
 
-    registry.register_factory("gen_modified_addition_plus_one", arith_factory)
-    registry.register_eval_task(arith_factory("gen_modified_addition_plus_one"))
+    evaltask.register_factory("gen_modified_addition_plus_one", arith_factory)
+    evaltask.register_eval_task(arith_factory("gen_modified_addition_plus_one"))
 
 
 _register()

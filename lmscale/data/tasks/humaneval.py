@@ -14,7 +14,7 @@ import os
 
 from lmscale.data import checkers
 from lmscale.data import errors
-from lmscale.data import registry
+from lmscale.data import evaltask
 
 # The usual completion stops for HumanEval (a new top-level statement ends the function).
 STOP_STRINGS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert ")
@@ -29,7 +29,7 @@ def default_path() -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def load_problems(path: str) -> tuple[registry.Instance, ...]:
+def load_problems(path: str) -> tuple[evaltask.Instance, ...]:
     """HumanEval problems from a .jsonl or .jsonl.gz file, checked field by field."""
     if not os.path.isfile(path):
         raise errors.DataError("HumanEval file not found", path=path)
@@ -56,7 +56,7 @@ def load_problems(path: str) -> tuple[registry.Instance, ...]:
     out = []
     for number, rec in records:
         vals = {k: errors.require_field(rec, k, str, path, number) for k in FIELDS}
-        out.append(registry.Instance(
+        out.append(evaltask.Instance(
             vals["task_id"], vals["prompt"], vals["canonical_solution"],
             meta={"test": vals["test"], "entry_point": vals["entry_point"],
                   "input": vals["prompt"]}))
@@ -64,13 +64,13 @@ def load_problems(path: str) -> tuple[registry.Instance, ...]:
 
 
 def make_humaneval_task(name: str = "humaneval", path: str | None = None
-                        ) -> registry.EvalTask:
+                        ) -> evaltask.EvalTask:
     """The HumanEval task (164 problems in the package file)."""
-    return registry.EvalTask(
-        name=name, kind=registry.GENERATIVE, checker=checkers.CODE, random_baseline=0.0,
+    return evaltask.EvalTask(
+        name=name, kind=evaltask.GENERATIVE, checker=checkers.CODE, random_baseline=0.0,
         stop_strings=STOP_STRINGS, max_new_tokens=768,
         loader=lambda split: list(load_problems(path or default_path())),
         family="humaneval", description="HumanEval, zero-shot, pass = all unit tests pass")
 
 
-registry.register_eval_task(make_humaneval_task())
+evaltask.register_eval_task(make_humaneval_task())

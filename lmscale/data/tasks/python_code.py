@@ -19,7 +19,7 @@ import re
 
 from lmscale.data import checkers
 from lmscale.data import corpora
-from lmscale.data import registry
+from lmscale.data import evaltask
 
 DEFAULT_NUM = 200
 CONTEXT_CHARS = 384
@@ -44,7 +44,7 @@ def _context_before(text: str, pos: int, chars: int = CONTEXT_CHARS) -> str:
 
 
 def import_completion(rng: random.Random, num: int, context_chars: int = CONTEXT_CHARS
-                      ) -> list[registry.Instance]:
+                      ) -> list[evaltask.Instance]:
     cands = []
     for path, text in _files():
         for m in _IMPORT.finditer(text):
@@ -54,7 +54,7 @@ def import_completion(rng: random.Random, num: int, context_chars: int = CONTEXT
 
 
 def identifier_copy(rng: random.Random, num: int, context_chars: int = CONTEXT_CHARS
-                    ) -> list[registry.Instance]:
+                    ) -> list[evaltask.Instance]:
     cands = []
     for path, text in _files():
         for m in _IDENT.finditer(text):
@@ -66,7 +66,7 @@ def identifier_copy(rng: random.Random, num: int, context_chars: int = CONTEXT_C
 
 
 def copy_line(rng: random.Random, num: int, context_chars: int = CONTEXT_CHARS
-              ) -> list[registry.Instance]:
+              ) -> list[evaltask.Instance]:
     del context_chars  # the prompt is one line and its first half
     cands = []
     for path, text in _files():
@@ -79,7 +79,7 @@ def copy_line(rng: random.Random, num: int, context_chars: int = CONTEXT_CHARS
 
 
 def next_line_mc(rng: random.Random, num: int, num_choices: int = 4
-                 ) -> list[registry.Instance]:
+                 ) -> list[evaltask.Instance]:
     per_file = [(path, [l for l in text.splitlines() if l.strip()]) for path, text in _files()]
     cands = []
     for fi, (path, lines) in enumerate(per_file):
@@ -101,7 +101,7 @@ def next_line_mc(rng: random.Random, num: int, num_choices: int = 4
                 choices.append(cand)
         rng.shuffle(choices)
         prompt = "\n".join(lines[j - 6:j]) + "\n"
-        out.append(registry.Instance(f"{path.rsplit('/', 1)[-1]}:{j}", prompt, None,
+        out.append(evaltask.Instance(f"{path.rsplit('/', 1)[-1]}:{j}", prompt, None,
                                      tuple(choices), choices.index(gold_line),
                                      {"input": prompt}))
     return out
@@ -109,7 +109,7 @@ def next_line_mc(rng: random.Random, num: int, num_choices: int = 4
 
 def _sample(cands, rng, num):
     rng.shuffle(cands)
-    return [registry.Instance(f"{path.rsplit('/', 1)[-1]}:{pos}", prompt, target,
+    return [evaltask.Instance(f"{path.rsplit('/', 1)[-1]}:{pos}", prompt, target,
                               meta={"input": prompt})
             for path, pos, prompt, target in cands[:num]]
 
@@ -135,13 +135,13 @@ def _register() -> None:
                 del split
                 return _build(random.Random(f"{name.split(':')[0]}/{seed or 0}"),
                               num or DEFAULT_NUM, context or CONTEXT_CHARS)
-            return registry.EvalTask(
-                name=name, kind=registry.GENERATIVE, checker=checkers.EXACT,
+            return evaltask.EvalTask(
+                name=name, kind=evaltask.GENERATIVE, checker=checkers.EXACT,
                 random_baseline=0.0, stop_strings=_stops, max_new_tokens=48,
                 loader=loader, family="python", description=_desc)
 
-        registry.register_factory(base, factory)
-        registry.register_eval_task(factory(base))
+        evaltask.register_factory(base, factory)
+        evaltask.register_eval_task(factory(base))
 
     def mc_factory(name, num=None, seed=None, shots=None):
         del shots
@@ -149,13 +149,13 @@ def _register() -> None:
             del split
             return next_line_mc(random.Random(f"py_next_line_mc/{seed or 0}"),
                                 num or DEFAULT_NUM)
-        return registry.EvalTask(
-            name=name, kind=registry.MULTIPLE_CHOICE, checker=None, random_baseline=0.25,
+        return evaltask.EvalTask(
+            name=name, kind=evaltask.MULTIPLE_CHOICE, checker=None, random_baseline=0.25,
             stop_strings=("\n",), max_new_tokens=80, loader=loader, family="python",
             description="choose the real next line among lines from other files")
 
-    registry.register_factory("py_next_line_mc", mc_factory)
-    registry.register_eval_task(mc_factory("py_next_line_mc"))
+    evaltask.register_factory("py_next_line_mc", mc_factory)
+    evaltask.register_eval_task(mc_factory("py_next_line_mc"))
 
 
 _register()

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from lmscale.data import checkers
 from lmscale.data import errors
-from lmscale.data import registry
+from lmscale.data import evaltask
 
 GSM8K_ANSWER = r"The answer is (-?[\d,]*\.?\d+)"
 
@@ -191,7 +191,7 @@ def _format(defn: TfdsDef, query: str, answer: Any) -> str:
     return query + answer
 
 
-def make_tfds_task(defn: TfdsDef, seed: int = 0) -> registry.EvalTask:
+def make_tfds_task(defn: TfdsDef, seed: int = 0) -> evaltask.EvalTask:
     """The EvalTask for one definition (data read on first `instances` call)."""
     def loader(split):
         del split
@@ -208,16 +208,16 @@ def make_tfds_task(defn: TfdsDef, seed: int = 0) -> registry.EvalTask:
                 meta = {"input": query}
                 if defn.num_choices:
                     choices, gold = answer
-                    out.append(registry.Instance(iid, prefix + query, None, choices, gold,
+                    out.append(evaltask.Instance(iid, prefix + query, None, choices, gold,
                                                  meta))
                 else:
                     target = answer[1] if isinstance(answer, tuple) else answer.strip()
-                    out.append(registry.Instance(iid, prefix + query, target, meta=meta))
+                    out.append(evaltask.Instance(iid, prefix + query, target, meta=meta))
         return out
 
     mc = bool(defn.num_choices)
-    return registry.EvalTask(
-        name=defn.name, kind=registry.MULTIPLE_CHOICE if mc else registry.GENERATIVE,
+    return evaltask.EvalTask(
+        name=defn.name, kind=evaltask.MULTIPLE_CHOICE if mc else evaltask.GENERATIVE,
         checker=None if mc else checkers.EXACT,
         random_baseline=1.0 / defn.num_choices if mc else 0.0,
         stop_strings=defn.stop_strings, max_new_tokens=defn.max_new_tokens, loader=loader,
@@ -225,7 +225,7 @@ def make_tfds_task(defn: TfdsDef, seed: int = 0) -> registry.EvalTask:
         answer_pattern=defn.answer_pattern)
 
 
-def make_mmlu_task(data_dir: str, name: str = "mmlu", shots: int = 5) -> registry.EvalTask:
+def make_mmlu_task(data_dir: str, name: str = "mmlu", shots: int = 5) -> evaltask.EvalTask:
     """MMLU (Hendrycks et al.) from its CSV release: `<data_dir>/{dev,test}/<subject>_*.csv`
     with rows (question, A, B, C, D, answer letter); `shots` demonstrations per subject
     from dev, as in the original evaluation."""
@@ -257,13 +257,13 @@ def make_mmlu_task(data_dir: str, name: str = "mmlu", shots: int = 5) -> registr
             demos = "".join(f"{q(r)} {r[5].strip()}\n\n" for _, _, r in
                             dev.get(subject, [])[:shots])
             for path, line, row in items:
-                out.append(registry.Instance(f"{subject}:{line}", head + demos + q(row),
+                out.append(evaltask.Instance(f"{subject}:{line}", head + demos + q(row),
                                              None, (" A", " B", " C", " D"),
                                              "ABCD".index(row[5].strip()),
                                              {"input": row[0], "subject": subject}))
         return out
 
-    return registry.EvalTask(name=name, kind=registry.MULTIPLE_CHOICE, checker=None,
+    return evaltask.EvalTask(name=name, kind=evaltask.MULTIPLE_CHOICE, checker=None,
                              random_baseline=0.25, stop_strings=("\n",), max_new_tokens=2,
                              loader=loader, family="mmlu", num_shots=shots,
                              description="MMLU, 5-shot per subject, from the CSV release")
@@ -271,10 +271,10 @@ def make_mmlu_task(data_dir: str, name: str = "mmlu", shots: int = 5) -> registr
 
 def _register() -> None:
     for defn in DEFS:
-        registry.register_eval_task(make_tfds_task(defn))
+        evaltask.register_eval_task(make_tfds_task(defn))
     mmlu_dir = os.environ.get("LMSCALE_MMLU_DIR")
     if mmlu_dir and glob.glob(os.path.join(mmlu_dir, "test", "*.csv")):
-        registry.register_eval_task(make_mmlu_task(mmlu_dir))
+        evaltask.register_eval_task(make_mmlu_task(mmlu_dir))
 
 
 _register()
