@@ -213,25 +213,31 @@ def _err_draws(fit, loss_bt: np.ndarray, rng, target_questions=None):
 
 def _to_predictions(quantity, point, draws, level, method, failures, num_resamples,
                     bounds, extra_reasons=()):
+    if not np.isscalar(level):   # several levels from the same draws
+        return {lv: _to_predictions(quantity, point, draws, lv, method, failures,
+                                    num_resamples, bounds, extra_reasons) for lv in level}
     from lmscale.fit.prediction import Prediction  # local: keeps this module light
     ok = np.all(np.isfinite(draws), axis=1)
     reasons = list(extra_reasons)
     if failures:
         reasons.append(summarize_failures(failures, num_resamples))
+    details = dict(num_resamples=num_resamples, num_failed=len(failures),
+                   failures=list(failures))
     if ok.sum() < 2:
-        reasons.append("fewer than 2 bootstrap refits succeeded: no interval")
-        return [Prediction(quantity, p, bounds[0], bounds[1], level, method, reasons, bounds)
-                for p in point]
+        reasons.append("fewer than 2 bootstrap refits succeeded: the interval is the "
+                       "quantity's whole range")
+        return [Prediction(quantity, p, bounds[0], bounds[1], level, method, reasons, bounds,
+                           details=details) for p in point]
     lo, hi = percentile_interval(draws[ok], level, axis=0)
-    return [Prediction(quantity, p, l_, h_, level, method, reasons, bounds,
-                       details=dict(num_resamples=num_resamples, num_failed=len(failures),
-                                    failures=list(failures)))
+    return [Prediction(quantity, p, l_, h_, level, method, reasons, bounds, details=details)
             for p, l_, h_ in zip(point, np.atleast_1d(lo), np.atleast_1d(hi))]
 
 
 def predictive(fit, level: float = 0.9, num_resamples: int = 200, seed: int = 0,
                **inputs):
     """Predictive `Prediction`s (one per target) of a loss-law or error-law `fit`.
+
+    `level` may be a sequence: then {level: list of Predictions}, from the same draws.
 
     Loss law: inputs as `fit.predict` (N=, D=, ...): the interval of one new run's loss.
     Error law: loss= the target's loss [t], taken as known; num_questions= optional
@@ -269,7 +275,8 @@ def predictive_chain(loss_fit, err_fit, level: float = 0.9, num_resamples: int =
       num_questions: the target's question count (default: err_fit's median).
       **inputs: the targets, as `loss_fit.predict` (N=, D= or N=, M=).
     Returns:
-      (list of loss `Prediction`s, list of error `Prediction`s), one per target.
+      (list of loss `Prediction`s, list of error `Prediction`s), one per target; with a
+      sequence of levels each is {level: list}, all from the same draws.
     """
     rng = np.random.default_rng(seed)
     law, scale, lfail = _loss_draws(loss_fit, num_resamples, rng, inputs)
