@@ -252,9 +252,18 @@ def predictive(fit, level: float = 0.9, num_resamples: int = 200, seed: int = 0,
         point = np.asarray(fit.predict(loss=loss), float)
         return _to_predictions("error", point, draws, level, "Err(L)", failures,
                                num_resamples, (0.0, 1.0), reasons)
+    point = np.asarray(fit.predict(**inputs), float).reshape(-1)
+    if "N" not in fit.data or fit._refit_values is None:
+        # Another law (loss threshold, ...): resample its points, refit, and report that
+        # the band is the parameters' uncertainty only.
+        boot = bootstrap_fit(fit, num_resamples, seed)
+        draws = boot.predict(**inputs)
+        return _to_predictions(fit.law, point, draws, level, fit.law, boot.failures,
+                               num_resamples, (-np.inf, np.inf), reasons + [
+                                   "interval: parameter uncertainty only (no model of "
+                                   "the target's measurement noise for this law)"])
     law, scale, failures = _loss_draws(fit, num_resamples, rng, inputs)
     draws = law * np.exp(scale[:, None] * rng.standard_normal(law.shape))
-    point = np.asarray(fit.predict(**inputs), float).reshape(-1)
     return _to_predictions("loss", point, draws, level, f"L {fit.law}", failures,
                            num_resamples, (0.0, np.inf), reasons)
 
