@@ -7,9 +7,13 @@ Modules: laws (the law functions), fitters (LM and Huber fits, error law, chaini
 bootstrap (intervals), passuntil (PU statistics and task-law fits), growth (growth
 classes, two-circuit fit), threshold (Du et al. loss threshold), predict (relative
 error, search-filter-fit, compute-reliability, Gadre Table 1), prediction (the
-`Prediction` type: point, interval, level, method, caveats), plots, io.
+`Prediction` type: point, interval, level, method, caveats), select (loss-law choice by
+backtest), taskloss (Bhagia et al.'s two-step accuracy), simulate and calibration
+(coverage of the predictive intervals on synthetic ladders), plots, io.
 """
-from lmscale.fit.bootstrap import Bootstrap, bootstrap_fit, percentile_interval
+from lmscale.fit.bootstrap import (Bootstrap, bootstrap_fit, percentile_interval, predictive,
+                                   predictive_chain)
+from lmscale.fit.calibration import coverage
 from lmscale.fit.fitters import (EPOCH_GRID, GADRE_GRID, Fit, fit_error_law, fit_loss_law,
                                  fit_loss_law_exhaustive, huber_objective, predict_chain)
 from lmscale.fit.growth import Growth, classify_growth, fit_two_circuit
@@ -23,6 +27,9 @@ from lmscale.fit.plots import (plot_loss_vs_compute, plot_performance_vs_loss,
                                plot_prediction_vs_truth, plot_pu_scaling)
 from lmscale.fit.prediction import Prediction
 from lmscale.fit.predict import (compute_reliability, fit_compute_law, gadre_default_fit,
-                                 pareto_frontier, relative_error, search_filter_fit)
+                                 gadre_effective_questions, gadre_intervals, pareto_frontier,
+                                 relative_error, search_filter_fit)
+from lmscale.fit.select import Choice, choose_loss_law, fit_kaplan_floor
+from lmscale.fit.taskloss import TwoStepFit, choose_accuracy_method, fit_sigmoid, fit_two_step
 from lmscale.fit.threshold import (correlations, fit_loss_threshold, normalize_performance,
                                    size_threshold, threshold_curve)

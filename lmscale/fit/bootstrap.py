@@ -6,13 +6,20 @@ intervals for parameters and for predictions at new inputs.
 
 Points are resampled with replacement (the nonparametric bootstrap that Epoch AI use for
 the Chinchilla fit, 4,000 resamples there). A resample whose refit raises or comes back
-unreliable is counted in `num_failed` and left out, never silently replaced.
+unreliable is counted in `num_failed`, its reason kept in `failures`, never silently
+replaced.
+
+`predictive` (behind every `Fit.prediction` / `Fit.predict_interval`) is the predictive
+interval of issue 13: a parametric bootstrap of the noisy units, refitted, plus the noise
+of measuring the target (below).
 """
 from __future__ import annotations
 
 import dataclasses
 import warnings
 from typing import Any, Callable, Sequence
+
+import logging
 
 import numpy as np
 
@@ -26,11 +33,13 @@ class Bootstrap:
       fits: the B successful refitted objects (their `.predict` gives prediction bands).
       num_failed: resamples whose refit raised or was flagged unreliable.
       num_resamples: resamples drawn.
+      failures: one reason per failed resample (the exception or the flag), in order.
     """
     params: dict[str, np.ndarray]
     fits: list[Any] = dataclasses.field(repr=False)
     num_failed: int
     num_resamples: int
+    failures: list[str] = dataclasses.field(default_factory=list)
 
     def interval(self, name: str, level: float = 0.95) -> tuple[float, float]:
         """Percentile interval of parameter `name` at confidence `level`."""
@@ -83,21 +92,215 @@ def bootstrap_fit(fit, num_resamples: int = 200, seed: int = 0,
         raise ValueError(f"num_resamples={num_resamples} must be >= 1")
     n = len(next(iter(fit.data.values())))
     refit = refit or fit.refit
-    fits, failed = [], 0
+    fits, failures = [], []
     for idx in resample_indices(n, num_resamples, seed):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 f = refit(idx)
-        except (ValueError, RuntimeError, np.linalg.LinAlgError):
-            failed += 1
+        except (ValueError, RuntimeError, np.linalg.LinAlgError) as e:
+            failures.append(f"{type(e).__name__}: {e}")
             continue
         if not getattr(f, "reliable", True):
-            failed += 1
+            failures.append(f"unreliable refit: {getattr(f, 'reason', '')}")
             continue
         fits.append(f)
     if not fits:
         raise ValueError(f"bootstrap: all {num_resamples} refits failed; the fit has too "
-                         "few distinct points to resample")
+                         f"few distinct points to resample (first: {failures[0]})")
+    if failures:
+        logging.info("bootstrap: %d of %d refits failed; most common: %s", len(failures),
+                     num_resamples, summarize_failures(failures, num_resamples))
     params = {k: np.array([f.params[k] for f in fits], float) for k in fits[0].params}
-    return Bootstrap(params=params, fits=fits, num_failed=failed, num_resamples=num_resamples)
+    return Bootstrap(params=params, fits=fits, num_failed=len(failures),
+                     num_resamples=num_resamples, failures=failures)
+
+
+def summarize_failures(failures: Sequence[str], num_resamples: int) -> str:
+    """One line: how many of `num_resamples` refits failed, and the most common reason."""
+    if not failures:
+        return ""
+    reasons, counts = np.unique([f[:160] for f in failures], return_counts=True)
+    return (f"{len(failures)} of {num_resamples} bootstrap refits failed "
+            f"(most common, {counts.max()}x: {reasons[np.argmax(counts)]})")
+
+
+
+# --- Predictive intervals ---------------------------------------------------------------
+#
+# The loss law: each run's loss deviates from the law by a multiplicative noise (seed to
+# seed, data order), sigma estimated from the law's log residuals with n - p degrees of
+# freedom (extra seeds of a rung enter as extra points). Resample b draws
+# sigma_b = s sqrt(dof / chi2_dof) (the uncertainty of s itself, which makes the interval
+# Student-t-like with few rungs), new losses Lhat_i exp(sigma_b z_i), refits, predicts, and
+# adds the target run's own deviation sigma_b z.
+#
+# The error law: each measured error is a mean over a finite question set. Resample b draws
+# every error as Binomial(Q_i, Errhat_i) / Q_i (questions resampled) plus the model-to-model
+# scatter about the law that the residuals show beyond the binomial part, refits, and the
+# target's error is measured again on its own Q questions.
+
+
+def _noise_scale(resid: np.ndarray, num_params: int, num_resamples: int, rng,
+                 floor_var: float = 0.0):
+    """[B] draws of the residual sd (chi-square posterior); 0 where no dof is left."""
+    dof = resid.size - num_params
+    if dof <= 0:
+        return np.zeros(num_resamples), dof
+    var = max(float(np.sum(resid ** 2)) / dof - floor_var, 0.0)
+    return np.sqrt(var * dof / rng.chisquare(dof, num_resamples)), dof
+
+
+def _loss_draws(fit, num_resamples: int, rng, inputs):
+    """([B, t] law predictions, [B] noise sd, failures) for a loss-law `fit`."""
+    N, D, loss = fit.data["N"], fit.data["D"], fit.data["loss"]
+    base = np.asarray(fit.predict(N=N, D=D), float)
+    resid = np.log(loss) - np.log(np.maximum(base, 1e-300))
+    scale, _ = _noise_scale(resid, len(fit.params), num_resamples, rng)
+    t = np.asarray(fit.predict(**inputs), float).reshape(-1).size
+    out, failures = np.full((num_resamples, t), np.nan), []
+    for b in range(num_resamples):
+        y = base * np.exp(scale[b] * rng.standard_normal(N.size))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pred = np.asarray(fit.refit_values(y).predict(**inputs), float).reshape(-1)
+        except (ValueError, RuntimeError, np.linalg.LinAlgError) as e:
+            failures.append(f"{type(e).__name__}: {e}")
+            continue
+        if not np.all(np.isfinite(pred) & (pred > 0)):
+            failures.append("refit predicts a non-finite or non-positive loss")
+            continue
+        out[b] = pred
+    return out, scale, failures
+
+
+def _binomial_noise(p, q, rng):
+    """A mean over q questions at accuracy/error p: Binomial(q, p) / q, q rounded."""
+    q = np.maximum(np.rint(q), 1).astype(np.int64)
+    return rng.binomial(q, np.clip(p, 0.0, 1.0)) / q
+
+
+def _err_draws(fit, loss_bt: np.ndarray, rng, target_questions=None):
+    """([B, t] measured-error draws, failures) of an error-law `fit` at losses [B, t]."""
+    x, y = fit.data["loss"], fit.data["err"]
+    q = fit.data.get("num_questions")
+    base = np.clip(np.asarray(fit.predict(loss=x), float), 0.0, 1.0)
+    binvar = 0.0 if q is None else float(np.mean(base * (1 - base) / q))
+    B, t = loss_bt.shape
+    scale, _ = _noise_scale(y - base, 3, B, rng, floor_var=binvar)
+    q_t = None
+    if q is not None:
+        q_t = np.broadcast_to(np.median(q) if target_questions is None
+                              else np.asarray(target_questions, float), (t,))
+    out, failures = np.full((B, t), np.nan), []
+    for b in range(B):
+        if not np.all(np.isfinite(loss_bt[b])):
+            continue      # the loss refit failed; counted there
+        ystar = base if q is None else _binomial_noise(base, q, rng)
+        ystar = ystar + scale[b] * rng.standard_normal(x.size)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pred = np.asarray(fit.refit_values(ystar).predict(loss=loss_bt[b]), float)
+        except (ValueError, RuntimeError, np.linalg.LinAlgError) as e:
+            failures.append(f"{type(e).__name__}: {e}")
+            continue
+        pred = np.clip(pred + scale[b] * rng.standard_normal(t), 0.0, 1.0)
+        out[b] = pred if q_t is None else _binomial_noise(pred, q_t, rng)
+    return out, failures
+
+
+def _to_predictions(quantity, point, draws, level, method, failures, num_resamples,
+                    bounds, extra_reasons=()):
+    if not np.isscalar(level):   # several levels from the same draws
+        return {lv: _to_predictions(quantity, point, draws, lv, method, failures,
+                                    num_resamples, bounds, extra_reasons) for lv in level}
+    from lmscale.fit.prediction import Prediction  # local: keeps this module light
+    ok = np.all(np.isfinite(draws), axis=1)
+    reasons = list(extra_reasons)
+    if failures:
+        reasons.append(summarize_failures(failures, num_resamples))
+    details = dict(num_resamples=num_resamples, num_failed=len(failures),
+                   failures=list(failures))
+    if ok.sum() < 2:
+        reasons.append("fewer than 2 bootstrap refits succeeded: the interval is the "
+                       "quantity's whole range")
+        return [Prediction(quantity, p, bounds[0], bounds[1], level, method, reasons, bounds,
+                           details=details) for p in point]
+    lo, hi = percentile_interval(draws[ok], level, axis=0)
+    return [Prediction(quantity, p, l_, h_, level, method, reasons, bounds, details=details)
+            for p, l_, h_ in zip(point, np.atleast_1d(lo), np.atleast_1d(hi))]
+
+
+def predictive(fit, level: float = 0.9, num_resamples: int = 200, seed: int = 0,
+               **inputs):
+    """Predictive `Prediction`s (one per target) of a loss-law or error-law `fit`.
+
+    `level` may be a sequence: then {level: list of Predictions}, from the same draws.
+
+    Loss law: inputs as `fit.predict` (N=, D=, ...): the interval of one new run's loss.
+    Error law: loss= the target's loss [t], taken as known; num_questions= optional
+    question count of the target's measurement (default: the fitted points' median).
+    """
+    rng = np.random.default_rng(seed)
+    reasons = [fit.reason] if getattr(fit, "reason", "") else []
+    if fit.law == "error":
+        target_q = inputs.pop("num_questions", None)
+        loss = np.atleast_1d(np.asarray(inputs["loss"], float))
+        draws, failures = _err_draws(fit, np.tile(loss, (num_resamples, 1)), rng, target_q)
+        point = np.asarray(fit.predict(loss=loss), float)
+        return _to_predictions("error", point, draws, level, "Err(L)", failures,
+                               num_resamples, (0.0, 1.0), reasons)
+    point = np.asarray(fit.predict(**inputs), float).reshape(-1)
+    if "N" not in fit.data or fit._refit_values is None:
+        # Another law (loss threshold, ...): resample its points, refit, and report that
+        # the band is the parameters' uncertainty only.
+        boot = bootstrap_fit(fit, num_resamples, seed)
+        draws = boot.predict(**inputs)
+        return _to_predictions(fit.law, point, draws, level, fit.law, boot.failures,
+                               num_resamples, (-np.inf, np.inf), reasons + [
+                                   "interval: parameter uncertainty only (no model of "
+                                   "the target's measurement noise for this law)"])
+    law, scale, failures = _loss_draws(fit, num_resamples, rng, inputs)
+    draws = law * np.exp(scale[:, None] * rng.standard_normal(law.shape))
+    return _to_predictions("loss", point, draws, level, f"L {fit.law}", failures,
+                           num_resamples, (0.0, np.inf), reasons)
+
+
+def predictive_chain(loss_fit, err_fit, level: float = 0.9, num_resamples: int = 200,
+                     seed: int = 0, num_questions=None, **inputs):
+    """(N, D) -> L -> Err with predictive intervals, refitting both laws per resample.
+
+    Each resample refits the loss law (run noise), predicts the target's loss law value,
+    adds the target model's own deviation from the law (a model that lands below the law
+    is a better model, so its error follows), refits the error law on resampled questions
+    and measures the target's error on its own finite question set.
+
+    Args:
+      loss_fit: from `fit_loss_law`; err_fit: from `fit_error_law` (with num_questions
+        for binomial noise).
+      level: nominal coverage; num_resamples, seed: bootstrap size and seed.
+      num_questions: the target's question count (default: err_fit's median).
+      **inputs: the targets, as `loss_fit.predict` (N=, D= or N=, M=).
+    Returns:
+      (list of loss `Prediction`s, list of error `Prediction`s), one per target; with a
+      sequence of levels each is {level: list}, all from the same draws.
+    """
+    rng = np.random.default_rng(seed)
+    law, scale, lfail = _loss_draws(loss_fit, num_resamples, rng, inputs)
+    loss_bt = law * np.exp(scale[:, None] * rng.standard_normal(law.shape))
+    draws, efail = _err_draws(err_fit, loss_bt, rng, num_questions)
+    lpoint, epoint = predict_chain_point(loss_fit, err_fit, inputs)
+    r_l = [loss_fit.reason] if loss_fit.reason else []
+    r_e = r_l + ([err_fit.reason] if err_fit.reason else [])
+    method = f"L {loss_fit.law} -> Err(L)"
+    return (_to_predictions("loss", lpoint, loss_bt, level, f"L {loss_fit.law}", lfail,
+                            num_resamples, (0.0, np.inf), r_l),
+            _to_predictions("error", epoint, draws, level, method, lfail + efail,
+                            num_resamples, (0.0, 1.0), r_e))
+
+
+def predict_chain_point(loss_fit, err_fit, inputs):
+    loss = np.asarray(loss_fit.predict(**inputs), float).reshape(-1)
+    return loss, np.asarray(err_fit.predict(loss=loss), float)

@@ -127,6 +127,8 @@ class Fit:
     details: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
     _predict: Callable[..., np.ndarray] | None = dataclasses.field(default=None, repr=False)
     _refit: Callable[[np.ndarray], "Fit"] | None = dataclasses.field(default=None, repr=False)
+    _refit_values: Callable[[np.ndarray], "Fit"] | None = dataclasses.field(default=None,
+                                                                            repr=False)
 
     def predict(self, **inputs) -> np.ndarray:
         """Evaluates the fitted law; inputs by name (N=, D=, C=, M=, loss=, ...)."""
@@ -136,10 +138,30 @@ class Fit:
         """Refits the same law and method on the points `indices` (bootstrap)."""
         return self._refit(np.asarray(indices))
 
+    def refit_values(self, values: np.ndarray) -> "Fit":
+        """Refits the same law at the same inputs to new observed `values` [n]."""
+        return self._refit_values(np.asarray(values, float))
+
     def bootstrap(self, num_resamples: int = 200, seed: int = 0):
         """Resamples the fitted points with replacement and refits; see `bootstrap.py`."""
         from lmscale.fit import bootstrap  # local: bootstrap imports this module
         return bootstrap.bootstrap_fit(self, num_resamples=num_resamples, seed=seed)
+
+    def prediction(self, level: float = 0.9, num_resamples: int = 200, seed: int = 0,
+                   **inputs) -> list:
+        """Predictive `Prediction`s (one per target) at `inputs`; see `bootstrap.predictive`.
+
+        The interval carries the fitted parameters' uncertainty (a parametric bootstrap of
+        the noisy units, refitted) and the noise of measuring the target itself.
+        """
+        from lmscale.fit import bootstrap  # local: bootstrap imports this module
+        return bootstrap.predictive(self, level, num_resamples, seed, **inputs)
+
+    def predict_interval(self, level: float = 0.9, num_resamples: int = 200, seed: int = 0,
+                         **inputs) -> tuple[np.ndarray, np.ndarray]:
+        """Central predictive interval ([n] low, [n] high) at `level`; see `prediction`."""
+        preds = self.prediction(level, num_resamples, seed, **inputs)
+        return (np.array([p.low for p in preds]), np.array([p.high for p in preds]))
 
     def _flag(self, reason: str) -> None:
         self.reliable = False
@@ -240,8 +262,16 @@ def fit_loss_law(N, D, loss, form: str = "chinchilla", method: str | None = None
         return fit_loss_law(N[idx], D[idx], loss[idx], form, method,
                             **{**kwargs, "starts": start})
     fit._refit = refit
+    fit._refit_values = lambda y: fit_loss_law(N, D, y, form, method,
+                                               **{**kwargs, "starts": _own_start(fit, spec)})
     _sanity_flags(fit, spec)
     return fit
+
+
+def _own_start(fit: Fit, spec: laws.LossForm) -> dict:
+    if fit.method == "lm":
+        return {k: (v,) for k, v in fit.details["lm_params"].items()}
+    return {k: (v,) for k, v in zip(spec.theta_names, fit.details["theta"])}
 
 
 def _sanity_flags(fit: Fit, spec: laws.LossForm) -> None:
@@ -256,6 +286,10 @@ def _sanity_flags(fit: Fit, spec: laws.LossForm) -> None:
     exps = [fit.params[k] for k in ("alpha", "beta", "eta") if k in fit.params]
     if any(e <= 0 for e in exps):
         fit._flag("a fitted exponent is <= 0: loss does not decrease with scale")
+    floor = fit.params.get("L_inf", fit.params.get("E"))
+    if floor is not None and floor < 1e-3 * float(np.min(fit.data["loss"])):
+        fit._flag(f"irreducible loss {floor:.3g} is at its bound 0: the law has no floor "
+                  "and its extrapolation is not trustworthy")
 
 
 def _fit_lm(spec, N, D, loss, starts, maxfev) -> Fit:
@@ -420,7 +454,8 @@ def fit_loss_law_exhaustive(N, D, loss, form: str = "chinchilla", *,
                _predict=lambda p, **inp: spec.predict(p, *_resolve_ND(spec, **inp)))
 
 
-def fit_error_law(loss, err, *, p0: Sequence[float] | None = None, maxfev: int = 10000) -> Fit:
+def fit_error_law(loss, err, *, p0: Sequence[float] | None = None, maxfev: int = 10000,
+                  num_questions=None) -> Fit:
     """Fits Err(L) = eps - k exp(-gamma L) (Gadre et al. eq. 4) by `curve_fit`.
 
     As Gadre et al.: no bounds (Levenberg-Marquardt), default p0 (all ones), maxfev
@@ -430,6 +465,10 @@ def fit_error_law(loss, err, *, p0: Sequence[float] | None = None, maxfev: int =
       loss: [n] loss per model (nats per token); Gadre et al. use measured C4-eval loss.
       err: [n] average top-1 error per model, in [0, 1].
       p0: starting (eps, k, gamma); None means curve_fit's default of ones.
+      num_questions: optional number of questions behind each error (scalar or [n]; for
+        an average over tasks, the effective count err (1 - err) / variance). Used by
+        `prediction`/`predict_interval` for the binomial noise of a finite question set;
+        None treats all scatter about the law as one normal noise.
     Returns:
       A `Fit` with params eps, k, gamma and `.predict(loss=...)`.
     Raises:
@@ -439,23 +478,39 @@ def fit_error_law(loss, err, *, p0: Sequence[float] | None = None, maxfev: int =
     err = _checks.as_1d(err, "err", unit_interval="closed")
     _checks.same_length(loss=loss, err=err)
     _checks.enough_points(len(loss), 3, "fit_error_law")
+    if num_questions is not None:
+        num_questions = np.broadcast_to(_checks.as_1d(num_questions, "num_questions",
+                                                      positive=True), loss.shape).copy()
     try:
         popt, pcov = scipy.optimize.curve_fit(laws.error_law, loss, err, p0=p0, maxfev=maxfev)
     except RuntimeError as e:
         raise RuntimeError(f"fit_error_law: curve_fit did not converge: {e}") from e
     resid = laws.error_law(loss, *popt) - err
+    data = dict(loss=loss, err=err)
+    if num_questions is not None:
+        data["num_questions"] = num_questions
     fit = Fit(law="error", method="curve_fit",
               params=dict(eps=float(popt[0]), k=float(popt[1]), gamma=float(popt[2])),
               objective=float(np.sum(resid ** 2)), num_points=len(loss),
-              data=dict(loss=loss, err=err), details=dict(covariance=pcov),
+              data=data, details=dict(covariance=pcov),
               _predict=lambda p, loss: laws.error_law(loss, p["eps"], p["k"], p["gamma"]),
-              _refit=lambda idx: fit_error_law(loss[idx], err[idx], p0=p0, maxfev=maxfev))
+              _refit=lambda idx: fit_error_law(
+                  loss[idx], err[idx], p0=p0, maxfev=maxfev,
+                  num_questions=None if num_questions is None else num_questions[idx]),
+              _refit_values=lambda y: fit_error_law(loss, np.clip(y, 0.0, 1.0), p0=popt,
+                                                    maxfev=maxfev,
+                                                    num_questions=num_questions))
     if len(loss) == 3:
         fit._flag("3 points for 3 parameters: no residual degrees of freedom")
     if not np.all(np.isfinite(pcov)):
         fit._flag("parameter covariance is not finite (parameters not identifiable)")
     if popt[2] <= 0 or popt[1] <= 0:
         fit._flag("fitted error does not fall with loss (k <= 0 or gamma <= 0)")
+    elif popt[1] < 1e-6:
+        fit._flag(f"k = {popt[1]:.3g} is at its bound 0: error does not depend on loss")
+    if popt[0] >= 1.0:
+        fit._flag(f"eps = {popt[0]:.4g} is at or past its bound 1 (error of a model with "
+                  "infinite loss): the law's curvature is not identified by these points")
     return fit
 
 

@@ -158,3 +158,51 @@ def gadre_default_fit(table, dataset: str, loss_column: str = "loss_c4_val",
                 loss_rel_err=relative_error(loss_pred, L[target]),
                 err_pred=err_pred, err_true=err[target],
                 err_rel_err=relative_error(err_pred, err[target]))
+
+
+def gadre_effective_questions(rows, tasks, split: str = "in_17_task_split"):
+    """[n] effective question count of each row's average error over a task split.
+
+    The average of the split's task errors has variance sum_t a_t (1 - a_t) / n_t / T^2
+    (binomial per task, n_t questions from tasks.csv `num_datapoints`); the effective
+    count is the Q at which one binomial mean over Q questions has that variance.
+    """
+    tasks = io.as_table(tasks)
+    names = [str(t) for t, f in zip(tasks["task"], io.column(tasks, split, "tasks"))
+             if int(f) == 1]
+    sizes = dict(zip((str(t) for t in tasks["task"]), io.column(tasks, "num_datapoints",
+                                                                 "tasks")))
+    acc = np.stack([io.column(rows, "acc_" + t) for t in names], axis=1)
+    n = np.array([sizes[t] for t in names], float)
+    var = np.sum(acc * (1 - acc) / n, axis=1) / len(names) ** 2
+    err = 1 - acc.mean(axis=1)
+    return err * (1 - err) / var
+
+
+def gadre_intervals(table, tasks, dataset: str, level: float = 0.9,
+                    num_resamples: int = 200, seed: int = 0,
+                    loss_column: str = "loss_c4_val", err_column: str = "err_avg17"):
+    """`gadre_default_fit` with predictive intervals on the chained loss and error.
+
+    The loss law's run-to-run noise comes from its residuals (5 runs, 4 parameters: one
+    degree of freedom, so the interval is wide); the error law's question noise from each
+    task's question count (tasks.csv), plus any scatter beyond it that its residuals show.
+    Returns:
+      the `gadre_default_fit` dict plus "loss_pred_int" and "err_pred_int" (lists of
+      `Prediction`, one per target).
+    """
+    out = gadre_default_fit(table, dataset, loss_column, err_column)
+    table = io.as_table(table)
+    rows = io.select(table, io.column(table, "dataset") == dataset)
+    role = io.column(rows, "table1_role")
+    fit_err = (role == "fit_loss_and_error") | (role == "fit_error_only")
+    target = role == "target"
+    q = gadre_effective_questions(rows, tasks)
+    err_fit = fitters.fit_error_law(io.column(rows, loss_column)[fit_err],
+                                    io.column(rows, err_column)[fit_err],
+                                    num_questions=q[fit_err])
+    from lmscale.fit import bootstrap  # local: bootstrap imports fitters
+    out["loss_pred_int"], out["err_pred_int"] = bootstrap.predictive_chain(
+        out["loss_fit"], err_fit, level, num_resamples, seed, num_questions=q[target],
+        N=rows["N"][target], M=rows["M"][target])
+    return out

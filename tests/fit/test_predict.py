@@ -59,3 +59,20 @@ def test_gadre_default_fit_on_all_three_datasets(shared_data):
         assert len(out["names"]) == 2 and np.all(out["loss_rel_err"] < 0.05)
     with pytest.raises(ValueError, match="no rows"):
         predict.gadre_default_fit(path, "pile")
+
+
+def test_gadre_targets_are_covered_by_their_90_percent_intervals(shared_data):
+    path = shared_data / "gadre2024"
+    covered, total = 0, 0
+    for ds in ("rpj", "c4_original", "rw_original"):
+        out = predict.gadre_intervals(path / "testbed.csv", path / "tasks.csv", ds)
+        for p, true in zip(out["loss_pred_int"] + out["err_pred_int"],
+                           np.concatenate([out["loss_true"], out["err_true"]])):
+            total += 1
+            covered += p.covers(true)
+            assert p.level == 0.9 and p.low < p.point < p.high
+        # The intervals keep the Table 1 point predictions.
+        np.testing.assert_allclose([p.point for p in out["err_pred_int"]], out["err_pred"])
+        np.testing.assert_allclose([p.point for p in out["loss_pred_int"]], out["loss_pred"])
+        assert all(0 <= p.low and p.high <= 1 for p in out["err_pred_int"])
+    assert total == 12 and covered == 12

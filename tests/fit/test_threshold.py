@@ -48,3 +48,15 @@ def test_correlations_of_monotone_data():
     c = threshold.correlations(loss, perf)
     assert c["spearman"][0] == pytest.approx(-1.0)
     assert -1.0 < c["pearson"][0] < -0.99
+
+
+def test_threshold_fit_has_a_predict_interval_that_says_what_it_carries():
+    rng = np.random.default_rng(1)
+    loss = rng.uniform(1.7, 3.0, 40)
+    perf = threshold.threshold_curve(loss, 2.2, 0.8) + 0.01 * rng.standard_normal(40)
+    fit = threshold.fit_loss_threshold(loss, perf)
+    lo, hi = fit.predict_interval(0.9, num_resamples=40, loss=np.array([1.8, 2.5]))
+    point = fit.predict(loss=np.array([1.8, 2.5]))
+    assert np.all(lo <= point + 1e-9) and np.all(point <= hi + 1e-9) and hi[0] > lo[0]
+    (p, _) = fit.prediction(0.9, 40, 0, loss=np.array([1.8, 2.5]))
+    assert any("parameter uncertainty only" in r for r in p.reasons)

@@ -1,0 +1,130 @@
+"""Bhagia et al. 2024's two-step task prediction (OLMo model ladders, arXiv 2412.04403).
+
+Stage: fit. Consumes, per ladder model or checkpoint, (N, D, task loss, accuracy), where
+the task loss is the loss on the correct answer (per token or per byte); produces a
+`TwoStepFit` that predicts accuracy at new (N, D), and `choose_accuracy_method`, which
+compares it with Gadre et al.'s Err(L) chain by leave-largest-out backtest.
+
+  Step 1  L_task(N, D) = E + A N^-alpha + B D^-beta    (fitted on final checkpoints)
+  Step 2  Acc(L) = a / (1 + exp(-k (L - L0))) + b       (a sigmoid; k < 0 so accuracy
+                                                         rises as the loss falls; fitted
+                                                         on every checkpoint)
+"""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+import scipy.optimize
+
+from lmscale.fit import _checks, fitters, laws
+
+
+def sigmoid(L, a, k, L0, b):
+    """Acc(L) = a / (1 + exp(-k (L - L0))) + b (Bhagia et al. step 2)."""
+    return a / (1.0 + np.exp(-k * (np.asarray(L, float) - L0))) + b
+
+
+def fit_sigmoid(task_loss, acc) -> fitters.Fit:
+    """Fits step 2 by `curve_fit` from a few starts; accuracy in [0, 1]."""
+    x = _checks.as_1d(task_loss, "task_loss", positive=True)
+    y = _checks.as_1d(acc, "acc", unit_interval="closed")
+    _checks.same_length(task_loss=x, acc=y)
+    _checks.enough_points(x.size, 4, "fit_sigmoid")
+    best = None
+    for k0 in (-1.0, -3.0, -10.0):
+        p0 = (max(y.max() - y.min(), 0.05), k0, float(np.median(x)), float(y.min()))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                popt, _ = scipy.optimize.curve_fit(sigmoid, x, y, p0=p0, maxfev=10000)
+        except RuntimeError:
+            continue
+        ssr = float(np.sum((sigmoid(x, *popt) - y) ** 2))
+        if best is None or ssr < best[1]:
+            best = (popt, ssr)
+    if best is None:
+        raise RuntimeError("fit_sigmoid: curve_fit did not converge from any start")
+    popt, ssr = best
+    fit = fitters.Fit(law="sigmoid", method="curve_fit",
+                      params=dict(zip(("a", "k", "L0", "b"), map(float, popt))),
+                      objective=ssr, num_points=x.size, data=dict(loss=x, acc=y),
+                      _predict=lambda p, loss: sigmoid(loss, **p))
+    if popt[1] >= 0:
+        fit._flag("accuracy does not rise as the task loss falls (k >= 0)")
+    return fit
+
+
+@dataclasses.dataclass
+class TwoStepFit:
+    """(N, D) -> task loss -> accuracy.
+
+    Attributes:
+      loss_fit: step 1 (Chinchilla form; Kaplan when D is constant).
+      acc_fit: step 2 (sigmoid).
+    """
+    loss_fit: fitters.Fit
+    acc_fit: fitters.Fit
+
+    @property
+    def reliable(self) -> bool:
+        return self.loss_fit.reliable and self.acc_fit.reliable
+
+    def predict(self, N, D) -> np.ndarray:
+        """[n] predicted accuracies at (N, D)."""
+        loss = self.loss_fit.predict(N=np.asarray(N, float), D=np.asarray(D, float))
+        return np.clip(self.acc_fit.predict(loss=loss), 0.0, 1.0)
+
+
+def fit_two_step(N, D, task_loss, acc, final=None) -> TwoStepFit:
+    """Fits both steps.
+
+    Args:
+      N, D: [n] size and tokens seen of each model or checkpoint.
+      task_loss: [n] loss on the correct answers.
+      acc: [n] accuracy in [0, 1].
+      final: [n] bool, the final checkpoints that step 1 uses (default: all rows).
+    """
+    N = _checks.as_1d(N, "N", positive=True)
+    D = _checks.as_1d(D, "D", positive=True)
+    task_loss = _checks.as_1d(task_loss, "task_loss", positive=True)
+    final = np.ones(N.size, bool) if final is None else np.asarray(final, bool)
+    form = "chinchilla" if np.unique(D[final] / N[final]).size > 1 and final.sum() >= 6 \
+        else "kaplan"
+    loss_fit = fitters.fit_loss_law(N[final], D[final] if form == "chinchilla" else None,
+                                    task_loss[final], form=form)
+    return TwoStepFit(loss_fit=loss_fit, acc_fit=fit_sigmoid(task_loss, acc))
+
+
+def choose_accuracy_method(N, D, loss, task_loss, acc, final=None) -> dict:
+    """Per task: Bhagia's two-step vs Gadre's Err(L) chain, by predicting the largest size.
+
+    Both are fitted on the sizes below the largest; Gadre's chain uses the (validation)
+    `loss` through a Kaplan law and Err(L) = 1 - Acc; Bhagia's the task loss.
+    Returns:
+      dict: "choice" ("two_step" or "gadre"), "backtest_error" {method: |pred - acc| of
+      the largest size's final checkpoint(s), mean}, "failures" {method: message}.
+    """
+    N = _checks.as_1d(N, "N", positive=True)
+    acc = _checks.as_1d(acc, "acc", unit_interval="closed")
+    final = np.ones(N.size, bool) if final is None else np.asarray(final, bool)
+    D, loss = np.asarray(D, float), np.asarray(loss, float)
+    task_loss = np.asarray(task_loss, float)
+    below, at = N < N.max(), (N == N.max()) & final
+    errors, failures = {}, {}
+    try:
+        two = fit_two_step(N[below], D[below], task_loss[below], acc[below], final[below])
+        errors["two_step"] = float(np.mean(np.abs(two.predict(N[at], D[at]) - acc[at])))
+    except (ValueError, RuntimeError) as e:
+        errors["two_step"], failures["two_step"] = np.inf, f"{type(e).__name__}: {e}"
+    try:
+        fb = below & final
+        lf = fitters.fit_loss_law(N[fb], None, loss[fb], form="kaplan")
+        ef = fitters.fit_error_law(loss[below], 1 - acc[below])
+        pred = 1 - ef.predict(loss=lf.predict(N=N[at]))
+        errors["gadre"] = float(np.mean(np.abs(np.clip(pred, 0, 1) - acc[at])))
+    except (ValueError, RuntimeError) as e:
+        errors["gadre"], failures["gadre"] = np.inf, f"{type(e).__name__}: {e}"
+    return dict(choice=min(errors, key=errors.get), backtest_error=errors,
+                failures=failures)

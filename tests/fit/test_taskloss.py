@@ -1,0 +1,40 @@
+"""Tests for lmscale.fit.taskloss: Bhagia et al.'s two-step accuracy prediction."""
+import numpy as np
+import pytest
+
+from lmscale.fit import laws, taskloss
+
+
+def _ladder(seed=0):
+    # 6 sizes, 5 checkpoints each (D grows), task loss by a Chinchilla law, accuracy a
+    # sigmoid of it, measured on 2,000 questions.
+    rng = np.random.default_rng(seed)
+    N = np.repeat(np.geomspace(2e7, 1e9, 6), 5)
+    D = N * np.tile([4.0, 8.0, 12.0, 16.0, 20.0], 6)
+    tl = laws.chinchilla(N, D, 0.6, 300.0, 900.0, 0.32, 0.3) * np.exp(
+        0.005 * rng.standard_normal(N.size))
+    p = taskloss.sigmoid(tl, 0.7, -2.0, 3.0, 0.25)
+    acc = rng.binomial(2000, p) / 2000
+    final = np.tile([False] * 4 + [True], 6)
+    return N, D, tl, acc, final, p
+
+
+def test_two_step_predicts_held_out_accuracy():
+    N, D, tl, acc, final, p = _ladder()
+    below = N < N.max()
+    two = taskloss.fit_two_step(N[below], D[below], tl[below], acc[below], final[below])
+    assert two.acc_fit.params["k"] < 0 and two.reliable
+    pred = two.predict(N[~below & final], D[~below & final])[0]
+    assert pred == pytest.approx(p[~below & final][0], abs=0.03)
+
+
+def test_choice_reports_both_methods():
+    N, D, tl, acc, final, _ = _ladder(1)
+    out = taskloss.choose_accuracy_method(N, D, tl, tl, acc, final)
+    assert set(out["backtest_error"]) == {"two_step", "gadre"}
+    assert out["backtest_error"][out["choice"]] == min(out["backtest_error"].values())
+
+
+def test_sigmoid_needs_four_points():
+    with pytest.raises(ValueError, match="fit_sigmoid"):
+        taskloss.fit_sigmoid([1.0, 2.0, 3.0], [0.5, 0.4, 0.3])
