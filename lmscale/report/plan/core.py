@@ -204,6 +204,7 @@ class Plan:
     thresholds: Thresholds
     warnings: list[str] = dataclasses.field(default_factory=list)
     errors: list[str] = dataclasses.field(default_factory=list)
+    tasks: list[Task] = dataclasses.field(default_factory=list)
 
     @property
     def train_flops(self) -> float:
@@ -305,6 +306,6 @@ def build_plan(name: str, rungs: Sequence[Rung], tasks: Sequence[Task], mesh: Me
     if not rungs:
         raise ConfigError("plan: no rungs to plan")
     plan = Plan(name=name, rungs=[rung_plan(r, tasks, mesh) for r in rungs], mesh=mesh,
-                device=device, thresholds=thresholds)
+                device=device, thresholds=thresholds, tasks=list(tasks))
     checks.check(plan)
     return plan

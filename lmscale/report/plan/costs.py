@@ -195,10 +195,11 @@ def bucket(n: int) -> int:
 
 
 def format_count(x: float | None, unit: str = "") -> str:
-    """3 significant digits with an SI suffix (k, M, G, T, P, E); '-' for None."""
+    """3 significant digits with an SI suffix (k, M, G, T, P, E, Z); '-' for None."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
-    for scale, suffix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"),
+    for scale, suffix in ((1e21, "Z"), (1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"),
+                          (1e6, "M"),
                           (1e3, "k")):
         if abs(x) >= scale:
             return f"{x / scale:.3g}{suffix}{unit}"
