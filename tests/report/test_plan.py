@@ -155,3 +155,23 @@ def test_default_study_dry_run_prints_the_plan():
         assert name in text
     assert "py_import_completion:n24:c96: PassUntil budget too small" in text.replace(
         "task ", "")
+
+
+def test_probe_fills_wall_times_from_real_steps():
+    from lmscale.report.plan import probe
+    from lmscale.train.state import MeshConfig
+
+    tiny = W32.replace(d_model=16, n_heads=1, n_kv_heads=1, d_ff=40, name="w16")
+    rung = core.Rung("w16", tiny, seq_len=32, batch_size=8, num_steps=50, checkpoints=2)
+    task = core.Task("gen", core.PASSUNTIL, instances=2, scored_tokens=20.0,
+                     prompt_tokens=10.0, generated_tokens=4, r=2, k_max=8, draw_batch=4,
+                     num_slots=4)
+    plan = core.build_plan("t", [rung], [task], core.Mesh(1, 1, 1, 4),
+                           core.Device(peak_flops=1e12))
+    probe.time_plan(plan, mesh_config=MeshConfig(), steps=1)  # fsdp over the test devices
+    rp = plan.rungs[0]
+    assert rp.measured["step_s"] > 0 and rp.train_seconds == pytest.approx(
+        50 * rp.measured["step_s"])
+    # 2 instances x (8 + 8) samples worst case (no prior) x the measured time per sample
+    assert rp.eval_seconds >= 32 * rp.measured["sample_s:gen"] > 0
+    assert "%" in plan_lib.format_plan(plan).split("Memory")[0]  # MFU printed

@@ -100,6 +100,10 @@ def time_plan(plan: core.Plan, optimizer=None, mesh_config=None, steps: int = 3)
     from lmscale.train import state as state_lib
 
     mesh_config = mesh_config or state_lib.MeshConfig()
+    if plan.mesh.devices != jax.device_count():
+        logging.warning("probe: the plan is for %d devices but %d are at hand; the probe "
+                        "times the shapes on these, so its wall times are for this host",
+                        plan.mesh.devices, jax.device_count())
     dtype = {4: "float32", 2: "bfloat16"}[plan.mesh.compute_bytes]
     gen = [t for t in plan.tasks if t.kind == core.PASSUNTIL]
     for rp in plan.rungs:
