@@ -1,0 +1,156 @@
+"""A plan as plain text (fixed-width tables) and as JSON.
+
+Stage: report. `format_plan(plan)` is what `dry_run` prints; `plan_to_json(plan)` is the
+same content as a JSON-serialisable dict (numbers unformatted).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+from lmscale.report.plan import core
+from lmscale.report.plan.costs import format_bytes, format_count
+
+fc = format_count
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda cells: "  ".join(str(c).rjust(w) if i else str(c).ljust(w)
+                                   for i, (c, w) in enumerate(zip(cells, widths)))
+    return [line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]
+
+
+def _seconds(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s < 120:
+        return f"{s:.1f}s"
+    if s < 7200:
+        return f"{s / 60:.1f}m"
+    if s < 172800:
+        return f"{s / 3600:.1f}h"
+    return f"{s / 86400:.1f}d"
+
+
+def _mfu(flops: float, seconds: float | None, plan: core.Plan) -> str:
+    peak = plan.device.peak_flops
+    if not seconds or not peak:
+        return "-"
+    return f"{100 * flops / (seconds * peak * plan.mesh.devices):.1f}%"
+
+
+def _training(plan: core.Plan) -> list[str]:
+    rows = []
+    for rp in plan.rungs:
+        r = rp.rung
+        m = "-" if r.token_multiplier is None else f"{r.token_multiplier:g}"
+        rows.append([r.name, fc(rp.n_non_embedding), fc(rp.n_total), m, fc(r.tokens),
+                     str(r.num_steps), f"{r.batch_size}x{r.seq_len}", str(r.seeds),
+                     str(r.checkpoints), fc(rp.flops_6nd), fc(rp.flops_model),
+                     _seconds(rp.train_seconds), _mfu(rp.flops_model, rp.train_seconds, plan)])
+    header = ["rung", "N", "N total", "M", "D/run", "steps", "tok/step", "seeds", "ckpts",
+              "6ND", "model FLOPs", "est. time", "MFU"]
+    return _table(header, rows)
+
+
+def _memory(plan: core.Plan) -> list[str]:
+    rows = []
+    for rp in plan.rungs:
+        t, s = rp.train_memory, rp.sampler_memory
+        measured = rp.measured.get("peak_bytes")
+        rows.append([rp.rung.name, format_bytes(t["params"]), format_bytes(t["optimizer"]),
+                     format_bytes(t["gradients"]), format_bytes(t["activations"]),
+                     format_bytes(rp.train_bytes), format_bytes(measured),
+                     format_bytes(s.get("kv_cache")), format_bytes(rp.sampler_total_bytes or None)])
+    header = ["rung", "params", "AdamW", "grads", "activations", "train total", "measured",
+              "KV cache", "sampler total"]
+    return _table(header, rows)
+
+
+def _evaluation(plan: core.Plan) -> list[str]:
+    rows = []
+    for rp in plan.rungs:
+        for e in rp.evals:
+            pu = e.kind == core.PASSUNTIL
+            rows.append([rp.rung.name, e.task, str(e.checkpoints), fc(e.scored_tokens),
+                         fc(e.samples_worst) if pu else "", fc(e.samples_expected) if pu else "",
+                         fc(e.decode_tokens_worst) if pu else "",
+                         fc(e.flops_worst), fc(e.flops_expected),
+                         "-" if e.unmeasurable_share is None else f"{e.unmeasurable_share:.0%}"])
+        rows.append([rp.rung.name, "(all tasks)", "", "", "", "", "",
+                     fc(rp.eval_flops(False)), fc(rp.eval_flops(True)), ""])
+    header = ["rung", "task", "ckpts", "scored tok", "samples max", "samples E",
+              "decode tok max", "FLOPs max", "FLOPs E", "r/PU>k_max"]
+    return _table(header, rows)
+
+
+def _totals(plan: core.Plan) -> list[str]:
+    train = plan.train_flops
+    worst, expected = plan.eval_flops(False), plan.eval_flops(True)
+    lines = [f"training: 6ND {fc(plan.train_flops_6nd, 'FLOP')}, model FLOPs "
+             f"{fc(train, 'FLOP')}",
+             f"evaluation: worst case {fc(worst, 'FLOP')} ({worst / train:.3g}x training)"
+             + (f", expected {fc(expected, 'FLOP')} ({expected / train:.3g}x training)"
+                if plan.has_prior else ", expected: no prior PU given")]
+    t_train = [rp.train_seconds for rp in plan.rungs]
+    t_eval = [rp.eval_seconds for rp in plan.rungs]
+    if all(t is not None for t in t_train):
+        lines.append(f"estimated wall time: training {_seconds(sum(t_train))}, evaluation "
+                     + (_seconds(sum(t_eval)) if all(t is not None for t in t_eval) else "-")
+                     + " (from the probe)")
+    return lines
+
+
+def format_plan(plan: core.Plan) -> str:
+    """The plan as text: training, memory, evaluation, totals, warnings, errors."""
+    m, d = plan.mesh, plan.device
+    out = [f"Plan: {plan.name}",
+           f"mesh data={m.data} x fsdp={m.fsdp} x tensor={m.tensor} ({m.devices} devices, "
+           f"{d.platform}); compute dtype {m.compute_bytes} bytes; device memory "
+           f"{format_bytes(d.bytes_limit)} ({d.bytes_source}); peak "
+           f"{fc(d.peak_flops, 'FLOP/s')} per device",
+           "", "Training (per rung, all seeds; model FLOPs = 6(N + V d)D + 6 L T H_q d_h D)"]
+    out += _training(plan)
+    out += ["", "Memory per device (training: params, AdamW moments, grads float32 over "
+            "fsdp x tensor; activations of batch/(data x fsdp) rows; sampler: one device)"]
+    out += _memory(plan)
+    out += ["", "Evaluation (all evaluated checkpoints; max = k_max samples per instance, "
+            "E = expected under the prior PU)"]
+    out += _evaluation(plan)
+    out += ["", "Totals"] + ["  " + x for x in _totals(plan)]
+    if plan.warnings:
+        out += ["", "Warnings"] + [f"  ! {w}" for w in plan.warnings]
+    if plan.errors:
+        out += ["", "Errors"] + [f"  X {e}" for e in plan.errors]
+    return "\n".join(out) + "\n"
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+def plan_to_json(plan: core.Plan) -> dict[str, Any]:
+    """The plan as a JSON-serialisable dict: inputs, per-rung costs, totals, warnings."""
+    rungs = []
+    for rp in plan.rungs:
+        entry = _plain(rp)
+        entry["train_bytes"] = rp.train_bytes
+        entry["sampler_bytes"] = rp.sampler_total_bytes
+        rungs.append(entry)
+    return {"name": plan.name, "mesh": _plain(plan.mesh), "device": _plain(plan.device),
+            "thresholds": _plain(plan.thresholds), "rungs": rungs,
+            "totals": {"train_flops_6nd": plan.train_flops_6nd,
+                       "train_flops_model": plan.train_flops,
+                       "eval_flops_worst": plan.eval_flops(False),
+                       "eval_flops_expected": plan.eval_flops(True) if plan.has_prior else None},
+            "warnings": list(plan.warnings), "errors": list(plan.errors)}

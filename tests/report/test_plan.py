@@ -1,0 +1,177 @@
+"""Tests of lmscale.report.plan: FLOP, memory and PassUntil-budget arithmetic against hand
+computations, the capped negative-binomial mean against Monte Carlo, warnings, printing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lmscale.models import families
+from lmscale.models.config import ModelConfig
+from lmscale.report import plan as plan_lib
+from lmscale.report.plan import core, costs
+
+# Shape A: the default study's w32 (byte vocabulary, 2 layers, 2 heads of 16, d_ff 80).
+W32 = ModelConfig(vocab_size=259, d_model=32, n_layers=2, n_heads=2, head_dim=16, d_ff=80,
+                  mlp="gated", norm="rms", tie_embeddings=True, max_seq_len=128, name="w32")
+
+
+def test_shape_a_counts_flops_and_memory_by_hand():
+    # attention 4 * 32 * 32 = 4096; gated MLP 3 * 32 * 80 = 7680; two RMSNorm gains 64;
+    # block 11840; 2 blocks + final norm 32 -> N = 23712; embedding 259 * 32 = 8288.
+    rung = core.Rung("w32", W32, seq_len=128, batch_size=8, num_steps=209)
+    rp = core.rung_plan(rung, [], core.Mesh(1, 1, 1, compute_bytes=4))
+    assert rp.n_non_embedding == 23712 and rp.n_total == 23712 + 8288
+    d = 209 * 8 * 128  # 214016 tokens
+    assert rp.flops_6nd == 6 * 23712 * d
+    # forward per token: 2 (N + V d) = 2 * 32000 = 64000; attention at mean context T/2:
+    # 4 * L * 64 * (2 * 16) = 2 * 2 * 128 * 32 = 16384; training 3x.
+    assert rp.flops_model == 3 * (64000 + 16384) * d
+    assert rp.flops_model == W32.flops_per_token(128) * d
+    # float32 params 32000 * 4; AdamW two moments; gradients.
+    assert rp.train_memory["params"] == 128000
+    assert rp.train_memory["optimizer"] == 256000
+    assert rp.train_memory["gradients"] == 128000
+    # per layer per token: 4 bytes * (4*32 + 2*(2+2)*16 + 4*80) = 2304, softmax 4*2*128 =
+    # 1024 -> 3328; per token 2 * 3328 + logits and grad 8 * 259 = 8728; 8 rows x 128.
+    assert rp.train_memory["activations"] == 8 * 128 * (2 * (4 * 576 + 1024) + 8 * 259)
+    # sampler cache: 2 layers x (k, v) x 256 slots x 48 tokens x 2 kv heads x 16 x 4 bytes.
+    assert costs.kv_cache_bytes(W32, 256, 48, 4) == 2 * 2 * 256 * 48 * 2 * 16 * 4 == 6 * 2**20
+
+
+def test_shape_b_hu2023_i3_sharded_by_hand():
+    model = families.hu2023(3)  # 8 heads of 64, d 512, 12 layers, d_ff 1280, V 32000
+    # block: attention 4 * 512^2 = 1048576, MLP 3 * 512 * 1280 = 1966080, norms 1024.
+    n = 12 * (1048576 + 1966080 + 1024) + 512
+    assert n == 36188672
+    rung = core.Rung("i3", model, seq_len=4096, batch_size=64, num_steps=100)
+    mesh = core.Mesh(data=2, fsdp=4, tensor=2, compute_bytes=2)
+    rp = core.rung_plan(rung, [], mesh)
+    d = 100 * 64 * 4096
+    assert rp.flops_6nd == 6 * n * d
+    fwd = 2 * (n + 32000 * 512) + 2 * 12 * 4096 * 8 * 64  # 105145344 + 50331648
+    assert fwd == 155476992
+    assert rp.flops_model == 3 * fwd * d
+    # fsdp 4 divides d 512, tensor 2 divides heads / d_ff / vocab: 8-way sharded.
+    assert rp.train_memory["params"] == 4 * (n + 32000 * 512) / 8 == 26286336
+    # 64 rows / (data 2 x fsdp 4) = 8 rows; per layer per token, bf16 and tensor 2:
+    # 2 * (4*512 + 2*(8+8)*64/2 + 4*1280/2) + 4 * 8 * 4096 / 2 = 11264 + 65536 = 76800;
+    # per token 12 * 76800 + 8 * 32000 / 2 = 1049600.
+    assert rp.train_memory["activations"] == 8 * 4096 * 1049600 == 34393292800
+
+
+def test_memory_error_when_a_rung_does_not_fit():
+    rung = core.Rung("i3", families.hu2023(3), seq_len=4096, batch_size=64, num_steps=400)
+    plan = core.build_plan("t", [rung], [], core.Mesh(2, 4, 2, 2),
+                           core.Device(bytes_limit=16 * 2**30, bytes_source="stated"))
+    assert any("does not fit" in e and "i3" in e for e in plan.errors)
+    roomy = core.build_plan("t", [rung], [], core.Mesh(2, 4, 2, 2),
+                            core.Device(bytes_limit=80 * 2**30, bytes_source="stated"))
+    assert not roomy.errors
+
+
+@pytest.mark.parametrize("p,r,k_max", [(0.01, 4, 300), (0.002, 2, 1000), (0.3, 4, 20)])
+def test_capped_negative_binomial_mean_against_monte_carlo(p, r, k_max):
+    rng = np.random.default_rng(0)
+    k = r + rng.negative_binomial(r, p, size=400_000)  # draws until the r-th pass
+    capped = np.minimum(k, k_max)
+    exact = costs.expected_capped_samples(p, r, k_max)[0]
+    assert abs(exact - capped.mean()) < 4 * capped.std() / np.sqrt(k.size)
+    # and the tail-sum identity E[min(K, m)] = sum_{s<m} P(Bin(s, p) <= r - 1)
+    from scipy import stats
+    assert exact == pytest.approx(stats.binom.cdf(r - 1, np.arange(k_max), p).sum(), rel=1e-9)
+    assert costs.capped_probability(p, r, k_max)[0] == pytest.approx(np.mean(k > k_max),
+                                                                      abs=3e-3)
+    # batched draws: whole batches of 64 until the r-th pass, the last one shortened.
+    drawn = np.minimum(-(-k // 64) * 64, k_max)
+    assert costs.expected_drawn_samples(p, r, k_max, 64)[0] == pytest.approx(
+        drawn.mean(), abs=4 * drawn.std() / np.sqrt(k.size))
+
+
+def test_capped_mean_limits():
+    assert costs.expected_capped_samples(0.0, 4, 1000)[0] == 1000
+    assert costs.expected_capped_samples(1.0, 4, 1000)[0] == pytest.approx(4)
+    assert costs.expected_capped_samples(0.5, 3, 10**6)[0] == pytest.approx(6)  # r / p
+
+
+def _pu_task(prior, k_max=1000):
+    return core.Task("gen", core.PASSUNTIL, instances=24, scored_tokens=100.0,
+                     prompt_tokens=80.0, generated_tokens=48, r=4, k_max=k_max,
+                     k_max_intermediate=50, draw_batch=512, num_slots=256,
+                     prior_pu={core.ALL_RUNGS: prior})
+
+
+def test_passuntil_worst_case_and_budget_warning():
+    rung = core.Rung("w32", W32, seq_len=128, batch_size=8, num_steps=400, checkpoints=3)
+    plan = core.build_plan("t", [rung], [_pu_task([1e-4])], core.Mesh(),
+                           core.Device(bytes_limit=2**30, bytes_source="stated"))
+    work = plan.rungs[0].evals[0]
+    assert work.samples_worst == 24 * (1000 + 50 + 50)
+    assert work.decode_tokens_worst == 24 * 1100 * 48
+    per_token = 2 * 32000 + 4 * 2 * (80 + 24) * 32  # context prompt + generated / 2
+    assert work.flops_worst == pytest.approx(24 * 3 * 100 * (64000 + 4 * 2 * 50 * 32)
+                                             + 24 * 1100 * 48 * per_token)
+    assert work.unmeasurable_share == 1.0  # r / PU = 40000 > 1000 for every instance
+    assert any("budget too small" in w and "every rung" in w for w in plan.warnings)
+    easy = core.build_plan("t", [rung], [_pu_task([0.2])], core.Mesh(),
+                           core.Device(bytes_limit=2**30, bytes_source="stated"))
+    assert not any("budget too small" in w for w in easy.warnings)
+    # an easy instance still costs one whole draw batch of 512 on the final checkpoint
+    assert easy.rungs[0].evals[0].samples_expected == pytest.approx(24 * (512 + 50 + 50),
+                                                                    rel=1e-6)
+
+
+def test_step_and_multiplier_warnings():
+    rung = core.Rung("w32", W32, seq_len=128, batch_size=8, num_steps=60, warmup_steps=3,
+                     token_multiplier=9.0)
+    th = core.Thresholds(fitted_token_multipliers=(20.0, 640.0))
+    plan = core.build_plan("t", [rung], [], core.Mesh(), core.Device(), th)
+    assert any("60 steps" in w for w in plan.warnings)
+    assert any("M=9 outside" in w for w in plan.warnings)
+
+
+def test_eval_fraction_warning_and_json():
+    rung = core.Rung("w32", W32, seq_len=128, batch_size=8, num_steps=200, checkpoints=3)
+    plan = core.build_plan("t", [rung], [_pu_task([1e-4], k_max=100_000)])
+    assert any("x training" in w for w in plan.warnings)
+    data = json.loads(json.dumps(plan_lib.plan_to_json(plan)))
+    assert data["totals"]["eval_flops_worst"] > data["totals"]["train_flops_model"]
+    assert data["rungs"][0]["n_non_embedding"] == 23712
+
+
+def test_default_study_dry_run_prints_the_plan():
+    import gin
+    try:
+        configs = plan_lib.load_gin(["experiments/default.gin"], search_path=".")
+        text = plan_lib.dry_run(configs["study_config"], configs["optimizer"],
+                                configs["mesh_config"], use_jax=False,
+                                prior_pu={"py_import_completion:n24:c96":
+                                          {core.ALL_RUNGS: [1e-4]}})
+    finally:
+        gin.clear_config()
+    for name in ("w32", "w96", "py_next_line_mc:n200", "validation", "Totals"):
+        assert name in text
+    assert "py_import_completion:n24:c96: PassUntil budget too small" in text.replace(
+        "task ", "")
+
+
+def test_probe_fills_wall_times_from_real_steps():
+    from lmscale.report.plan import probe
+    from lmscale.train.state import MeshConfig
+
+    tiny = W32.replace(d_model=16, n_heads=1, n_kv_heads=1, d_ff=40, name="w16")
+    rung = core.Rung("w16", tiny, seq_len=32, batch_size=8, num_steps=50, checkpoints=2)
+    task = core.Task("gen", core.PASSUNTIL, instances=2, scored_tokens=20.0,
+                     prompt_tokens=10.0, generated_tokens=4, r=2, k_max=8, draw_batch=4,
+                     num_slots=4)
+    plan = core.build_plan("t", [rung], [task], core.Mesh(1, 1, 1, 4),
+                           core.Device(peak_flops=1e12))
+    probe.time_plan(plan, mesh_config=MeshConfig(), steps=1)  # fsdp over the test devices
+    rp = plan.rungs[0]
+    assert rp.measured["step_s"] > 0 and rp.train_seconds == pytest.approx(
+        50 * rp.measured["step_s"])
+    # 2 instances x (8 + 8) samples worst case (no prior) x the measured time per sample
+    assert rp.eval_seconds >= 32 * rp.measured["sample_s:gen"] > 0
+    assert "%" in plan_lib.format_plan(plan).split("Memory")[0]  # MFU printed
