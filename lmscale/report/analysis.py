@@ -37,7 +37,7 @@ def _as_dict(row) -> dict:
 
 @dataclasses.dataclass
 class _Rung:
-    """One model size: its runs (seeds) and their final steps."""
+    """One (N, D) point of the ladder: its runs (seeds) and their final steps."""
 
     N: int
     N_total: int
@@ -47,14 +47,14 @@ class _Rung:
 
 
 def _rungs(runs: Mapping[str, Mapping[str, Any]]) -> list[_Rung]:
-    by_n: dict[int, _Rung] = {}
+    """Runs grouped by (N, D), sorted by N then D: only seeds of one (N, D) are averaged."""
+    by_point: dict[tuple[int, int], _Rung] = {}
     for name, info in runs.items():
-        n = int(info["num_params_non_embedding"])
-        rung = by_n.setdefault(n, _Rung(n, int(info["num_params"]), int(info["num_tokens"]),
-                                        [], {}))
+        n, d = int(info["num_params_non_embedding"]), int(info["num_tokens"])
+        rung = by_point.setdefault((n, d), _Rung(n, int(info["num_params"]), d, [], {}))
         rung.runs.append(name)
         rung.final_steps[name] = int(info["num_steps"])
-    return [by_n[n] for n in sorted(by_n)]
+    return [by_point[key] for key in sorted(by_point)]
 
 
 def _safe(fn, *args, **kwargs):
@@ -138,7 +138,7 @@ def analyze(rows: Iterable, runs: Mapping[str, Mapping[str, Any]], *,
     index = _Index(rows)
     rungs = _rungs(runs)
     if len(rungs) < held_out + 3:
-        raise ValueError(f"analyze: {len(rungs)} rung(s) (distinct N) for held_out={held_out}; "
+        raise ValueError(f"analyze: {len(rungs)} rung(s) (distinct (N, D)) for held_out={held_out}; "
                          f"the loss law needs >= 3 fitted rungs")
     notes: list[str] = []
 
