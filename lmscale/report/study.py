@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import pathlib
 import time
 from typing import Any, Sequence
@@ -263,12 +262,3 @@ def run_study(config: StudyConfig, workdir: str,
                      p["measured"] if p["measured"] is not None else float("nan"),
                      "n/a" if p["rel_error"] is None else f"{100 * p['rel_error']:.2f}%")
     return analysis
-
-
-def load_results(workdir: str) -> tuple[list[dict], dict[str, dict]]:
-    """(rows, run infos) of a finished or partial study, for notebooks."""
-    root = pathlib.Path(workdir).absolute()
-    rows = [dataclasses.asdict(r) for r in results_lib.read_rows(root / runner.RESULTS_FILE)]
-    infos = {p.parent.name: json.loads(p.read_text()) for p in
-             sorted((root / "runs").glob("*/run.json"))}
-    return rows, infos
