@@ -1,36 +1,38 @@
-r"""Evaluates every checkpoint of every run in a ladder workdir (absl binary, thin).
+r"""Binary: evaluate every checkpoint of every run in a ladder workdir.
 
   python -m lmscale.main.evaluate --gin_file=experiments/runs/evaluate.gin \
       --workdir=/tmp/ladder --gin_bindings="TASKS = ['gen_uicl_identity']"
 
-Flags -> gin -> one call of `lmscale.eval.runner.evaluate` (configured by the gin files).
-Rows go to `<workdir>/results.jsonl` unless `--results_path` is given; rerunning skips
-finished (run, step, task) units and resumes an interrupted PassUntil task.
+Flags (`lmscale.main._cli`'s, plus `--results_path`) -> gin -> one call of
+`lmscale.eval.runner.evaluate` (configured by the gin files). Rows go to
+`<workdir>/results.jsonl` unless `--results_path` is given; the resolved configuration is
+saved beside them as `evaluate_config.gin`. Rerunning skips finished (run, step, task)
+units and resumes an interrupted PassUntil task.
 """
 
+from __future__ import annotations
+
+import pathlib
+
 from absl import app, flags, logging
-import gin
 
-from lmscale import runtime
+from lmscale.main import _cli
 
-flags.DEFINE_multi_string("gin_file", [], "Gin files, in order.")
-flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings, after the files.")
-flags.DEFINE_string("workdir", None, "Ladder workdir (runs in its children) or one run dir.")
 flags.DEFINE_string("results_path", None, "Results JSONL (default <workdir>/results.jsonl).")
-flags.mark_flag_as_required("workdir")
-FLAGS = flags.FLAGS
+CONFIG_FILE = "evaluate_config.gin"
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    runtime.tune_host_allocator()  # before JAX starts its CPU threads
-    from lmscale.eval import runner
+def main(argv) -> None:
+    config_text = _cli.start(argv)
+    import jax  # pylint: disable=g-import-not-at-top
+    from lmscale.eval import runner  # pylint: disable=g-import-not-at-top
 
-    gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_bindings)
-    logging.info("gin config:\n%s", gin.config_str())
-    evaluate = gin.get_configurable(runner.evaluate)
-    results = evaluate(FLAGS.workdir, results_path=FLAGS.results_path)
+    FLAGS = _cli.FLAGS  # noqa: N806
+    logging.info("gin config:\n%s", config_text)
+    results = _cli.configured(runner.evaluate)(FLAGS.workdir, results_path=FLAGS.results_path)
+    if jax.process_index() == 0:
+        out = pathlib.Path(results.path).parent / CONFIG_FILE
+        out.write_text(config_text, encoding="utf-8")
     logging.info("evaluate: %d rows in %s", len(results.rows), results.path)
 
 

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from lmscale import fit as F
+from lmscale.train import record as record_lib
 from lmscale.eval.results import (ACCURACY, ANSWER_LOSS, BRIER_SCORE, CORRECT_CHOICE_PROB,
                                   INSTANCE, PASSUNTIL, VALIDATION_LOSS, VALIDATION_TASK)
 
@@ -37,7 +38,7 @@ def _as_dict(row) -> dict:
 
 @dataclasses.dataclass
 class _Rung:
-    """One model size: its runs (seeds) and their final steps."""
+    """One (N, D) point of the ladder: its runs (seeds) and their final steps."""
 
     N: int
     N_total: int
@@ -47,14 +48,25 @@ class _Rung:
 
 
 def _rungs(runs: Mapping[str, Mapping[str, Any]]) -> list[_Rung]:
-    by_n: dict[int, _Rung] = {}
+    """Runs grouped by (N, D), sorted by N then D: only seeds of one (N, D) are averaged."""
+    by_point: dict[tuple[int, int], _Rung] = {}
     for name, info in runs.items():
-        n = int(info["num_params_non_embedding"])
-        rung = by_n.setdefault(n, _Rung(n, int(info["num_params"]), int(info["num_tokens"]),
-                                        [], {}))
+        n, d = int(info["num_params_non_embedding"]), int(info["num_tokens"])
+        rung = by_point.setdefault((n, d), _Rung(n, int(info["num_params"]), d, [], {}))
         rung.runs.append(name)
         rung.final_steps[name] = int(info["num_steps"])
-    return [by_n[n] for n in sorted(by_n)]
+    return [by_point[key] for key in sorted(by_point)]
+
+
+def loss_unit(runs: Mapping[str, Mapping[str, Any]]) -> str:
+    """The runs' loss unit from their records ("nats/byte" under the byte vocabulary,
+    "nats/token" otherwise; `lmscale.train.record.loss_unit`); raises ValueError when the
+    runs disagree."""
+    units = {info.get("loss_unit") or record_lib.loss_unit(info.get("vocab_spec") or "")
+             for info in runs.values()}
+    if len(units) > 1:
+        raise ValueError(f"analyze: runs mix loss units {sorted(units)}")
+    return units.pop() if units else "nats/token"
 
 
 def _safe(fn, *args, **kwargs):
@@ -137,8 +149,9 @@ def analyze(rows: Iterable, runs: Mapping[str, Mapping[str, Any]], *,
     random_baselines = dict(random_baselines or {})
     index = _Index(rows)
     rungs = _rungs(runs)
+    unit = loss_unit(runs)
     if len(rungs) < held_out + 3:
-        raise ValueError(f"analyze: {len(rungs)} rung(s) (distinct N) for held_out={held_out}; "
+        raise ValueError(f"analyze: {len(rungs)} rung(s) (distinct (N, D)) for held_out={held_out}; "
                          f"the loss law needs >= 3 fitted rungs")
     notes: list[str] = []
 
@@ -201,7 +214,7 @@ def analyze(rows: Iterable, runs: Mapping[str, Mapping[str, Any]], *,
             pred = float(np.asarray(loss_fit.predict(N=np.array([rung.N], float),
                                                      D=np.array([rung.D], float)))[0])
             predicted_loss[rung.N] = pred
-            predictions.append(dict(quantity="validation loss (nats/byte)", task=VALIDATION_TASK,
+            predictions.append(dict(quantity=f"validation loss ({unit})", task=VALIDATION_TASK,
                                     method=f"{loss_form} law L(N)", N=rung.N, predicted=pred,
                                     measured=row["validation_loss"],
                                     rel_error=_rel(pred, row["validation_loss"])))

@@ -13,7 +13,7 @@ Outputs in the workdir: `runs/<run>/` (training), `results.jsonl` (every measure
 from __future__ import annotations
 
 import dataclasses
-import json
+import functools
 import pathlib
 import time
 from typing import Any, Sequence
@@ -26,10 +26,12 @@ from lmscale.models import ConfigError, ModelConfig
 from lmscale.report import analysis as analysis_lib
 from lmscale.report import figures as figures_lib
 from lmscale.report import markdown
+from lmscale.train import ladder as ladder_lib
 from lmscale.train import loop as train_loop
 from lmscale.train import optim
 from lmscale.train import spec as spec_lib
 from lmscale.train import state as state_lib
+from lmscale.train.record import RunRecord
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,13 +109,19 @@ class StudyConfig:
         if self.instances is not None and self.instances < 1:
             raise ConfigError(f"StudyConfig.instances={self.instances}: >= 1 or None")
 
+    def ladder(self) -> ladder_lib.LadderConfig:
+        """The study's ladder: one run per (model, seed) at the study's M."""
+        template = spec_lib.RunSpec(model=self.models[0], seq_len=self.seq_len,
+                                    batch_size=self.batch_size,
+                                    token_multiplier=self.token_multiplier,
+                                    corpus=self.corpus, vocab_spec=self.vocab_spec)
+        return ladder_lib.LadderConfig(template=template, models=self.models,
+                                       token_multipliers=(self.token_multiplier,),
+                                       seeds=self.seeds, batch_sizes=self.batch_sizes)
+
     def specs(self) -> list[spec_lib.RunSpec]:
         """One run spec per (model, seed), smallest model first."""
-        batches = self.batch_sizes or (self.batch_size,) * len(self.models)
-        return [spec_lib.RunSpec(model=m, seq_len=self.seq_len, batch_size=b,
-                                 token_multiplier=self.token_multiplier, corpus=self.corpus,
-                                 vocab_spec=self.vocab_spec, seed=s, name=f"{m.name}_s{s}")
-                for m, b in zip(self.models, batches) for s in self.seeds]
+        return self.ladder().specs()
 
 
 class _Stage:
@@ -132,22 +140,27 @@ class _Stage:
 
 def train_ladder(config: StudyConfig, runs_dir: pathlib.Path,
                  optimizer: optim.OptimizerConfig, mesh: state_lib.MeshConfig,
-                 loop: train_loop.LoopConfig, config_text: str | None) -> dict[str, dict]:
-    """Trains every (model, seed) run not yet done; returns run name -> run.json."""
+                 loop: train_loop.LoopConfig, config_text: str | None
+                 ) -> dict[str, RunRecord]:
+    """Trains every (model, seed) run not yet done (`lmscale.train.ladder.train_ladder`);
+    returns run name -> record."""
     specs = config.specs()
-    stage = _Stage("train", sum(s.total_tokens * s.model.flops_per_token(s.seq_len)
-                                for s in specs))
-    infos = {}
-    for i, spec in enumerate(specs, 1):
+    work = lambda s: s.total_tokens * s.model.flops_per_token(s.seq_len)  # noqa: E731
+    stage = _Stage("train", sum(work(s) for s in specs))
+
+    def loop_for(spec: spec_lib.RunSpec) -> train_loop.LoopConfig:
         every = -(-spec.total_tokens // config.eval_checkpoints)
-        run_loop = dataclasses.replace(loop, checkpoint_every_tokens=every)
-        info = train_loop.train(spec, str(runs_dir), optimizer=optimizer, mesh=mesh,
-                                loop=run_loop, config_text=config_text)
-        infos[spec.name] = info
-        stage.advance(spec.total_tokens * spec.model.flops_per_token(spec.seq_len),
-                      f"run {i}/{len(specs)} {spec.name} (N={spec.num_params_non_embedding:,}, "
-                      f"D={spec.total_tokens:,}) done")
-    return infos
+        return dataclasses.replace(loop, checkpoint_every_tokens=every)
+
+    def on_done(i: int, spec: spec_lib.RunSpec, _record) -> None:
+        stage.advance(work(spec), f"run {i}/{len(specs)} {spec.name} "
+                      f"(N={spec.num_params_non_embedding:,}, D={spec.total_tokens:,}) done")
+
+    train = functools.partial(train_loop.train, optimizer=optimizer, mesh=mesh)
+    records = ladder_lib.train_ladder(config.ladder(), runs_dir, train_fn=train,
+                                      config_text=config_text, loop_for=loop_for,
+                                      on_done=on_done)
+    return {r.run_name: r for r in records.values()}
 
 
 def evaluate_ladder(config: StudyConfig, runs_dir: pathlib.Path, infos: dict[str, dict],
@@ -160,7 +173,7 @@ def evaluate_ladder(config: StudyConfig, runs_dir: pathlib.Path, infos: dict[str
     results = None
     for name, info in infos.items():
         run_dir = runs_dir / name
-        final = int(info["num_steps"])
+        final = info.num_steps
         common = dict(results_path=str(results_path), validation=config.validation,
                       limit=config.instances)
         results = runner.evaluate([str(run_dir)], tasks, steps=[final],
@@ -249,12 +262,3 @@ def run_study(config: StudyConfig, workdir: str,
                      p["measured"] if p["measured"] is not None else float("nan"),
                      "n/a" if p["rel_error"] is None else f"{100 * p['rel_error']:.2f}%")
     return analysis
-
-
-def load_results(workdir: str) -> tuple[list[dict], dict[str, dict]]:
-    """(rows, run infos) of a finished or partial study, for notebooks."""
-    root = pathlib.Path(workdir).absolute()
-    rows = [dataclasses.asdict(r) for r in results_lib.read_rows(root / runner.RESULTS_FILE)]
-    infos = {p.parent.name: json.loads(p.read_text()) for p in
-             sorted((root / "runs").glob("*/run.json"))}
-    return rows, infos

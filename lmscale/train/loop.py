@@ -3,7 +3,7 @@
 Stage: train. Consumes a `RunSpec` (what to train), an `OptimizerConfig`, a `MeshConfig`
 and a `LoopConfig` (how often to log, evaluate and checkpoint); produces a run directory
 
-  <workdir>/<spec.name>/run.json       run summary (see `RUN_FIELDS`), status running|done|failed
+  <workdir>/<spec.name>/run.json       `lmscale.train.record.RunRecord`: running|done|failed
                        /config.gin     the resolved configuration, written before step 0
                        /metrics.jsonl  + tensorboard/: train and validation metrics
                        /checkpoints/   orbax: every K steps + final (kept), latest (resume)
@@ -16,9 +16,7 @@ rows its devices hold (`jax.make_array_from_process_local_data`); process 0 writ
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 import pathlib
 import time
 from typing import Any, Sequence
@@ -36,6 +34,7 @@ from lmscale.train import metrics as metrics_lib
 from lmscale.train import optim
 from lmscale.train import state as state_lib
 from lmscale.train import step as step_lib
+from lmscale.train.record import RunRecord, flops
 from lmscale.train.spec import RunSpec
 
 CONFIG_FILE = "config.gin"
@@ -185,16 +184,163 @@ class _Feeder:
                 for k, v in local.items()}
 
 
-def _write_json(path: pathlib.Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+def _open_run(spec: RunSpec, workdir: str, optimizer: optim.OptimizerConfig,
+              mesh: state_lib.MeshConfig, loop: LoopConfig, config_text: str | None,
+              is_writer: bool) -> tuple[pathlib.Path, RunSpec, RunRecord, bool]:
+    """The run directory, the spec at its compute dtype, and its record (status running;
+    wall time and checkpoints carried over from an earlier session); done=True when an
+    earlier session finished the run (the record is then the one on disk)."""
+    run_dir = pathlib.Path(workdir) / spec.name
+    previous = RunRecord.load(run_dir) if RunRecord.exists(run_dir) else None
+    if previous is not None and previous.done:
+        logging.info("%s: already done, skipping", run_dir)
+        return run_dir, spec, previous, True
+    if is_writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    dtype = loop.compute_dtype
+    if dtype == "auto":
+        dtype = "float32" if jax.default_backend() == "cpu" else "bfloat16"
+    spec = dataclasses.replace(spec, model=spec.model.replace(dtype=dtype))
+    record = RunRecord.from_spec(
+        spec, status="running", checkpoint_every_steps=checkpoint_every_steps(spec, loop),
+        optimizer=dataclasses.asdict(optimizer),
+        mesh=dict(zip(state_lib.MESH_AXES, mesh.shape(jax.device_count()))),
+        num_processes=jax.process_count(),
+        wall_s=previous.wall_s if previous is not None else 0.0,
+        checkpoints=list(previous.checkpoints) if previous is not None else [])
+    if is_writer:
+        (run_dir / CONFIG_FILE).write_text(
+            config_text if config_text is not None else
+            f"# lmscale.train.loop.train called without gin\n# spec = {spec!r}\n"
+            f"# optimizer = {optimizer!r}\n# mesh = {mesh!r}\n# loop = {loop!r}\n",
+            encoding="utf-8")
+        record.save(run_dir)
+    return run_dir, spec, record, False
+
+
+def _restore_or_init(spec: RunSpec, manager, abstract, tx, optimizer, device_mesh, shardings,
+                     run_dir: pathlib.Path):
+    """(state, first step): the latest checkpoint's, or a fresh state at step 0."""
+    restored = ckpt_lib.restore_latest(manager, abstract)
+    if restored is None:
+        return state_lib.create_train_state(spec, tx, optimizer, device_mesh, shardings), 0
+    latest, state, data_state, _ = restored
+    start = int(data_state["batches_consumed"])
+    if start != int(state.step):
+        raise RuntimeError(f"{run_dir}: checkpoint {latest} has step {int(state.step)} but "
+                           f"data position {start}")
+    logging.info("%s: resumed from step %d", run_dir, start)
+    return state, start
+
+
+@dataclasses.dataclass
+class _Session:
+    """What one training session holds while it steps: the compiled steps, the data feeds,
+    the metric writers and the run's record."""
+
+    spec: RunSpec
+    loop: LoopConfig
+    run_dir: pathlib.Path
+    record: RunRecord
+    is_writer: bool
+    manager: Any
+    train_step: Any
+    eval_step: Any
+    train_feed: _Feeder
+    valid_sets: dict
+    writer: Any
+    throughput: metrics_lib.Throughput
+    noise: metrics_lib.NoiseScale
+
+    def evaluate(self, params, step: int) -> None:
+        scalars = {name: _validation_loss(self.eval_step, params, feed, local)
+                   for name, (feed, local) in self.valid_sets.items()}
+        self.writer.write_scalars(step, {metrics_lib.valid_loss_name(k): v
+                                         for k, v in scalars.items()})
+        logging.info("step %d/%d validation %s", step, self.spec.num_steps,
+                     " ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
+
+    def save(self, state, done: int, every: int) -> None:
+        ckpt_lib.save(self.manager, done, state, {"batches_consumed": done},
+                      {"step": done, "tokens_seen": self.spec.tokens_per_step * done,
+                       "run_name": self.spec.name})
+        if (done % every == 0 or done == self.spec.num_steps) and \
+                done not in self.record.checkpoints:
+            self.record.checkpoints = sorted(self.record.checkpoints + [done])
+
+
+def _start_session(spec, run_dir, record, optimizer, mesh, device_mesh, loop, is_writer):
+    """Builds the optimizer, state (restored or fresh), feeds and compiled steps."""
+    rules = mesh.logical_rules()
+    tx, schedule = optim.make_optimizer(optimizer, spec.num_steps, spec.model.d_model)
+    abstract, shardings = state_lib.state_shardings(spec, tx, device_mesh, rules)
+    batch_sharding = nn.logical_to_mesh_sharding(PartitionSpec("batch", "length"),
+                                                 device_mesh, rules)
+    manager = ckpt_lib.make_manager(run_dir, eval_every_steps=record.checkpoint_every_steps,
+                                    num_steps=spec.num_steps,
+                                    async_save=loop.async_checkpointing)
+    state, start = _restore_or_init(spec, manager, abstract, tx, optimizer, device_mesh,
+                                    shardings, run_dir)
+    shards = loop.data_shards or jax.process_count()
+    train_feed = _Feeder(
+        lambda s, n, rows: _stream(spec, spec.corpus, "train", rows, s, n, repeat=True,
+                                   start_batch=start),
+        spec.batch_size, spec.seq_len, shards, batch_sharding)
+    session = _Session(
+        spec=spec, loop=loop, run_dir=run_dir, record=record, is_writer=is_writer,
+        manager=manager,
+        train_step=step_lib.make_train_step(
+            spec.model, tx, schedule, device_mesh, rules, shardings, batch_sharding,
+            noise_scale=loop.noise_scale, constrain_activations=loop.constrain_activations),
+        eval_step=step_lib.make_eval_step(
+            spec.model, device_mesh, rules, shardings.params, batch_sharding,
+            constrain_activations=loop.constrain_activations),
+        train_feed=train_feed,
+        valid_sets=_validation_batches(spec, loop, shards, batch_sharding),
+        writer=metrics_lib.make_writer(run_dir, is_writer),
+        throughput=metrics_lib.Throughput(
+            spec.flops_per_step, spec.tokens_per_step,
+            metrics_lib.peak_flops_total(loop.peak_flops_per_device), spec.num_steps, start),
+        noise=metrics_lib.NoiseScale())
+    return session, state, start
+
+
+def _run_steps(session: _Session, state, start: int):
+    """Steps from `start` to the last step: logs, evaluates, checks finiteness, saves."""
+    spec, loop = session.spec, session.loop
+    every = session.record.checkpoint_every_steps
+    pending: list[dict[str, jax.Array]] = []
+    batches = session.train_feed.local_batches()
+    for step in range(start, spec.num_steps):
+        state, step_metrics = session.train_step(state,
+                                                 session.train_feed.to_global(next(batches)))
+        pending.append(step_metrics)
+        done = step + 1
+        if step == start:
+            jax.block_until_ready(state)
+            session.throughput.reset(done)  # leave compilation out of tokens/s
+        will_save = (done % every == 0 or done % loop.save_every_steps == 0
+                     or done == spec.num_steps)
+        if will_save or done % loop.log_every_steps == 0:
+            # Never log or checkpoint past a non-finite step (one host sync per check).
+            _check_finite(pending, done, session)
+        if done % loop.log_every_steps == 0 or done == spec.num_steps:
+            _log_train(session.writer, pending, done, spec, session.throughput,
+                       session.noise, loop.noise_scale)
+            pending = []
+        if loop.eval_every_steps and done % loop.eval_every_steps == 0 and done < spec.num_steps:
+            session.evaluate(state.params, done)
+            session.throughput.reset(done)
+        if will_save:
+            session.save(state, done, every)
+            session.throughput.reset(done)
+    return state
 
 
 def train(spec: RunSpec, workdir: str, optimizer: optim.OptimizerConfig = optim.OptimizerConfig(),
           mesh: state_lib.MeshConfig = state_lib.MeshConfig(), loop: LoopConfig = LoopConfig(),
-          config_text: str | None = None) -> dict:
-    """Trains (or resumes, or skips when done) one run; returns its run.json.
+          config_text: str | None = None) -> RunRecord:
+    """Trains (or resumes, or skips when done) one run; returns its record (run.json).
 
     Args:
       spec: what to train; the run directory is `<workdir>/<spec.name>`.
@@ -203,129 +349,37 @@ def train(spec: RunSpec, workdir: str, optimizer: optim.OptimizerConfig = optim.
       config_text: the resolved gin configuration, saved as `config.gin` before step 0.
 
     Returns:
-      The run's run.json contents (status "done").
+      The run's `RunRecord` (status "done"), as saved in `<run_dir>/run.json`.
 
     Raises:
       ConfigError: a bad setting, before anything is compiled (names the field).
       TrainingDivergedError: a non-finite loss or gradient norm; run.json gets status
         "failed" and the message; no checkpoint is written past the last finite step.
       lmscale.train.checkpoints.CorruptCheckpointError: checkpoints exist but none restores.
+      lmscale.train.record.RunRecordError: an existing run.json is corrupt or too old.
     """
     start_wall = time.time()
     validate(spec, optimizer, mesh, loop, jax.device_count(), jax.process_count())
     device_mesh = state_lib.make_mesh(mesh)
-    rules = mesh.logical_rules()
     state_lib.check_batch(mesh, device_mesh, spec.batch_size)
     is_writer = jax.process_index() == 0
-    run_dir = pathlib.Path(workdir) / spec.name
-    run_file = run_dir / ckpt_lib.RUN_FILE
-    if run_file.is_file():
-        previous = ckpt_lib.run_info(run_dir)
-        if previous.get("status") == "done":
-            logging.info("%s: already done, skipping", run_dir)
-            return previous
+    run_dir, spec, record, done = _open_run(spec, workdir, optimizer, mesh, loop, config_text,
+                                            is_writer)
+    if done:
+        return record
+    session, state, start = _start_session(spec, run_dir, record, optimizer, mesh,
+                                           device_mesh, loop, is_writer)
+    state = _run_steps(session, state, start)
+    session.evaluate(state.params, spec.num_steps)
+    ckpt_lib.close(session.manager)
+    session.writer.flush()
+    session.writer.close()
+    record.status = "done"
+    record.wall_s += time.time() - start_wall
     if is_writer:
-        run_dir.mkdir(parents=True, exist_ok=True)
-
-    dtype = loop.compute_dtype
-    if dtype == "auto":
-        dtype = "float32" if jax.default_backend() == "cpu" else "bfloat16"
-    spec = dataclasses.replace(spec, model=spec.model.replace(dtype=dtype))
-    every = checkpoint_every_steps(spec, loop)
-    info = dict(spec.summary(), status="running", checkpoint_every_steps=every,
-                optimizer=dataclasses.asdict(optimizer),
-                mesh=dict(zip(state_lib.MESH_AXES, mesh.shape(jax.device_count()))),
-                num_processes=jax.process_count(), wall_s=0.0)
-    if run_file.is_file():
-        info["wall_s"] = float(ckpt_lib.run_info(run_dir).get("wall_s", 0.0))
-    if is_writer:
-        (run_dir / CONFIG_FILE).write_text(
-            config_text if config_text is not None else
-            f"# lmscale.train.loop.train called without gin\n# spec = {spec!r}\n"
-            f"# optimizer = {optimizer!r}\n# mesh = {mesh!r}\n# loop = {loop!r}\n",
-            encoding="utf-8")
-        _write_json(run_file, info)
-
-    tx, schedule = optim.make_optimizer(optimizer, spec.num_steps, spec.model.d_model)
-    abstract, shardings = state_lib.state_shardings(spec, tx, device_mesh, rules)
-    batch_sharding = nn.logical_to_mesh_sharding(PartitionSpec("batch", "length"),
-                                                 device_mesh, rules)
-    manager = ckpt_lib.make_manager(run_dir, eval_every_steps=every, num_steps=spec.num_steps,
-                                    async_save=loop.async_checkpointing)
-    restored = ckpt_lib.restore_latest(manager, abstract)
-    if restored is None:
-        state = state_lib.create_train_state(spec, tx, optimizer, device_mesh, shardings)
-        start = 0
-    else:
-        latest, state, data_state, _ = restored
-        start = int(data_state["batches_consumed"])
-        if start != int(state.step):
-            raise RuntimeError(f"{run_dir}: checkpoint {latest} has step {int(state.step)} but "
-                               f"data position {start}")
-        logging.info("%s: resumed from step %d", run_dir, start)
-
-    shards = loop.data_shards or jax.process_count()
-    train_feed = _Feeder(
-        lambda s, n, rows: _stream(spec, spec.corpus, "train", rows, s, n, repeat=True,
-                                   start_batch=start),
-        spec.batch_size, spec.seq_len, shards, batch_sharding)
-    valid_sets = _validation_batches(spec, loop, shards, batch_sharding)
-
-    train_step = step_lib.make_train_step(
-        spec.model, tx, schedule, device_mesh, rules, shardings, batch_sharding,
-        noise_scale=loop.noise_scale,
-        constrain_activations=loop.constrain_activations)
-    eval_step = step_lib.make_eval_step(spec.model, device_mesh, rules, shardings.params,
-                                        batch_sharding,
-                                        constrain_activations=loop.constrain_activations)
-    writer = metrics_lib.make_writer(run_dir, is_writer)
-    peak = metrics_lib.peak_flops_total(loop.peak_flops_per_device)
-    throughput = metrics_lib.Throughput(spec.flops_per_step, spec.tokens_per_step, peak,
-                                        spec.num_steps, start)
-    noise = metrics_lib.NoiseScale()
-    pending: list[dict[str, jax.Array]] = []
-    batches = train_feed.local_batches()
-
-    def evaluate(step: int) -> None:
-        scalars = {name: _validation_loss(eval_step, state.params, feed, local)
-                   for name, (feed, local) in valid_sets.items()}
-        writer.write_scalars(step, {metrics_lib.valid_loss_name(k): v
-                                    for k, v in scalars.items()})
-        logging.info("step %d/%d validation %s", step, spec.num_steps,
-                     " ".join(f"{k}={v:.4f}" for k, v in scalars.items()))
-
-    for step in range(start, spec.num_steps):
-        state, step_metrics = train_step(state, train_feed.to_global(next(batches)))
-        pending.append(step_metrics)
-        done = step + 1
-        if step == start:
-            jax.block_until_ready(state)
-            throughput.reset(done)  # leave compilation out of tokens/s
-        will_save = (done % every == 0 or done % loop.save_every_steps == 0
-                     or done == spec.num_steps)
-        if will_save or done % loop.log_every_steps == 0:
-            # Never log or checkpoint past a non-finite step (one host sync per check).
-            _check_finite(pending, done, manager, run_dir, run_file, info, is_writer)
-        if done % loop.log_every_steps == 0 or done == spec.num_steps:
-            _log_train(writer, pending, done, spec, throughput, noise, loop.noise_scale)
-            pending = []
-        if loop.eval_every_steps and done % loop.eval_every_steps == 0 and done < spec.num_steps:
-            evaluate(done)
-            throughput.reset(done)
-        if will_save:
-            ckpt_lib.save(manager, done, state, {"batches_consumed": done},
-                          {"step": done, "tokens_seen": done * spec.tokens_per_step,
-                           "run_name": spec.name})
-            throughput.reset(done)
-    evaluate(spec.num_steps)
-    ckpt_lib.close(manager)
-    writer.flush()
-    writer.close()
-    info.update(status="done", wall_s=info["wall_s"] + time.time() - start_wall)
-    if is_writer:
-        _write_json(run_file, info)
+        record.save(run_dir)
     multihost_utils.sync_global_devices(f"lmscale train done {spec.name}")
-    return info
+    return record
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -333,8 +387,7 @@ class TrainingDivergedError(FloatingPointError):
     good checkpoint (which is left intact)."""
 
 
-def _check_finite(pending: Sequence[dict], done: int, manager, run_dir: pathlib.Path,
-                  run_file: pathlib.Path, info: dict, is_writer: bool) -> None:
+def _check_finite(pending: Sequence[dict], done: int, session: _Session) -> None:
     """Raises TrainingDivergedError if a step in `pending` (steps done - len + 1 .. done,
     numbered as in metrics.jsonl) has a non-finite loss or gradient norm; first lets the
     last save finish and marks run.json status "failed"."""
@@ -344,15 +397,16 @@ def _check_finite(pending: Sequence[dict], done: int, manager, run_dir: pathlib.
         if all(math.isfinite(v) for v in values.values()):
             continue
         step = done - len(host) + 1 + i
+        manager, run_dir = session.manager, session.run_dir
         manager.wait_until_finished()
         last = manager.latest_step()
         where = (f"last good checkpoint: {run_dir / ckpt_lib.CHECKPOINT_DIR / str(last)} "
                  f"(step {last})" if last is not None else "no checkpoint was saved")
         message = (f"{run_dir}: non-finite training metrics at step {step} "
                    f"({', '.join(f'{k}={v}' for k, v in values.items())}); {where}")
-        if is_writer:
-            _write_json(run_file, dict(info, status="failed", failure=message,
-                                       failed_step=step, last_good_checkpoint=last))
+        if session.is_writer:
+            dataclasses.replace(session.record, status="failed", failure=message,
+                                failed_step=step, last_good_checkpoint=last).save(run_dir)
         raise TrainingDivergedError(message)
 
 
@@ -366,7 +420,7 @@ def _log_train(writer, pending: Sequence[dict], done: int, spec: RunSpec,
                metrics_lib.GRAD_NORM: mean("grad_norm"),
                metrics_lib.LEARNING_RATE: float(host[-1]["lr"]),
                metrics_lib.TOKENS_SEEN: tokens_seen,
-               metrics_lib.FLOPS_SEEN: 6.0 * spec.num_params_non_embedding * tokens_seen}
+               metrics_lib.FLOPS_SEEN: flops(spec.num_params_non_embedding, tokens_seen)}
     if with_noise:
         for m in host:
             b_noise = noise.update(float(m["grad_sq_small"]), float(m["grad_sq_big"]),

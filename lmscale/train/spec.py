@@ -13,6 +13,7 @@ import dataclasses
 import math
 
 from lmscale.models.config import ConfigError, ModelConfig, count_params
+from lmscale.train import record
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,29 +102,10 @@ class RunSpec:
 
     @property
     def flops(self) -> float:
-        """C = 6 N D with N non-embedding and D = `total_tokens` (FLOPs)."""
-        return 6.0 * self.num_params_non_embedding * self.total_tokens
+        """C = 6 N D with N non-embedding and D = `total_tokens` (`record.flops`)."""
+        return record.flops(self.num_params_non_embedding, self.total_tokens)
 
     @property
     def flops_per_step(self) -> float:
         """Model FLOPs of one step, attention and unembedding included (for MFU)."""
         return self.model.flops_per_token(self.seq_len) * self.tokens_per_step
-
-    def summary(self) -> dict:
-        """The run.json fields this spec determines (JSON-serialisable)."""
-        return {
-            "run_name": self.name,
-            "model_config": dataclasses.asdict(self.model),
-            "num_params": self.num_params,
-            "num_params_non_embedding": self.num_params_non_embedding,
-            "num_tokens": self.total_tokens,
-            "flops": self.flops,
-            "token_multiplier": self.token_multiplier,
-            "tokens_per_step": self.tokens_per_step,
-            "batch_size": self.batch_size,
-            "seq_len": self.seq_len,
-            "num_steps": self.num_steps,
-            "vocab_spec": self.vocab_spec,
-            "corpus": self.corpus,
-            "seed": self.seed,
-        }

@@ -10,7 +10,7 @@ import re
 import gin
 import pytest
 
-from lmscale.main import ladder
+from lmscale.train import ladder
 from lmscale.main import _cli
 from lmscale.train import optim
 from lmscale.train.spec import RunSpec
@@ -77,10 +77,9 @@ def test_gin_file_parses_and_builds(path):
     assert _build_config_classes(text + "\n".join(bindings)) >= 1
 
     specs = []
-    if "ladder.run_ladder" in text:
-        _cli.configured(ladder.run_ladder)(
-            workdir="/nonexistent", spec_fn=_cli.configured(RunSpec),
-            train_fn=lambda spec, **_: specs.append(spec) or {})
+    if "ladder.LadderConfig" in text:
+        ladder.train_ladder(_cli.configured(ladder.LadderConfig)(), "/nonexistent",
+                            train_fn=lambda spec, **_: specs.append(spec) or {})
         assert len({s.model.name for s in specs}) >= 2
     elif "run_spec.RunSpec" in text and "MODEL" not in set_here:
         # A single-run file; files that set MODEL themselves (studies) build their own specs.

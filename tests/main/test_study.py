@@ -50,7 +50,7 @@ def test_micro_study_end_to_end_and_resume(tmp_path, monkeypatch):
 
     # Every rung trained, with intermediate checkpoints, and every checkpoint evaluated.
     runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
-    assert runs == sorted(f"m{w}_s0" for w in (16, 24, 32, 40))
+    assert runs == sorted(f"m{w}_M0.5_s0" for w in (16, 24, 32, 40))
     steps_per_run = {}
     for line in (tmp_path / "results.jsonl").read_text().splitlines():
         row = json.loads(line)

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from lmscale.train import checkpoints, metrics
+from lmscale.train.record import RunRecord
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -16,7 +17,7 @@ def test_tiny_ladder_leaves_checkpoints_and_metrics_and_skips_done_runs(tmp_path
     cmd = [sys.executable, "-m", "lmscale.main.ladder", "--gin_file=experiments/ladder_tiny.gin",
            f"--workdir={tmp_path}",
            # Same ladder, smaller budgets, so the test takes ~1-3 minutes on 2 cores.
-           "--gin_bindings=ladder.run_ladder.token_multipliers = [0.05, 0.1]",
+           "--gin_bindings=ladder.LadderConfig.token_multipliers = [0.05, 0.1]",
            "--gin_bindings=train_loop.LoopConfig.eval_batches = 1",
            "--gin_bindings=train_loop.LoopConfig.checkpoint_every_tokens = 4096",
            "--gin_bindings=train_loop.LoopConfig.peak_flops_per_device = 1e10"]
@@ -25,13 +26,13 @@ def test_tiny_ladder_leaves_checkpoints_and_metrics_and_skips_done_runs(tmp_path
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == sorted(f"{m}_M{x}" for m in ("tiny_s", "tiny_m", "tiny_l")
+    assert names == sorted(f"{m}_M{x}_s0" for m in ("tiny_s", "tiny_m", "tiny_l")
                            for x in ("0.05", "0.1"))
     sizes = {}
     for name in names:
         run_dir = tmp_path / name
-        info = checkpoints.run_info(run_dir)
-        assert info["status"] == "done"
+        info = RunRecord.load(run_dir).to_dict()
+        assert info["status"] == "done" and info["loss_unit"] == "nats/byte"
         evals = checkpoints.list_eval_checkpoints(run_dir)
         assert evals[-1] == info["num_steps"]
         assert all(s % info["checkpoint_every_steps"] == 0 for s in evals[:-1])

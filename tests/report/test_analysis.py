@@ -137,3 +137,26 @@ def test_report_files_are_written(tmp_path):
     data = json.loads(results.read_text())
     assert data["predictions"] == json.loads(json.dumps(out["predictions"]))
     assert "_fits" not in data["tasks"]["gen"]
+
+
+def test_runs_of_one_size_with_different_token_counts_are_separate_rungs():
+    # Issue 13 item 8: _rungs grouped by N alone, averaging different D as if they were seeds.
+    info = lambda d, seed: dict(num_params=105, num_params_non_embedding=100,  # noqa: E731
+                                num_tokens=d, num_steps=d // 10, seed=seed)
+    runs = {"a_M2_s0": info(200, 0), "a_M2_s1": info(200, 1), "a_M8_s0": info(800, 0),
+            "b_M2_s0": dict(info(400, 0), num_params=205, num_params_non_embedding=200)}
+    rungs = analysis._rungs(runs)
+    assert [(r.N, r.D) for r in rungs] == [(100, 200), (100, 800), (200, 400)]
+    assert rungs[0].runs == ["a_M2_s0", "a_M2_s1"] and rungs[1].runs == ["a_M8_s0"]
+    assert rungs[1].final_steps == {"a_M8_s0": 80}
+
+
+def test_loss_is_labelled_with_the_records_unit():
+    rows, runs = synthetic()
+    out = analysis.analyze(rows, runs, held_out=1)
+    assert out["predictions"][0]["quantity"] == "validation loss (nats/token)"
+    byte_runs = {k: dict(v, loss_unit="nats/byte") for k, v in runs.items()}
+    out = analysis.analyze(rows, byte_runs, held_out=1)
+    assert out["predictions"][0]["quantity"] == "validation loss (nats/byte)"
+    spm = {k: dict(v, vocab_spec="/x/spm.model") for k, v in runs.items()}
+    assert analysis.loss_unit(spm) == "nats/token"

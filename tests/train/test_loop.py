@@ -10,6 +10,7 @@ from lmscale.models.config import ConfigError, ModelConfig
 from lmscale.testing import tiny_config
 from lmscale.train import checkpoints, loop, metrics, optim
 from lmscale.train import spec as spec_lib
+from lmscale.train.record import RunRecord
 from lmscale.train import state as state_lib
 
 SPEC = spec_lib.RunSpec(tiny_config(vocab_size=259, vocab_pad_multiple=128), seq_len=32,
@@ -31,8 +32,11 @@ def run(tmp_path_factory):
 @pytest.mark.slow
 def test_run_directory_contract(run):
     run_dir, info = run
-    on_disk = train_pkg.run_info(run_dir)
-    assert on_disk == json.loads(json.dumps(info))
+    assert isinstance(info, RunRecord) and RunRecord.load(run_dir) == info
+    on_disk = train_pkg.run_info(run_dir)  # the dict compatibility path
+    assert on_disk == json.loads(json.dumps(info.to_dict()))
+    assert info.loss_unit == "nats/byte" and info.mesh == {"data": 2, "fsdp": 2, "tensor": 2}
+    assert info.checkpoints == [4, 8, 10] and info.flops == info.flops_at(10)
     assert on_disk["status"] == "done" and on_disk["num_steps"] == 10
     assert on_disk["num_tokens"] == 2560 and on_disk["tokens_per_step"] == 256
     assert on_disk["flops"] == 6 * on_disk["num_params_non_embedding"] * 2560
@@ -79,7 +83,7 @@ def test_eval_checkpoints_kept_and_params_restore_on_any_mesh(run):
 def test_finished_run_is_skipped(run):
     run_dir, info = run
     again = loop.train(SPEC, str(run_dir.parent), OPT, state_lib.MeshConfig(), LOOP)
-    assert again == json.loads(json.dumps(info))
+    assert again == info
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -5,6 +5,7 @@ import pytest
 
 from lmscale.models.config import ConfigError, count_params
 from lmscale.testing import tiny_config
+from lmscale.train.record import RunRecord
 from lmscale.train.spec import RunSpec
 
 
@@ -19,8 +20,9 @@ def test_steps_tokens_and_flops_from_token_multiplier():
     assert spec.total_tokens == spec.num_steps * 128 >= 20 * n
     assert spec.flops == 6.0 * n * spec.total_tokens
     assert spec.name == "tiny_M20"
-    summary = spec.summary()
-    assert summary["num_tokens"] == spec.total_tokens and summary["num_steps"] == spec.num_steps
+    summary = RunRecord.from_spec(spec)
+    assert summary.num_tokens == spec.total_tokens and summary.num_steps == spec.num_steps
+    assert summary.flops == spec.flops and summary.loss_unit == "nats/byte"
 
 
 def test_steps_from_token_count_round_up():
