@@ -29,6 +29,7 @@ import scipy.stats
 from lmscale.fit import _checks
 from lmscale.fit import bootstrap as bootstrap_lib
 from lmscale.fit import fitters
+from lmscale.fit.prediction import Prediction
 
 
 def naive_estimate(num_samples: int, num_passes: int) -> float:
@@ -148,6 +149,85 @@ def pu_from_counts(num_samples, num_passes, r: int) -> np.ndarray:
     return np.where(capped, x / K, np.where(K == 1, 1.0, stopped))
 
 
+def sample_passuntil(rng: np.random.Generator, p, r: int, k_max: int):
+    """Simulates PassUntil runs at pass probabilities `p` (any shape), vectorised.
+
+    K - r failures before the r-th pass ~ NegativeBinomial(r, p); the run is capped when
+    K > k_max, i.e. when the first k_max samples hold fewer than r passes, and its
+    passes are then Binomial(k_max, p) conditioned on < r (drawn from that truncated
+    pmf by inversion).
+
+    Returns:
+      (num_samples, num_passes) int arrays shaped like `p`.
+    """
+    p = np.asarray(p, float)
+    if np.any((p < 0) | (p > 1)) or np.any(~np.isfinite(p)):
+        raise ValueError("sample_passuntil: p must lie in [0, 1]")
+    if r < 1 or k_max < r:
+        raise ValueError(f"sample_passuntil: need 1 <= r={r} <= k_max={k_max}")
+    safe = np.clip(p, 1e-12, 1.0)  # below 1e-12 every run is capped with 0 passes
+    failures = rng.negative_binomial(r, safe)
+    capped = (p < 1e-12) | (failures > k_max - r)
+    K = np.where(capped, k_max, r + np.minimum(failures, k_max))
+    logpmf = scipy.stats.binom.logpmf(np.arange(r)[:, None], k_max, safe.reshape(1, -1))
+    pmf = np.exp(logpmf - logpmf.max(axis=0, keepdims=True))
+    cdf = np.cumsum(pmf, axis=0) / pmf.sum(axis=0, keepdims=True)
+    u = rng.random(p.size)
+    trunc = np.minimum((u[None] > cdf).sum(axis=0), r - 1).reshape(p.shape)
+    passes = np.where(capped, np.where(p < 1e-12, 0, trunc), r)
+    return K.astype(np.int64), passes.astype(np.int64)
+
+
+def pass_at_k_task(num_samples, num_passes, k: int, *, r: int, level: float = 0.9,
+                   num_resamples: int = 2000, seed: int = 0) -> Prediction:
+    """A task's pass@k from PassUntil samples, with a bootstrap interval over instances.
+
+    Per instance an unbiased estimate under PassUntil's stopping rule: 1 - P(the first k
+    samples all fail | counts). Stopped at the r-th pass on sample K, the r - 1 earlier
+    passes sit uniformly among the first K - 1 samples, so that probability is
+    C(K - 1 - k, r - 1) / C(K - 1, r - 1); capped (c < r passes in K = k_max), it is
+    C(K - k, c) / C(K, c), Chen et al.'s `pass_at_k(K, c, k)`. (The indicator "the first
+    k fail" is unbiased for (1 - p)^k; these are its conditional expectations.) Plain
+    `pass_at_k` on a stopped run is biased upwards, like r / K. The task value is the
+    mean over instances; its interval resamples instances (their spread holds each
+    instance's sampling noise as well as the instance mix), so it is an interval for the
+    task's pass@k (instances drawn from the task), not for these instances' mean.
+
+    Args:
+      num_samples, num_passes: [I] counts of one model; r: the PassUntil pass target.
+      k: pass@k's k, 1 <= k <= the cap.
+    Returns:
+      A `Prediction` (quantity "pass@k", bounds (0, 1)).
+    """
+    K = np.asarray(num_samples, np.int64).reshape(-1)
+    c = np.asarray(num_passes, np.int64).reshape(-1)
+    if K.shape != c.shape or K.size == 0:
+        raise ValueError(f"num_samples {K.shape} and num_passes {c.shape} must be equal, "
+                         "non-empty [instances] arrays")
+    if k < 1:
+        raise ValueError(f"k={k} must be >= 1")
+    vals = np.empty(K.size)
+    for i in range(K.size):
+        _check_counts(int(K[i]), int(c[i]))
+        if c[i] < r:  # capped
+            if k > K[i]:
+                raise ValueError(f"k={k} exceeds the cap K={K[i]} of instance {i}")
+            vals[i] = pass_at_k(int(K[i]), int(c[i]), k)
+        elif c[i] == r:
+            j = np.arange(r - 1)
+            n = K[i] - 1
+            vals[i] = 1.0 if n - k < r - 1 else -np.expm1(np.sum(np.log1p(-k / (n - j))))
+        else:
+            raise ValueError(f"num_passes[{i}]={c[i]} exceeds r={r}")
+    idx = bootstrap_lib.resample_indices(vals.size, num_resamples, seed)
+    lo, hi = bootstrap_lib.percentile_interval(vals[idx].mean(axis=1), level)
+    return Prediction(quantity="pass@k", point=float(vals.mean()), low=lo, high=hi,
+                      level=level, method=f"pass@{k} (Chen et al.), instance bootstrap",
+                      bounds=(0.0, 1.0),
+                      details=dict(k=k, num_instances=int(vals.size),
+                                   num_resamples=num_resamples))
+
+
 def _check_counts(num_samples, num_passes):
     if num_samples < 1:
         raise ValueError(f"num_samples={num_samples} must be >= 1")
@@ -181,16 +261,98 @@ def _F(pu):
         return np.log(-np.log(pu))
 
 
-def fit_pu_dataset(N, pu=None, *, num_samples=None, num_passes=None, r: int | None = None):
+@dataclasses.dataclass
+class DatasetPUFit(fitters.Fit):
+    """`fit_pu_dataset`'s result: a `fitters.Fit` plus predictive intervals.
+
+    Attributes (beyond `Fit`'s):
+      instances: the full-data `InstancePUFit` of the same [m, I] PU (None when only the
+        dataset PU per model was given); its curves are the bootstrap's base truth.
+    """
+    instances: InstancePUFit | None = dataclasses.field(default=None, repr=False)
+    _errors: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def predict_interval(self, level: float = 0.9, N=None, **options):
+        """Predictive interval ([n] low, [n] high) of the dataset PU measured at sizes N.
+
+        Needs per-instance PU (an [m, I] `pu` or counts) and r, k_max; see
+        `pu_predictive`. Options as `InstancePUFit.predict_interval`.
+        """
+        return _interval(self, "dataset", lambda n: self.predict(N=n), level, N, options)
+
+    def prediction(self, N: float, level: float = 0.9, **options) -> Prediction:
+        """The `Prediction` of the dataset PU at one size N."""
+        return self.predictions(N, (level,), **options)[level]
+
+    def predictions(self, N: float, levels=(0.5, 0.8, 0.9), **options):
+        """{level: Prediction} at one size N, from one set of bootstrap samples."""
+        return _predictions(self, "dataset", "dataset-level PU (Hu et al. 4.3)",
+                            lambda n: self.predict(N=n), N, levels, options)
+
+
+def _errors_for(fit, which, N, options):
+    from lmscale.fit import pu_predictive  # local: pu_predictive imports this module
+    inst = fit if which == "instance" else fit.instances
+    if inst is None:
+        raise ValueError("predict_interval needs per-instance PU: fit with an [m, I] pu or "
+                         "with num_samples/num_passes, not the dataset PU per model")
+    opts = dict(options)
+    r, k_max = opts.pop("r", inst.r), opts.pop("k_max", inst.k_max)
+    N = np.atleast_1d(np.asarray(N, float))
+    key = (which, tuple(N.tolist()), r, k_max, tuple(sorted(opts.items())))
+    if key not in fit._errors:
+        fit._errors[key] = pu_predictive.predictive_errors(
+            inst, N, which=which, r=r, k_max=k_max, answer_loss=inst.answer_loss, **opts)
+    return fit._errors[key]
+
+
+def _interval(fit, which, predict, level, N, options):
+    from lmscale.fit import pu_predictive
+    if N is None:
+        raise ValueError("predict_interval needs N (the target sizes)")
+    errors = _errors_for(fit, which, N, options)
+    return pu_predictive.interval_from_errors(predict(np.atleast_1d(N)), errors, level)
+
+
+def _predictions(fit, which, method, predict, N, levels, options):
+    from lmscale.fit import pu_predictive
+    errors = _errors_for(fit, which, [float(N)], options)
+    point = float(np.asarray(predict(np.array([float(N)])))[0])
+    reasons = [s for s in fit.reason.split("; ") if s]
+    if errors.seed_sd_source == "unavailable":
+        reasons.append("training noise not estimable (no instance fitted on >= 3 rungs); "
+                       "left out of the interval")
+    bad = int(np.isnan(errors.log_ratio[:, 0]).sum())
+    if bad > 0.05 * errors.log_ratio.shape[0]:
+        reasons.append(f"{bad} of {errors.log_ratio.shape[0]} bootstrap resamples predicted "
+                       "or measured PU 0 or failed to fit")
+    out = {}
+    for level in levels:
+        lo, hi = pu_predictive.interval_from_errors([point], errors, level)
+        out[level] = Prediction(
+            quantity="pu", point=point, low=lo[0], high=hi[0], level=level, method=method,
+            reasons=tuple(reasons), bounds=(0.0, 1.0),
+            details=dict(N=float(N), seed_sd=errors.seed_sd,
+                         seed_sd_source=errors.seed_sd_source,
+                         num_resamples=int(errors.log_ratio.shape[0]),
+                         num_failed=errors.num_failed))
+    return out
+
+
+def fit_pu_dataset(N, pu=None, *, num_samples=None, num_passes=None, r: int | None = None,
+                   k_max: int | None = None, answer_loss=None) -> DatasetPUFit:
     """Dataset-level fit of PU(N) = exp(-c N^-alpha) (Hu et al. section 4.3).
 
     Args:
       N: [m] model sizes.
       pu: [m] dataset PU or [m, I] per-instance PU (averaged over instances per model).
       num_samples, num_passes: alternatively [m, I] counts, with the sampler's r.
-      r: the PassUntil pass target (with counts).
+      r: the PassUntil pass target (with counts; with pu, needed for intervals).
+      k_max: the PassUntil cap (for `predict_interval`).
+      answer_loss: optional [m, I] answer loss (summed over the answer's tokens), used by
+        the interval's instance-level base truth for instances without passes.
     Returns:
-      A `fitters.Fit` (law "passuntil", method "ols") with params c, alpha,
+      A `DatasetPUFit` (a `fitters.Fit`, law "passuntil", method "ols") with params c, alpha,
       `.predict(N=...)` -> PU, and details slope/intercept/stderr/rvalue. Models whose
       dataset PU is 0 or 1 have no finite log(-log PU); they are dropped and the fit is
       flagged unreliable with their indices.
@@ -198,6 +360,14 @@ def fit_pu_dataset(N, pu=None, *, num_samples=None, num_passes=None, r: int | No
       ValueError: fewer than 2 models with 0 < PU < 1, or bad inputs.
     """
     N, pu = _pu_matrix(N, pu, num_samples, num_passes, r)
+    instances = None
+    if pu.shape[1] > 1:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                instances = fit_pu_instances(N, pu, r=r, k_max=k_max, answer_loss=answer_loss)
+            except ValueError:  # answer loss unusable: base truth without it
+                instances = fit_pu_instances(N, pu, r=r, k_max=k_max)
     mean = pu.mean(axis=1)
     ok = (mean > 0) & (mean < 1)
     if ok.sum() < 2:
@@ -205,7 +375,7 @@ def fit_pu_dataset(N, pu=None, *, num_samples=None, num_passes=None, r: int | No
                          f"(dataset PU per model: {np.round(mean, 6).tolist()})")
     x, y = np.log(N[ok]), _F(mean[ok])
     res = scipy.stats.linregress(x, y)
-    fit = fitters.Fit(law="passuntil", method="ols",
+    fit = DatasetPUFit(law="passuntil", method="ols",
                       params=dict(c=float(np.exp(res.intercept)), alpha=float(-res.slope)),
                       objective=float(np.sum((res.intercept + res.slope * x - y) ** 2)),
                       num_points=int(ok.sum()),
@@ -213,7 +383,8 @@ def fit_pu_dataset(N, pu=None, *, num_samples=None, num_passes=None, r: int | No
                       details=dict(slope=res.slope, intercept=res.intercept,
                                    stderr=res.stderr, rvalue=res.rvalue),
                       _predict=lambda p, N: np.exp(-p["c"] * np.asarray(N, float) ** -p["alpha"]),
-                      _refit=lambda idx: fit_pu_dataset(N[ok][idx], mean[ok][idx]))
+                      _refit=lambda idx: fit_pu_dataset(N[ok][idx], mean[ok][idx]),
+                      instances=instances)
     if not ok.all():
         fit._flag(f"models {np.flatnonzero(~ok).tolist()} have dataset PU of 0 or 1 and were "
                   "left out")
@@ -250,6 +421,11 @@ class InstancePUFit:
     loss_slope: np.ndarray | None = None
     reliable: bool = True
     reason: str = ""
+    r: int | None = None
+    k_max: int | None = None
+    answer_loss: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    loss_mode: str = "missing"
+    _errors: dict = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def params(self) -> dict[str, np.ndarray]:
@@ -274,11 +450,31 @@ class InstancePUFit:
         """[n] dataset PU at sizes N: the mean of instance predictions (Hu et al. eq. 5)."""
         return self.predict_instances(N).mean(axis=1)
 
+    def predict_interval(self, level: float = 0.9, N=None, **options):
+        """Predictive interval ([n] low, [n] high) of the dataset PU measured at sizes N.
+
+        See `pu_predictive` (parametric bootstrap of the error over resampled
+        instances, the study's r and cap, training noise, the target's measurement).
+        Options: target_k_max, seed_sd, num_resamples (1000), resample_instances, seed,
+        r and k_max (default: those given to the fit).
+        """
+        return _interval(self, "instance", self.predict, level, N, options)
+
+    def prediction(self, N: float, level: float = 0.9, **options) -> Prediction:
+        """The `Prediction` (point, interval, reasons) of the dataset PU at one size N."""
+        return self.predictions(N, (level,), **options)[level]
+
+    def predictions(self, N: float, levels=(0.5, 0.8, 0.9), **options):
+        """{level: Prediction} at one size N, from one set of bootstrap samples."""
+        return _predictions(self, "instance", "instance-level PU (Hu et al. eq. 5)",
+                            self.predict, N, levels, options)
+
     def bootstrap(self, N, num_resamples: int = 1000, seed: int = 0,
                   confidence: float = 0.95):
-        """Bootstrap band of the predicted dataset PU at sizes N [n].
+        """Bootstrap band of the predicted dataset PU at sizes N [n] (legacy).
 
-        Each resample draws models (with replacement, the same models for every
+        Not a predictive interval: it leaves out the target's measurement and training
+        noise and resamples the 5-6 models too; use `predict_interval`. Each resample draws models (with replacement, the same models for every
         instance, since they are the same checkpoints) and instances (with
         replacement), refits every instance's line in closed form, vectorised over
         resamples and instances. An instance left with < 2 distinct usable models keeps
@@ -316,7 +512,8 @@ class InstancePUFit:
 
 
 def fit_pu_instances(N, pu=None, *, num_samples=None, num_passes=None, r: int | None = None,
-                     answer_loss=None, loss_assisted: str = "missing") -> InstancePUFit:
+                     answer_loss=None, loss_assisted: str = "missing",
+                     k_max: int | None = None) -> InstancePUFit:
     """Instance-level fit (Hu et al. eq. 5), optionally loss-assisted (appendix E.2).
 
     Args:
@@ -326,6 +523,7 @@ def fit_pu_instances(N, pu=None, *, num_samples=None, num_passes=None, r: int | 
         its tokens) per model and instance, for loss-assisted PU.
       loss_assisted: "missing" (only instances with < 2 usable PU points, as Hu et al.)
         or "all" (every instance goes through its answer loss).
+      k_max: the PassUntil cap (with r, what `predict_interval` simulates).
     Returns:
       An `InstancePUFit`; `.predict(N)` gives the dataset PU.
     Raises:
@@ -349,9 +547,11 @@ def fit_pu_instances(N, pu=None, *, num_samples=None, num_passes=None, r: int | 
             status[i] = "saturated"
         else:
             status[i] = "none"
-    fit = InstancePUFit(N=N, pu=pu, intercept=intercept, slope=slope, status=status)
+    fit = InstancePUFit(N=N, pu=pu, intercept=intercept, slope=slope, status=status, r=r,
+                        k_max=k_max, loss_mode=loss_assisted)
     if answer_loss is not None:
         _attach_loss_assist(fit, answer_loss)
+        fit.answer_loss = np.asarray(answer_loss, float)
     none = np.flatnonzero(fit.status == "none")
     if none.size:
         fit.reliable = False

@@ -192,3 +192,120 @@ def test_instance_bootstrap_band_covers_truth():
                                     confidence=0.99)
     assert samples.shape == (300, 1)
     assert lo[0] <= laws.pu_law(2.4e9, cs, alphas).mean() <= hi[0]
+
+
+# --- predictive intervals (pu_predictive), PassUntil simulation, pass@k ---------------
+
+from lmscale.fit import pu_predictive, simulate_pu  # noqa: E402
+
+
+@pytest.mark.parametrize("p", [5e-4, 3e-3, 0.05])
+def test_sample_passuntil_matches_the_procedure(p):
+    rng = np.random.default_rng(0)
+    K, x = passuntil.sample_passuntil(rng, np.full(100000, p), 4, 1000)
+    capped = x < 4
+    assert np.all(K[capped] == 1000) and np.all(K[~capped] <= 1000) and np.all(K >= 4)
+    # Capped exactly when the first 1,000 samples hold < 4 passes.
+    expected = sum(math.comb(1000, k) * p ** k * (1 - p) ** (1000 - k) for k in range(4))
+    assert capped.mean() == pytest.approx(expected, abs=4 * math.sqrt(expected / 1e5) + 1e-4)
+    est = passuntil.pu_from_counts(K, x, 4)
+    assert abs(est.mean() - p) < 4 * est.std() / math.sqrt(1e5)
+
+
+def test_vectorised_refits_match_the_fits():
+    study = simulate_pu.simulate_study(np.random.default_rng(2), num_instances=40,
+                                       pu_low=1e-4)
+    N, pu, loss = study["N"][:4], study["pu"][:4], study["answer_loss"][:4]
+    target = np.array([study["N"][4], 3 * study["N"][4]])
+    fit = passuntil.fit_pu_instances(N, pu, answer_loss=loss)
+    assert "loss_assisted" in set(fit.status) and "fit" in set(fit.status)
+    vec, _ = pu_predictive.instance_predictions(N, pu[None], target, loss)
+    np.testing.assert_allclose(vec[0], fit.predict_instances(target), rtol=1e-9, atol=1e-12)
+    ds = passuntil.fit_pu_dataset(N, pu)
+    np.testing.assert_allclose(pu_predictive.dataset_predictions(N, pu[None], target)[0],
+                               ds.predict(N=target), rtol=1e-9)
+
+
+def _study_fit(seed, **settings):
+    study = simulate_pu.simulate_study(np.random.default_rng(seed), **settings)
+    kw = dict(num_samples=study["num_samples"][:4], num_passes=study["num_passes"][:4], r=4,
+              k_max=study["settings"]["k_max"])
+    return study, kw
+
+
+def test_predict_interval_api_and_bounds():
+    study, kw = _study_fit(5)
+    target = study["N"][4]
+    for fit in (passuntil.fit_pu_dataset(study["N"][:4], **kw),
+                passuntil.fit_pu_instances(study["N"][:4], **kw)):
+        lo, hi = fit.predict_interval(0.9, N=[target], num_resamples=300)
+        lo50, hi50 = fit.predict_interval(0.5, N=[target], num_resamples=300)
+        assert 0 <= lo[0] <= lo50[0] <= hi50[0] <= hi[0] <= 1
+        pred = fit.prediction(target, 0.9, num_resamples=300)
+        assert (pred.low, pred.high) == pytest.approx((lo[0], hi[0]))
+        assert pred.bounds == (0.0, 1.0) and pred.to_json()["interval"] == [pred.low, pred.high]
+        point = fit.predict(N=np.array([target])) if hasattr(fit, "law") else \
+            fit.predict(np.array([target]))
+        assert pred.point == pytest.approx(float(point[0]))
+
+
+def test_predict_interval_needs_instances_and_cap():
+    study, kw = _study_fit(6)
+    N = study["N"][:4]
+    dataset_only = passuntil.fit_pu_dataset(N, study["pu"][:4].mean(axis=1))
+    with pytest.raises(ValueError, match="per-instance PU"):
+        dataset_only.predict_interval(0.9, N=[study["N"][4]])
+    no_cap = passuntil.fit_pu_instances(N, study["pu"][:4])
+    with pytest.raises(ValueError, match="r and k_max"):
+        no_cap.predict_interval(0.9, N=[study["N"][4]])
+    lo, hi = no_cap.predict_interval(0.9, N=[study["N"][4]], r=4, k_max=1000,
+                                     num_resamples=100)
+    assert lo[0] < hi[0]
+
+
+def test_seed_noise_is_estimated_from_residuals():
+    var = []
+    for seed in range(20):
+        study, kw = _study_fit(seed, seed_sd=0.3, num_instances=100, k_max=20000)
+        fit = passuntil.fit_pu_instances(study["N"][:4], **kw)
+        var.append(fit.prediction(study["N"][4], num_resamples=50).details["seed_sd"] ** 2)
+    quiet = _study_fit(0, seed_sd=0.0, num_instances=100, k_max=20000)
+    fit = passuntil.fit_pu_instances(quiet[0]["N"][:4], **quiet[1])
+    quiet_sd = fit.prediction(quiet[0]["N"][4], num_resamples=50).details["seed_sd"]
+    # 2 residual degrees of freedom per study, so one estimate of seed_sd^2 = 0.09 is
+    # noisy (chi^2_2 / 2); their mean over 20 studies has a relative sd of ~0.22.
+    assert 0.045 < np.mean(var) < 0.16 and quiet_sd < 0.1
+
+
+def test_pass_at_k_task_is_unbiased_under_the_stopping_rule():
+    rng = np.random.default_rng(9)
+    p = np.full(40000, 0.05)
+    K, x = passuntil.sample_passuntil(rng, p, 4, 200)
+    pred = passuntil.pass_at_k_task(K, x, 10, r=4, num_resamples=200)
+    naive = np.mean([passuntil.pass_at_k(int(k), int(c), 10) if k >= 10 else 1.0
+                     for k, c in zip(K, x)])
+    truth = 1 - 0.95 ** 10
+    assert abs(pred.point - truth) < 0.005 and naive - truth > 0.02
+
+
+def test_pass_at_k_task_point_and_coverage():
+    # The interval is for the task: instances drawn from it, here p ~ U(0.001, 0.2).
+    rng = np.random.default_rng(4)
+    grid = np.linspace(0.001, 0.2, 200001)
+    truth = np.mean(1 - (1 - grid) ** 10)
+    hits = 0
+    for _ in range(100):
+        p = rng.uniform(0.001, 0.2, 60)
+        K, x = passuntil.sample_passuntil(rng, p, 4, 1000)
+        pred = passuntil.pass_at_k_task(K, x, 10, r=4, level=0.9, num_resamples=500)
+        hits += pred.covers(truth)
+    assert pred.quantity == "pass@k" and 0 <= pred.low <= pred.high <= 1
+    # Capped: Chen et al.'s estimator; stopped at the 4th pass on sample K:
+    # 1 - C(K - 11, 3) / C(K - 1, 3).
+    expect = np.mean([passuntil.pass_at_k(int(k), int(c), 10) if c < 4 else
+                      1 - math.comb(int(k) - 11, 3) / math.comb(int(k) - 1, 3)
+                      if k - 11 >= 3 else 1.0 for k, c in zip(K, x)])
+    assert pred.point == pytest.approx(expect)
+    assert 0.8 <= hits / 100 <= 0.99
+    with pytest.raises(ValueError, match="k=0"):
+        passuntil.pass_at_k_task(K, x, 0, r=4)
