@@ -20,7 +20,7 @@ from lmscale.fit.growth import Growth, classify_growth, fit_two_circuit
 from lmscale.fit.io import as_table, load_chinchilla, load_gadre_testbed, read_csv, read_jsonl
 from lmscale.fit.laws import (FORMS, chinchilla, compute_law, error_law, kaplan, overtrain,
                               pu_law, two_circuit_F)
-from lmscale.fit.passuntil import (InstancePUFit, dataset_pu, dataset_pu_interval, estimate,
+from lmscale.fit.passuntil import (DatasetPUFit, InstancePUFit, pass_at_k_task, sample_passuntil, dataset_pu, dataset_pu_interval, estimate,
                                    fit_pu_dataset, fit_pu_instances, interval, naive_estimate,
                                    pass_at_k, pu_from_counts)
 from lmscale.fit.plots import (plot_loss_vs_compute, plot_performance_vs_loss,
