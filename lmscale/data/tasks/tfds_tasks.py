@@ -250,6 +250,7 @@ def make_tfds_task(defn: TfdsDef, seed: int = 0) -> evaltask.EvalTask:
     """The EvalTask for one definition (data read on first `instances` call)."""
     def loader(split):
         del split
+        examples = load_examples(defn.tfds_name, defn.eval_split)  # names it if unprepared
         demos = []
         if defn.shots:
             pool = [qa for ex in load_examples(defn.tfds_name, defn.shots_split)[:2000]
@@ -261,7 +262,7 @@ def make_tfds_task(defn: TfdsDef, seed: int = 0) -> evaltask.EvalTask:
             demos = random.Random(f"{defn.name}/{seed}").sample(pool, defn.shots)
         prefix = "".join(_format(defn, q, a) + defn.separator for q, a in demos)
         out = []
-        for i, ex in enumerate(load_examples(defn.tfds_name, defn.eval_split)):
+        for i, ex in enumerate(examples):
             for j, (query, answer) in enumerate(defn.convert(ex)):
                 iid = f"{i}" if j == 0 else f"{i}.{j}"
                 meta = {"input": query}
