@@ -1,7 +1,8 @@
 """Pass checkers: binds each checker kind a task names to its implementation.
 
 Stage: eval. `lmscale.data` tasks only name a kind (`lmscale.data.checkers.CHECKERS`):
-"exact", "contains", "exact_norm", "number" and "last_word" are pure string checks (implemented in `lmscale.data.checkers`),
+"exact", "contains", "exact_norm", "number" and "last_word" are pure string checks
+(implemented in `lmscale.data.checkers`; aliases from the instance's meta "aliases"),
 "code" runs the instance's unit tests on prompt + completion in the execution sandbox
 (`lmscale.eval.sandbox`). `make_checker` turns (task, instance) into the
 `checker_fn(completion_text) -> bool` that the sampler's `make_draw` calls on every sample.

@@ -3,7 +3,8 @@
 Stage: eval. Consumes a decoder (`ModelConfig` + params) and tokenised questions; produces,
 per question, the log-likelihood of every choice's continuation given the shared context,
 and the metrics of Du et al. (accuracy, CorrectChoiceProb, Brier score) and of the
-lm-evaluation-harness family (length-normalised accuracy by characters, bytes, tokens),
+lm-evaluation-harness family (length-normalised accuracy by characters or bytes of the
+choice without its joining delimiter, and by tokens),
 plus the per-instance answer loss used by loss-assisted PassUntil (Hu et al., Sec. 4) and
 the token-weighted validation loss of a held-out corpus.
 

@@ -51,3 +51,20 @@ def test_prediction_and_reference_unknown_kind():
         C.prediction(C.CODE, "x")
     with pytest.raises(ValueError, match="not a string check"):
         C.passes("nope", "x", "x")
+
+
+def test_seqio_postprocessing_follows_the_task_checker():
+    import seqio
+
+    from lmscale.data import registry
+    for name, sample, target, want in [
+            ("lambada", b" dog. Then", b"dog", "dog"),
+            ("gsm8k_cot", b" 3 + 4 = 7. The answer is 7.\n\nQuestion: 9", b"7", "7"),
+            ("triviaqa_closed_book", b" The Beatles!\nQuestion:", b"The Beatles",
+             "beatles")]:
+        registry.get_eval_task(name)  # registers lmscale_eval.<name>
+        task = seqio.get_mixture_or_task("lmscale_eval." + name)
+        pred = task.postprocess_fn(sample, example=None, is_target=False)
+        ref = task.postprocess_fn(target, example=None, is_target=True)
+        assert pred == want and ref == want
+        assert C.exact_match_metric([ref], [pred])["exact_match"] == 100.0

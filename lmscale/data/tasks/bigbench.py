@@ -195,7 +195,8 @@ GADRE_SHOTS = {"cs_algorithms": 10, "dyck_languages": 10, "novel_concepts": 10,
 # for the 4 demonstrations seed 0 draws.
 EMOJI_MOVIE_RATIONALES = {
     "high school musical": "🏫 is a school, 👩‍🎓 a student, 🎶 music and 🏀 basketball: "
-                           "a musical about students at a high school with a basketball star.",
+                           "a musical about students at a high school with a "
+                           "basketball star.",
     "ghostbusters": "👻 is a ghost, 🚫 means stop and 👬 are two men: men who stop "
                     "ghosts, busting them.",
     "moana": "👧🏽 is a girl, 🏝 an island, ⛵️ a boat and 🌋 a volcano: an island girl who "
