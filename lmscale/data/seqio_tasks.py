@@ -16,13 +16,13 @@ from lmscale.data import checkers
 from lmscale.data import vocab as vocab_lib
 
 
-def _postprocess(output, stop_strings=(), answer_pattern=None, example=None,
-                 is_target=False):
+def _postprocess(output, kind=checkers.EXACT, stop_strings=(), answer_pattern=None,
+                 example=None, is_target=False):
     del example
     text = output.decode("utf-8") if isinstance(output, bytes) else str(output)
     if is_target:
-        return text
-    return checkers.extract_answer(checkers.cut_at_stop(text, stop_strings), answer_pattern)
+        return checkers.reference(kind, text) if kind != checkers.CONTAINS else text
+    return checkers.prediction(kind, text, stop_strings, answer_pattern)
 
 
 def register(task, name: str) -> seqio.Task:
@@ -50,7 +50,9 @@ def register(task, name: str) -> seqio.Task:
             "targets": seqio.Feature(vocab, add_eos=False, dtype=tf.int32),
         },
         preprocessors=[seqio.preprocessors.tokenize],
-        postprocess_fn=functools.partial(_postprocess, stop_strings=task.stop_strings,
+        postprocess_fn=functools.partial(_postprocess, kind=(
+            task.checker if task.checker in checkers.STRING_CHECKS else checkers.EXACT),
+                                         stop_strings=task.stop_strings,
                                          answer_pattern=task.answer_pattern),
         metric_fns=[metric],
         shuffle_buffer_size=None)

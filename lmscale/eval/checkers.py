@@ -1,7 +1,8 @@
 """Pass checkers: binds each checker kind a task names to its implementation.
 
 Stage: eval. `lmscale.data` tasks only name a kind (`lmscale.data.checkers.CHECKERS`):
-"exact" and "contains" are pure string checks (implemented in `lmscale.data.checkers`),
+"exact", "contains", "exact_norm", "number" and "last_word" are pure string checks
+(implemented in `lmscale.data.checkers`; aliases from the instance's meta "aliases"),
 "code" runs the instance's unit tests on prompt + completion in the execution sandbox
 (`lmscale.eval.sandbox`). `make_checker` turns (task, instance) into the
 `checker_fn(completion_text) -> bool` that the sampler's `make_draw` calls on every sample.
@@ -23,9 +24,10 @@ def _string_checker(kind: str, task, instance) -> CheckerFn:
                          f"needs a target")
     target, stops = instance.target, tuple(task.stop_strings)
     pattern = getattr(task, "answer_pattern", None)
+    aliases = tuple((instance.meta or {}).get("aliases", ()))
 
     def check(text: str) -> bool:
-        return kinds.passes(kind, text, target, stops, pattern)
+        return kinds.passes(kind, text, target, stops, pattern, aliases)
 
     return check
 
@@ -81,7 +83,7 @@ def make_checker(task, instance, *, timeout_s: float = 10.0, **sandbox_kwargs) -
         its checker needs.
     """
     kind = task.checker
-    if kind in (kinds.EXACT, kinds.CONTAINS):
+    if kind in kinds.STRING_CHECKS:
         return _string_checker(kind, task, instance)
     if kind == kinds.CODE:
         return _code_checker(task, instance, timeout_s, sandbox_kwargs)

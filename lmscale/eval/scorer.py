@@ -3,7 +3,8 @@
 Stage: eval. Consumes a decoder (`ModelConfig` + params) and tokenised questions; produces,
 per question, the log-likelihood of every choice's continuation given the shared context,
 and the metrics of Du et al. (accuracy, CorrectChoiceProb, Brier score) and of the
-lm-evaluation-harness family (length-normalised accuracy by characters, bytes, tokens),
+lm-evaluation-harness family (length-normalised accuracy by characters or bytes of the
+choice without its joining delimiter, and by tokens),
 plus the per-instance answer loss used by loss-assisted PassUntil (Hu et al., Sec. 4) and
 the token-weighted validation loss of a held-out corpus.
 
@@ -40,6 +41,8 @@ from lmscale.eval import results as results_lib
 from lmscale.models import Decoder, ModelConfig, Prefix
 
 Array = jax.Array
+# What joins a choice to its context in lm-evaluation-harness (its `target_delimiter`).
+TARGET_DELIMITER = " "
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +103,11 @@ class QuestionScore:
       greedy: [C] bool, every token of the choice is the argmax of its distribution.
       gold: correct choice index, or None.
       truncated: number of context tokens dropped from the left to fit `max_seq_len`.
+      delimiter_chars: [C] int characters (ASCII, so also bytes) of the delimiter that
+        joins each choice to the context (`TARGET_DELIMITER` when the choice starts with
+        it), or None for none. Length-normalised accuracy divides by the choice's length
+        without it, as lm-evaluation-harness's acc_norm does (it scores
+        `delimiter + choice` and divides by `len(choice)`).
     """
 
     id: str
@@ -110,12 +118,19 @@ class QuestionScore:
     greedy: np.ndarray
     gold: int | None
     truncated: int = 0
+    delimiter_chars: np.ndarray | None = None
+
+    def norm_lengths(self) -> tuple[np.ndarray, np.ndarray]:
+        """[C] characters and [C] bytes of each choice without its joining delimiter."""
+        delim = 0 if self.delimiter_chars is None else np.asarray(self.delimiter_chars)
+        return (np.asarray(self.num_chars) - delim, np.asarray(self.num_bytes) - delim)
 
     def metrics(self) -> dict[str, float]:
         """Per-question metrics keyed by the `results` metric constants (needs `gold`)."""
         if self.gold is None:
             raise ValueError(f"question {self.id!r} has no gold choice: no metrics")
         ll, g = self.loglik, self.gold
+        chars, nbytes = self.norm_lengths()
         # softmax over choices of the choice log-likelihoods (Du et al., CorrectChoiceProb).
         probs = np.exp(ll - ll.max())
         probs /= probs.sum()
@@ -129,8 +144,8 @@ class QuestionScore:
 
         return {
             results_lib.ACCURACY: hit(ll),
-            results_lib.ACCURACY_NORM_CHARS: hit(ll / np.maximum(self.num_chars, 1)),
-            results_lib.ACCURACY_NORM_BYTES: hit(ll / np.maximum(self.num_bytes, 1)),
+            results_lib.ACCURACY_NORM_CHARS: hit(ll / np.maximum(chars, 1)),
+            results_lib.ACCURACY_NORM_BYTES: hit(ll / np.maximum(nbytes, 1)),
             results_lib.ACCURACY_NORM_TOKENS: hit(ll / self.num_tokens),
             results_lib.CORRECT_CHOICE_PROB: float(probs[g]),
             # Brier (1950) as in Du et al.: summed over choices; uniform over 4 gives 0.75.
@@ -147,6 +162,8 @@ class QuestionScore:
                "greedy": [bool(x) for x in self.greedy], "gold": self.gold}
         if self.truncated:
             out["truncated"] = self.truncated
+        if self.delimiter_chars is not None:
+            out["delimiter_chars"] = [int(x) for x in self.delimiter_chars]
         return out
 
     @classmethod
@@ -158,9 +175,22 @@ class QuestionScore:
                        num_chars=np.asarray(detail["num_chars"]),
                        num_bytes=np.asarray(detail["num_bytes"]),
                        greedy=np.asarray(detail["greedy"], bool), gold=detail["gold"],
-                       truncated=int(detail.get("truncated", 0)))
+                       truncated=int(detail.get("truncated", 0)),
+                       delimiter_chars=(None if "delimiter_chars" not in detail else
+                                        np.asarray(detail["delimiter_chars"])))
         except KeyError as e:
             raise ValueError(f"question {id_!r}: scorer detail lacks {e}") from None
+
+
+def delimiter_chars(choice_texts: Sequence[str]) -> np.ndarray:
+    """[C] length of the `TARGET_DELIMITER` each choice starts with (0 when it does not).
+
+    Tasks write the delimiter into the choice (" yes" after "Answer:"); the harness keeps
+    it apart and normalises by the choice alone, so the space must not count.
+    """
+    n = len(TARGET_DELIMITER)
+    return np.array([n if t.startswith(TARGET_DELIMITER) and len(t) > n else 0
+                     for t in choice_texts], np.int64)
 
 
 def aggregate(scores: Sequence[QuestionScore]) -> dict[str, float]:
@@ -282,7 +312,8 @@ class Scorer:
                     id=q.id, loglik=ll, greedy=gr, gold=q.gold, truncated=prepared[i][1],
                     num_tokens=np.array([len(c) for c in q.choice_ids]),
                     num_chars=np.array([len(t) for t in q.choice_texts]),
-                    num_bytes=np.array([len(t.encode("utf-8")) for t in q.choice_texts]))
+                    num_bytes=np.array([len(t.encode("utf-8")) for t in q.choice_texts]),
+                    delimiter_chars=delimiter_chars(q.choice_texts))
         return out  # type: ignore[return-value]
 
     def _score_batch(self, questions, contexts):

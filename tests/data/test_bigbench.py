@@ -103,3 +103,36 @@ def test_non_utf8_task_json(tmp_path):
 def test_folder_without_tasks(tmp_path):
     with pytest.raises(errors.DataError, match="no task.json"):
         bigbench.task_files(str(tmp_path))
+
+
+def test_emoji_movie_chain_of_thought_demonstrations(shared_data):
+    folder = shared_data / "bigbench/emoji_movie"
+    task = bigbench.register_emoji_movie_cot(str(folder), name="t_bb_emoji_cot")
+    assert task.checker == "contains" and task.num_shots == 4
+    items = task.instances()
+    plain = registry.get_eval_task("bb_emoji_movie_gen").instances()
+    assert [i.id for i in items] == [i.id for i in plain]  # same demos, filter and order
+    prompt = items[0].prompt
+    assert prompt.count(" So the answer is ") == 4
+    for gold, why in bigbench.EMOJI_MOVIE_RATIONALES.items():
+        assert f"\nA: {why} So the answer is {gold}.\n\n" in prompt
+    assert prompt.endswith(f"Q: {items[0].meta['input']}\nA: ")
+
+
+def test_chain_of_thought_demo_without_rationale_is_named(shared_data):
+    path = shared_data / "bigbench/emoji_movie/task.json"
+    task = bigbench.make_bigbench_task(str(path), "t_bb_cot_bad", True, seed=1,
+                                       rationales=bigbench.EMOJI_MOVIE_RATIONALES)
+    with pytest.raises(errors.DataError, match="no chain-of-thought rationale"):
+        task.instances()
+
+
+def test_gadre_bigbench_tasks_register_ten_shot(tmp_path):
+    folder = tmp_path / "operators"
+    folder.mkdir()
+    examples = [{"input": f"{i} op 1", "target": str(i + 1)} for i in range(14)]
+    (folder / "task.json").write_text(json.dumps({"name": "operators",
+                                                  "examples": examples}))
+    (name,) = bigbench.register_bigbench_folder(str(folder), prefix="t_g_")
+    task = registry.get_eval_task(name)
+    assert task.num_shots == 10 and len(task.instances()) == 4

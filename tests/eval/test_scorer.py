@@ -257,3 +257,33 @@ def test_buckets_pad_under_a_fifth_and_grow_monotonically():
     assert max((s - n) / s for n, s in zip(range(1, 2049), sizes)) < 0.2
     assert len(set(sizes)) <= 4 * 11 + 4  # about four shapes per doubling
     assert S._bucket(3, 8) == 8 and S._bucket(65, 8) == 80
+
+
+def test_acc_norm_excludes_the_joining_space_as_the_harness_does():
+    # Choices " a" and " bcd" after "Answer:"; gold = 1. Hand computation:
+    #   counting the space: -2/2 = -1.0  vs -5/4 = -1.25 -> argmax 0 (wrong)
+    #   harness (no space): -2/1 = -2.0  vs -5/3 = -1.67 -> argmax 1 (right)
+    texts = (" a", " bcd")
+    assert list(S.delimiter_chars(texts)) == [1, 1]
+    assert list(S.delimiter_chars(("a", " ", "\nx"))) == [0, 0, 0]
+    kw = dict(id="n", loglik=np.array([-2.0, -5.0]), num_tokens=np.array([2, 4]),
+              num_chars=np.array([2, 4]), num_bytes=np.array([2, 4]),
+              greedy=np.zeros(2, bool), gold=1)
+    with_space = S.QuestionScore(**kw)
+    harness = S.QuestionScore(**kw, delimiter_chars=S.delimiter_chars(texts))
+    assert with_space.metrics()[R.ACCURACY_NORM_CHARS] == 0.0
+    assert harness.metrics()[R.ACCURACY_NORM_CHARS] == 1.0
+    assert harness.metrics()[R.ACCURACY_NORM_BYTES] == 1.0
+    assert harness.metrics()[R.ACCURACY] == 0.0  # raw argmax unchanged
+    back = S.QuestionScore.from_detail("n", harness.detail())
+    assert back.metrics()[R.ACCURACY_NORM_CHARS] == 1.0
+    assert list(back.norm_lengths()[0]) == [1, 3]
+
+
+def test_scorer_records_the_delimiter_of_each_choice(model):
+    config, params = model
+    q = S.encode_question(_ByteVocab(), "d", "Q:", [" 4", "five"], 0)
+    (s,) = S.Scorer(config, params).score([q])
+    assert list(s.delimiter_chars) == [1, 0]
+    assert s.detail()["delimiter_chars"] == [1, 0]
+    assert [list(x) for x in s.norm_lengths()] == [[1, 4], [1, 4]]

@@ -17,7 +17,7 @@ import functools
 import os
 import pathlib
 import random
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from lmscale.data import checkers
 from lmscale.data import errors
@@ -74,11 +74,22 @@ def _gold_text(ex: dict) -> str:
     return target if isinstance(target, str) else target[0]
 
 
+def _demo_answer(ex: dict, rationales: Mapping[str, str] | None, path: str) -> str:
+    gold = _gold_text(ex)
+    if rationales is None:
+        return gold
+    if gold not in rationales:
+        raise errors.DataError(f"demonstration {gold!r} has no chain-of-thought rationale "
+                               f"(have {sorted(rationales)})", path=path)
+    return f"{rationales[gold]} So the answer is {gold}."
+
+
 def make_bigbench_task(path: str, name: str, generative: bool | None = None,
                        shots: int = DEFAULT_SHOTS, num_test: int | None = None,
                        seed: int = 0,
-                       task_filters: Sequence[evaltask.InstanceFilter] = ()
-                       ) -> evaltask.EvalTask:
+                       task_filters: Sequence[evaltask.InstanceFilter] = (),
+                       rationales: Mapping[str, str] | None = None,
+                       max_new_tokens: int = 64) -> evaltask.EvalTask:
     """An EvalTask from one BIG-bench task.json.
 
     Args:
@@ -89,6 +100,10 @@ def make_bigbench_task(path: str, name: str, generative: bool | None = None,
       num_test: test instances kept after filtering (None = all not in the pool).
       seed: selects the pool, the demonstrations and the test order.
       task_filters: distracting-instance filters (see tasks/filters.py).
+      rationales: chain of thought per demonstration, keyed by its gold answer: each
+        demonstration answers "<rationale> So the answer is <gold>." (Hu et al.'s
+        Emoji Movie); every drawn demonstration needs one.
+      max_new_tokens: generation budget.
     """
     data = read_task_json(path)
     has_scores = all("target_scores" in ex for ex in data["examples"])
@@ -114,8 +129,8 @@ def make_bigbench_task(path: str, name: str, generative: bool | None = None,
         rng = random.Random(f"{pathlib.Path(path).parent.name}/{data.get('name', '')}/{seed}")
         rng.shuffle(order)
         demo_idx, test_idx = order[:shots], order[shots:]
-        demos = [(query(data["examples"][i]), _gold_text(data["examples"][i]))
-                 for i in demo_idx]
+        demos = [(query(data["examples"][i]), _demo_answer(data["examples"][i], rationales,
+                                                           path)) for i in demo_idx]
         out = []
         for i in test_idx:
             ex = data["examples"][i]
@@ -139,7 +154,8 @@ def make_bigbench_task(path: str, name: str, generative: bool | None = None,
         name=name, kind=evaltask.GENERATIVE if generative else evaltask.MULTIPLE_CHOICE,
         checker=(checkers.CONTAINS if has_scores else checkers.EXACT) if generative else None,
         random_baseline=0.0 if generative else chance,
-        stop_strings=(stop,) if stop else ("\n",), max_new_tokens=64, loader=loader,
+        stop_strings=(stop,) if stop else ("\n",), max_new_tokens=max_new_tokens,
+        loader=loader,
         family="bigbench", description=str(data.get("description", ""))[:100],
         num_shots=shots, filters=tuple(task_filters), num_test=num_test)
 
@@ -169,23 +185,57 @@ _HU_FILTERS = {
 }
 
 
+# Gadre et al.'s BIG-bench tasks (App. D; data/gadre2024/tasks.csv) run 10-shot; these
+# folders are not shipped, so they register only when a user puts them in the folder.
+GADRE_SHOTS = {"cs_algorithms": 10, "dyck_languages": 10, "novel_concepts": 10,
+               "operators": 10, "qa_wikidata": 10}
+
+# Hu et al. (App. D.4.2) prompt Emoji Movie with chain of thought written by GPT-4 for
+# the 4 demonstrations; those prompts are not published, so these are lmscale's own,
+# for the 4 demonstrations seed 0 draws.
+EMOJI_MOVIE_RATIONALES = {
+    "high school musical": "🏫 is a school, 👩‍🎓 a student, 🎶 music and 🏀 basketball: "
+                           "a musical about students at a high school with a "
+                           "basketball star.",
+    "ghostbusters": "👻 is a ghost, 🚫 means stop and 👬 are two men: men who stop "
+                    "ghosts, busting them.",
+    "moana": "👧🏽 is a girl, 🏝 an island, ⛵️ a boat and 🌋 a volcano: an island girl who "
+             "sails across the ocean in the Disney film.",
+    "titanic": "👩‍❤️‍👨 is a couple in love, 🚢 a ship and 💥 a crash: a love story on a "
+               "great ship that hits an iceberg and sinks.",
+}
+
+
 def register_bigbench_folder(folder: str, prefix: str = "bb_") -> list[str]:
     """Registers every task/subtask in `folder`; returns the registered names."""
     names = []
     for key, path in task_files(folder).items():
         base = prefix + key
         data = read_task_json(path)
-        flt = _HU_FILTERS.get(key.split(".")[0], ())
+        top = key.split(".")[0]
+        flt = _HU_FILTERS.get(top, ())
+        shots = GADRE_SHOTS.get(top, DEFAULT_SHOTS)
         if all("target_scores" in ex for ex in data["examples"]):
-            evaltask.register_eval_task(make_bigbench_task(path, base, False,
+            evaltask.register_eval_task(make_bigbench_task(path, base, False, shots,
                                                            task_filters=flt))
-            evaltask.register_eval_task(make_bigbench_task(path, base + "_gen", True,
+            evaltask.register_eval_task(make_bigbench_task(path, base + "_gen", True, shots,
                                                            task_filters=flt))
             names += [base, base + "_gen"]
         else:
-            evaltask.register_eval_task(make_bigbench_task(path, base, task_filters=flt))
+            evaltask.register_eval_task(make_bigbench_task(path, base, shots=shots,
+                                                           task_filters=flt))
             names.append(base)
     return names
+
+
+def register_emoji_movie_cot(folder: str, name: str = "bb_emoji_movie_gen_cot"
+                             ) -> evaltask.EvalTask:
+    """Hu et al.'s Emoji Movie setting: 4-shot chain of thought, distracting instances
+    removed, passes when the output contains the film's name (App. D.4.2)."""
+    path = task_files(folder)["emoji_movie"]
+    return evaltask.register_eval_task(make_bigbench_task(
+        path, name, True, task_filters=_HU_FILTERS["emoji_movie"],
+        rationales=EMOJI_MOVIE_RATIONALES, max_new_tokens=128))
 
 
 def default_folder() -> str | None:
@@ -204,6 +254,8 @@ def _register_shared() -> None:
     for task_dir in sorted(pathlib.Path(folder).iterdir()):
         if task_dir.is_dir():
             register_bigbench_folder(str(task_dir))
+            if task_dir.name == "emoji_movie":
+                register_emoji_movie_cot(str(task_dir))
 
 
 _register_shared()

@@ -2,9 +2,11 @@
 
 Du et al. (Table 1): TriviaQA (closed book, few-shot, EM), HellaSwag (zero-shot), RACE
 (few-shot), WinoGrande (zero-shot), GSM8K (few-shot chain-of-thought, EM on the final
-number). Gadre et al. (17-task subset): ARC-Easy, BoolQ, COPA, HellaSwag, LAMBADA, PIQA,
-WinoGrande. MMLU is not in the TFDS catalogue; `make_mmlu_task` reads the original CSV
-folder instead. None of Du et al.'s Chinese sets is in TFDS.
+number). Gadre et al. (17-task subset, shots from its App. D): ARC-Easy, BoolQ, PIQA,
+SQuAD and HellaSwag 10-shot; COPA, CoQA, HellaSwag, LAMBADA and Winograd (WSC273)
+zero-shot. MMLU is not in the TFDS catalogue; `make_mmlu_task` reads the original CSV
+folder instead. None of Du et al.'s Chinese sets is in TFDS. docs/tasks.md lists every
+task, its format and checker, and what is missing.
 
 Data are read with `tfds.load(..., download=False)` from $TFDS_DATA_DIR (or
 $LMSCALE_TFDS_DIR), so nothing is fetched at run time; tests use tfds.testing.mock_data.
@@ -18,13 +20,23 @@ import glob
 import os
 import random
 import re
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from lmscale.data import checkers
 from lmscale.data import errors
 from lmscale.data import evaltask
 
 GSM8K_ANSWER = r"The answer is (-?[\d,]*\.?\d+)"
+
+
+class Gen(NamedTuple):
+    """An open answer: `demo` follows the query in a demonstration (with its leading
+    space; chain of thought for GSM8K), `target` is what the checker compares, `aliases`
+    are further accepted answers."""
+
+    demo: str
+    target: str
+    aliases: tuple[str, ...] = ()
 
 
 def _s(x: Any) -> str:
@@ -36,7 +48,8 @@ class TfdsDef:
     """How one TFDS dataset becomes instances.
 
     `convert(example) -> list[(query, answer)]` gives, per example, the query text and
-    either an int gold index plus choices (multiple choice) or a target string.
+    either (choices, gold index) (multiple choice) or a `Gen` (open answer, checked by
+    `checker`).
     """
 
     name: str
@@ -46,6 +59,7 @@ class TfdsDef:
     shots: int
     convert: Callable[[dict], list[tuple[str, Any]]]
     num_choices: int = 0
+    checker: str | None = None
     separator: str = "\n\n"
     stop_strings: tuple[str, ...] = ("\n",)
     max_new_tokens: int = 32
@@ -89,7 +103,10 @@ def _winogrande(ex):
 
 def _trivia_qa(ex):
     answer = ex["answer"]
-    return [(f"Question: {_s(ex['question'])}\nAnswer:", " " + _s(answer["value"]))]
+    value = _s(answer["value"])
+    aliases = tuple(dict.fromkeys(_s(a) for a in list(answer["aliases"]) +
+                                  list(answer["normalized_aliases"])))
+    return [(f"Question: {_s(ex['question'])}\nAnswer:", Gen(" " + value, value, aliases))]
 
 
 def _race(ex):
@@ -112,7 +129,7 @@ def gsm8k_cot(answer: str) -> tuple[str, str]:
 
 def _gsm8k(ex):
     reasoning, final = gsm8k_cot(_s(ex["answer"]))
-    return [(f"Question: {_s(ex['question'])}\nAnswer:", (" " + reasoning, final))]
+    return [(f"Question: {_s(ex['question'])}\nAnswer:", Gen(" " + reasoning, final))]
 
 
 def _arc(ex):
@@ -149,60 +166,103 @@ def _copa(ex):
 def _lambada(ex):
     passage = _s(ex["passage"]).rstrip()
     head, _, last = passage.rpartition(" ")
-    return [(head, " " + last)]
+    return [(head, Gen(" " + last, last))]
 
 
+def _wsc273(ex):
+    # Full-sentence scoring, as for WinoGrande: the pronoun replaced by each candidate.
+    text, start, end = _s(ex["text"]), int(ex["pronoun_start"]), int(ex["pronoun_end"])
+    opts = [text[:start] + _s(ex[k]) + text[end:] for k in ("option1", "option2")]
+    return [_mc("", opts, int(ex["label"]), "label", "wsc273")]
+
+
+def _squad(ex):
+    answers = tuple(dict.fromkeys(_s(a) for a in ex["answers"]["text"]))
+    if not answers:
+        raise errors.DataError("question without an answer", path="squad",
+                               field="answers.text")
+    query = (f"Title: {_s(ex['title'])}\nBackground: {_s(ex['context'])}\n"
+             f"Question: {_s(ex['question'])}\nAnswer:")
+    return [(query, Gen(" " + answers[0], answers[0], answers[1:]))]
+
+
+def _coqa(ex):
+    # One instance per turn: the story, the earlier turns with their answers, then the turn.
+    story, out, history = _s(ex["story"]), [], ""
+    for q, a in zip(ex["questions"], ex["answers"]["input_text"]):
+        q, a = _s(q), _s(a)
+        out.append((f"{story}\n\n{history}Q: {q}\nA:", Gen(" " + a, a)))
+        history += f"Q: {q}\nA: {a}\n\n"
+    return out
+
+
+_LAST_WORD_STOPS = ("\n",)
+
+# Shot counts: Du et al. Table 1 and Gadre et al. App. D (data/gadre2024/tasks.csv).
 DEFS = (
     TfdsDef("hellaswag", "hellaswag", "validation", None, 0, _hellaswag, 4,
-            description="HellaSwag, zero-shot, 4 endings"),
+            description="HellaSwag, zero-shot, 4 endings (Du; Gadre hellaswag_zeroshot)"),
     TfdsDef("hellaswag_10shot", "hellaswag", "validation", "train", 10, _hellaswag, 4,
             description="HellaSwag, 10-shot (Gadre et al.)"),
     TfdsDef("winogrande", "winogrande", "validation", None, 0, _winogrande, 2,
-            description="WinoGrande, zero-shot, full-sentence scoring"),
+            description="WinoGrande, zero-shot, full-sentence scoring (Du et al.)"),
+    TfdsDef("winograd", "wsc273", "test", None, 0, _wsc273, 2,
+            description="Winograd WSC273, zero-shot, full-sentence scoring (Gadre et al.)"),
     TfdsDef("triviaqa_closed_book", "trivia_qa/rc.nocontext", "validation", "train", 5,
-            _trivia_qa, description="TriviaQA closed book, 5-shot, exact match"),
+            _trivia_qa, checker=checkers.EXACT_NORM,
+            description="TriviaQA closed book, 5-shot, normalised exact match with aliases"),
     TfdsDef("race_high", "race/high", "test", "train", 3, _race, 4,
             description="RACE-high, 3-shot"),
     TfdsDef("race_middle", "race/middle", "test", "train", 3, _race, 4,
             description="RACE-middle, 3-shot"),
     TfdsDef("gsm8k_cot", "gsm8k", "test", "train", 8, _gsm8k, separator="\n\n",
-            stop_strings=("\n\n", "\nQuestion:"), max_new_tokens=320,
-            answer_pattern=GSM8K_ANSWER,
-            description="GSM8K, 8-shot chain of thought, exact match on the final number"),
-    TfdsDef("arc_easy", "ai2_arc/ARC-Easy", "test", None, 0, _arc, 4,
-            description="ARC-Easy, zero-shot"),
-    TfdsDef("piqa", "piqa", "validation", None, 0, _piqa, 2, description="PIQA, zero-shot"),
-    TfdsDef("boolq", "bool_q", "validation", None, 0, _boolq, 2,
-            description="BoolQ, zero-shot, no/yes"),
+            checker=checkers.NUMBER, stop_strings=("\n\n", "\nQuestion:"),
+            max_new_tokens=320,
+            description="GSM8K, 8-shot chain of thought, the last number against '####'"),
+    TfdsDef("arc_easy", "ai2_arc/ARC-Easy", "test", "train", 10, _arc, 4,
+            description="ARC-Easy, 10-shot (Gadre et al.)"),
+    TfdsDef("piqa", "piqa", "validation", "train", 10, _piqa, 2,
+            description="PIQA, 10-shot (Gadre et al.)"),
+    TfdsDef("boolq", "bool_q", "validation", "train", 10, _boolq, 2,
+            description="BoolQ, 10-shot, no/yes (Gadre et al.)"),
     TfdsDef("copa", "super_glue/copa", "validation", None, 0, _copa, 2,
-            description="COPA, zero-shot"),
-    TfdsDef("lambada", "lambada", "test", None, 0, _lambada,
-            stop_strings=(" ", "\n", ".", ",", "!", "?", ";", ":", '"', "'"),
-            description="LAMBADA, last word, exact match"),
+            description="COPA, zero-shot (Gadre et al.)"),
+    TfdsDef("lambada", "lambada", "test", None, 0, _lambada, checker=checkers.LAST_WORD,
+            stop_strings=_LAST_WORD_STOPS, max_new_tokens=16,
+            description="LAMBADA, zero-shot, the generation's first word is the last word"),
+    TfdsDef("squad", "squad/v1.1", "validation", "train", 10, _squad,
+            checker=checkers.EXACT_NORM, max_new_tokens=48,
+            description="SQuAD v1.1, 10-shot, normalised exact match with every answer"),
+    TfdsDef("coqa", "coqa", "test", None, 0, _coqa, checker=checkers.EXACT_NORM,
+            max_new_tokens=48,
+            description="CoQA, zero-shot, each turn after its history, normalised EM"),
 )
 
 
 def _format(defn: TfdsDef, query: str, answer: Any) -> str:
-    if isinstance(answer, tuple) and len(answer) == 2 and isinstance(answer[0], tuple):
-        choices, gold = answer
-        return query + choices[gold]
-    if isinstance(answer, tuple):
-        return query + answer[0]
-    return query + answer
+    if isinstance(answer, Gen):
+        return query + answer.demo
+    choices, gold = answer
+    return query + choices[gold]
 
 
 def make_tfds_task(defn: TfdsDef, seed: int = 0) -> evaltask.EvalTask:
     """The EvalTask for one definition (data read on first `instances` call)."""
     def loader(split):
         del split
+        examples = load_examples(defn.tfds_name, defn.eval_split)  # names it if unprepared
         demos = []
         if defn.shots:
             pool = [qa for ex in load_examples(defn.tfds_name, defn.shots_split)[:2000]
                     for qa in defn.convert(ex)]
+            if len(pool) < defn.shots:
+                raise errors.DataError(f"{len(pool)} examples for {defn.shots} "
+                                       "demonstrations", path=f"{defn.tfds_name}:"
+                                       f"{defn.shots_split}")
             demos = random.Random(f"{defn.name}/{seed}").sample(pool, defn.shots)
         prefix = "".join(_format(defn, q, a) + defn.separator for q, a in demos)
         out = []
-        for i, ex in enumerate(load_examples(defn.tfds_name, defn.eval_split)):
+        for i, ex in enumerate(examples):
             for j, (query, answer) in enumerate(defn.convert(ex)):
                 iid = f"{i}" if j == 0 else f"{i}.{j}"
                 meta = {"input": query}
@@ -211,14 +271,16 @@ def make_tfds_task(defn: TfdsDef, seed: int = 0) -> evaltask.EvalTask:
                     out.append(evaltask.Instance(iid, prefix + query, None, choices, gold,
                                                  meta))
                 else:
-                    target = answer[1] if isinstance(answer, tuple) else answer.strip()
-                    out.append(evaltask.Instance(iid, prefix + query, target, meta=meta))
+                    if answer.aliases:
+                        meta["aliases"] = answer.aliases
+                    out.append(evaltask.Instance(iid, prefix + query, answer.target,
+                                                 meta=meta))
         return out
 
     mc = bool(defn.num_choices)
     return evaltask.EvalTask(
         name=defn.name, kind=evaltask.MULTIPLE_CHOICE if mc else evaltask.GENERATIVE,
-        checker=None if mc else checkers.EXACT,
+        checker=None if mc else (defn.checker or checkers.EXACT),
         random_baseline=1.0 / defn.num_choices if mc else 0.0,
         stop_strings=defn.stop_strings, max_new_tokens=defn.max_new_tokens, loader=loader,
         family="tfds", description=defn.description, num_shots=defn.shots,
