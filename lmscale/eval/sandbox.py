@@ -52,11 +52,40 @@ import time
 import warnings
 from typing import Iterable, Mapping, Sequence
 
+from lmscale.eval import _isolation
+
 # Isolation levels, strongest first.
 ISOLATION_BWRAP = "bwrap"
 ISOLATION_UNSHARE = "unshare"
 ISOLATION_RLIMITS = "rlimits"
 ISOLATION_LEVELS = (ISOLATION_BWRAP, ISOLATION_UNSHARE, ISOLATION_RLIMITS)
+# Default minimum: file-system + network + pid isolation (both namespace levels give it).
+MIN_ISOLATION = ISOLATION_UNSHARE
+_HOW_TO_GET = ("install bubblewrap (the system package 'bubblewrap'), or util-linux's "
+               "unshare + setpriv with user namespaces enabled (sysctl "
+               "user.max_user_namespaces > 0, kernel.unprivileged_userns_clone=1, "
+               "kernel.apparmor_restrict_unprivileged_userns=0)")
+
+
+class SandboxError(RuntimeError):
+    """The sandbox could not run a program, or only below the minimum isolation.
+
+    Never a verdict on the program: an evaluation must stop rather than count it.
+    """
+
+
+def require_isolation(level: str, min_isolation: str = MIN_ISOLATION) -> None:
+    """Raises `SandboxError` when `level` is weaker than `min_isolation`."""
+    for name in (level, min_isolation):
+        if name not in ISOLATION_LEVELS:
+            raise ValueError(f"sandbox: isolation={name!r}; allowed: {ISOLATION_LEVELS}")
+    if ISOLATION_LEVELS.index(level) > ISOLATION_LEVELS.index(min_isolation):
+        raise SandboxError(
+            f"sandbox: isolation {level!r} is below the minimum {min_isolation!r}: it has no "
+            "mount, network or pid namespace (files in /tmp, /var/tmp, /dev/shm and the "
+            "user's own files are writable, loopback is reachable, descendants can escape). "
+            f"To get it: {_HOW_TO_GET}. To accept the weaker level explicitly, pass "
+            f"min_isolation={level!r}.")
 
 # Statuses of an `ExecResult`.
 STATUS_PASSED = "passed"  # exit code 0
@@ -71,8 +100,8 @@ STATUSES = (STATUS_PASSED, STATUS_FAILED, STATUS_TIMEOUT, STATUS_MEMORY,
 
 # Launcher exit code when it could not apply limits or exec the program; chosen outside
 # the 128+signal range and away from Python's 1/2 so it is not mistaken for a failure.
-_LAUNCH_ERROR_CODE = 118
-_LAUNCH_ERROR_MARK = "lmscale-sandbox-launch-error:"
+_LAUNCH_ERROR_CODE = _isolation.LAUNCH_ERROR_CODE
+_LAUNCH_ERROR_MARK = _isolation.LAUNCH_ERROR_MARK
 
 # Unique per-execution uid = base + (caller pid * 64 + counter % 64). Pids are unique
 # among live processes and each process runs at most 64 sandboxes at once, so two live
@@ -225,29 +254,6 @@ def _sweep_uid(uid: int, budget_s: float = 5.0) -> None:
         time.sleep(0.005)
 
 
-def _bwrap_argv(scratch: str, tmp_mb: int, env: Mapping[str, str]) -> list[str]:
-    argv = [shutil.which("bwrap") or "bwrap",
-            "--unshare-all", "--unshare-user", "--disable-userns",
-            "--die-with-parent", "--new-session",
-            "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    # Size-capped private tmpfs over every world-writable place, then the scratch dir
-    # (usually under /tmp) bound back writable on top.
-    for path in ("/tmp", "/var/tmp", "/dev/shm"):
-        argv += ["--size", str(tmp_mb << 20), "--tmpfs", path]
-    argv += ["--bind", scratch, scratch, "--chdir", scratch, "--clearenv"]
-    for key, value in env.items():
-        argv += ["--setenv", key, value]
-    return argv + ["--"]
-
-
-def _unshare_argv() -> list[str]:
-    # /bin/sh is the namespace's init, so the program is not pid 1 (which ignores
-    # default-action signals, even SIGKILL to itself) and a signal death reads 128+sig.
-    return [shutil.which("unshare") or "unshare", "--user", "--map-current-user",
-            "--pid", "--fork", "--kill-child", "--mount", "--mount-proc",
-            "--net", "--ipc", "--uts", "--", "/bin/sh", "-c", '"$@"; exit $?', "sh"]
-
-
 def _rlimits(timeout_s: float, memory_mb: int, max_processes: int, max_file_mb: int,
              max_open_files: int, uid: int | None) -> list[tuple[str, int]]:
     nproc = max_processes
@@ -351,7 +357,8 @@ def _validate_limits(timeout_s, memory_mb, max_output_bytes, max_processes, max_
 def execute(program: str, timeout_s: float = 10.0, memory_mb: int = 512,
             max_output_bytes: int = 1 << 16, *, max_processes: int = 32,
             max_file_mb: int = 16, max_open_files: int = 64, isolation: str | None = None,
-            python_executable: str | None = None) -> ExecResult:
+            python_executable: str | None = None,
+            min_isolation: str = MIN_ISOLATION) -> ExecResult:
     """Runs one untrusted Python program in a sandbox.
 
     Args:
@@ -369,11 +376,15 @@ def execute(program: str, timeout_s: float = 10.0, memory_mb: int = 512,
       python_executable: interpreter for the program; default the base interpreter of
         `sys.executable` (resolved out of any virtualenv, which the sandbox uid usually
         cannot read).
+      min_isolation: weakest level accepted (default `MIN_ISOLATION`); "rlimits" only
+        by explicit opt-in.
 
     Returns:
       An `ExecResult`. Failures of the program never raise.
 
     Raises:
+      SandboxError: the level is below `min_isolation`, or the sandbox failed to start
+        (naming the level and the cause).
       ValueError: a limit is out of range or `isolation` is unknown.
       TypeError: `program` is not a str.
     """
@@ -385,9 +396,14 @@ def execute(program: str, timeout_s: float = 10.0, memory_mb: int = 512,
         isolation = isolation_level()
     elif isolation not in ISOLATION_LEVELS:
         raise ValueError(f"sandbox: isolation={isolation!r}; allowed: {ISOLATION_LEVELS}")
-    return _run(program, timeout_s, memory_mb, max_output_bytes, max_processes,
+    require_isolation(isolation, min_isolation)
+    result = _run(program, timeout_s, memory_mb, max_output_bytes, max_processes,
                 max_file_mb, max_open_files, isolation,
                 python_executable or _default_python())
+    if result.status == STATUS_ERROR:
+        raise SandboxError(f"sandbox: level {isolation!r} failed to start the program: "
+                           f"{result.stderr.strip()[-2000:]}")
+    return result
 
 
 def _run(program, timeout_s, memory_mb, max_output_bytes, max_processes, max_file_mb,
@@ -406,9 +422,9 @@ def _run(program, timeout_s, memory_mb, max_output_bytes, max_processes, max_fil
                "LANG": "C.UTF-8"}
         argv = [python, "-I", "-B", prog_path]
         if isolation == ISOLATION_BWRAP:
-            argv = _bwrap_argv(scratch, max_file_mb, env) + argv
+            argv = _isolation.bwrap_argv(scratch, max_file_mb, env) + argv
         elif isolation == ISOLATION_UNSHARE:
-            argv = _unshare_argv() + argv
+            argv = _isolation.unshare_argv(scratch, max_file_mb) + argv
         cfg = {"rlimits": _rlimits(timeout_s, memory_mb, max_processes, max_file_mb,
                                    max_open_files, uid),
                "uid": uid, "argv": argv, "env": env}
@@ -492,8 +508,8 @@ def execute_many(programs: Iterable[str], timeout_s: float = 10.0, max_workers: 
                  **kwargs) -> BatchResult:
     """Runs many programs, at most `max_workers` sandboxes at a time.
 
-    A program that breaks its sandbox (or the sandbox itself failing) yields an
-    ``"error"`` result for that program; the batch always completes.
+    A bad program argument yields an ``"error"`` result for that program; a sandbox
+    that cannot start (or a level below the minimum) raises `SandboxError`.
 
     Args:
       programs: Python source texts.
@@ -519,10 +535,13 @@ def execute_many(programs: Iterable[str], timeout_s: float = 10.0, max_workers: 
         isolation = isolation_level()
     elif isolation not in ISOLATION_LEVELS:
         raise ValueError(f"execute_many: isolation={isolation!r}; allowed: {ISOLATION_LEVELS}")
+    require_isolation(isolation, kwargs.get("min_isolation", MIN_ISOLATION))
 
     def one(program):
         try:
             return execute(program, **execute_kwargs)
+        except SandboxError:
+            raise
         except Exception as e:  # noqa: BLE001 -- one program must not stop the batch
             return ExecResult(STATUS_ERROR, None, "", f"sandbox: {e!r}", 0.0, isolation)
 

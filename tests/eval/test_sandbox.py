@@ -52,19 +52,19 @@ def _assert_uid_clean(result):
 
 
 def test_exit_status_maps_to_passed_and_failed(level):
-    ok = sandbox.execute("print('hello')", timeout_s=5, isolation=level)
+    ok = sandbox.execute("print('hello')", timeout_s=5, isolation=level, min_isolation=level)
     assert (ok.status, ok.returncode, ok.stdout, ok.passed) == ("passed", 0, "hello\n", True)
     assert ok.isolation == level
-    bad = sandbox.execute("import sys; sys.exit(3)", timeout_s=5, isolation=level)
+    bad = sandbox.execute("import sys; sys.exit(3)", timeout_s=5, isolation=level, min_isolation=level)
     assert (bad.status, bad.returncode, bad.passed) == ("failed", 3, False)
-    exc = sandbox.execute("assert 1 == 2, 'boom'", timeout_s=5, isolation=level)
+    exc = sandbox.execute("assert 1 == 2, 'boom'", timeout_s=5, isolation=level, min_isolation=level)
     assert exc.status == "failed" and "AssertionError: boom" in exc.stderr
 
 
 def test_scratch_dir_is_cwd_and_writable(level):
     r = sandbox.execute(
         "import os\nopen('f.txt', 'w').write('abc')\nprint(open('f.txt').read(), os.getcwd())",
-        timeout_s=5, isolation=level)
+        timeout_s=5, isolation=level, min_isolation=level)
     assert r.passed, r.stderr
     text, cwd = r.stdout.split()
     assert text == "abc" and os.path.basename(cwd).startswith("lmscale-sandbox-")
@@ -155,7 +155,7 @@ def test_off_by_one_solutions_fail_and_canonical_passes(problems, task_id, old, 
 
 
 def test_infinite_loop_times_out(level, no_leftovers):
-    r = sandbox.execute("while True:\n    pass\n", timeout_s=1.0, isolation=level)
+    r = sandbox.execute("while True:\n    pass\n", timeout_s=1.0, isolation=level, min_isolation=level)
     assert r.status == "timeout" and r.returncode is None and not r.passed
     assert 1.0 <= r.wall_s < 3.0
     _assert_uid_clean(r)
@@ -167,7 +167,7 @@ def test_sleeping_descendant_cannot_outlive_the_sandbox(level, no_leftovers):
                "if os.fork() == 0:\n"
                "    os.setsid(); os.close(1); os.close(2); time.sleep(60)\n"
                "print('parent done')\n")
-    r = sandbox.execute(program, timeout_s=5.0, isolation=level)
+    r = sandbox.execute(program, timeout_s=5.0, isolation=level, min_isolation=level)
     if r.sandbox_uid is None and level == "rlimits":
         pytest.skip("rlimits without root: a setsid() descendant is out of reach")
     assert r.passed and r.stdout == "parent done\n"
@@ -182,12 +182,12 @@ def test_fork_bomb_is_contained(level, no_leftovers):
                "    except OSError:\n"
                "        pass\n")
     before = time.monotonic()
-    r = sandbox.execute(program, timeout_s=1.5, isolation=level, max_processes=16)
+    r = sandbox.execute(program, timeout_s=1.5, isolation=level, min_isolation=level, max_processes=16)
     assert r.status == "timeout"
     assert time.monotonic() - before < 6.0
     _assert_uid_clean(r)
     # The machine is still usable: a normal program runs promptly afterwards.
-    after = sandbox.execute("print(2 + 2)", timeout_s=5.0, isolation=level)
+    after = sandbox.execute("print(2 + 2)", timeout_s=5.0, isolation=level, min_isolation=level)
     assert after.passed and after.stdout == "4\n" and after.wall_s < 3.0
 
 
@@ -204,7 +204,7 @@ def test_process_cap_holds(level, no_leftovers):
                "        os._exit(0)\n"
                "    n += 1\n"
                "print(n)\n")
-    r = sandbox.execute(program, timeout_s=5.0, isolation=level, max_processes=12)
+    r = sandbox.execute(program, timeout_s=5.0, isolation=level, min_isolation=level, max_processes=12)
     if r.sandbox_uid is None:
         pytest.skip("not root: RLIMIT_NPROC also counts this user's other processes")
     assert r.passed, r.stderr
@@ -217,7 +217,7 @@ def test_process_cap_holds(level, no_leftovers):
     "x = []\nwhile True:\n    x.append(bytearray(32 * 1024 ** 2))\n",
 ])
 def test_memory_bomb_is_stopped(level, program, no_leftovers):
-    r = sandbox.execute(program, timeout_s=10.0, memory_mb=256, isolation=level)
+    r = sandbox.execute(program, timeout_s=10.0, memory_mb=256, isolation=level, min_isolation=level)
     assert r.status in ("memory", "killed")
     assert r.wall_s < 8.0
     _assert_uid_clean(r)
@@ -226,7 +226,7 @@ def test_memory_bomb_is_stopped(level, program, no_leftovers):
 @pytest.mark.parametrize("stream", ["stdout", "stderr"])
 def test_output_flood_is_bounded(level, stream, no_leftovers):
     program = f"import sys\nwhile True:\n    sys.{stream}.write('x' * 4096)\n"
-    r = sandbox.execute(program, timeout_s=10.0, max_output_bytes=10_000, isolation=level)
+    r = sandbox.execute(program, timeout_s=10.0, max_output_bytes=10_000, isolation=level, min_isolation=level)
     assert r.status == "output_limit" and r.output_truncated
     assert len(getattr(r, stream)) == 10_000
     assert r.wall_s < 5.0
@@ -246,7 +246,7 @@ def test_network_is_blocked(level, no_leftovers):
                "except OSError as e:\n"
                "    print('blocked', type(e).__name__)\n")
     try:
-        r = sandbox.execute(program, timeout_s=10.0, isolation=level)
+        r = sandbox.execute(program, timeout_s=10.0, isolation=level, min_isolation=level)
         try:
             conn, _ = listener.accept()
             conn.close()
@@ -279,7 +279,7 @@ def test_writes_outside_scratch_do_not_happen(level, no_leftovers):
                "    except OSError as e:\n"
                "        print('denied', type(e).__name__)\n")
     try:
-        r = sandbox.execute(program, timeout_s=10.0, isolation=level)
+        r = sandbox.execute(program, timeout_s=10.0, isolation=level, min_isolation=level)
         assert r.passed, r.stderr
         assert not os.path.exists(targets[0]), "wrote into a directory it does not own"
         if level == "bwrap":
@@ -303,7 +303,7 @@ def test_parent_environment_does_not_leak(level, monkeypatch, no_leftovers):
                "    i = data.find(b'LMSCALE_TEST_SECRET=')\n"
                "    if i >= 0:\n"
                "        print('found', data[i:i + 60])\n")
-    r = sandbox.execute(program, timeout_s=10.0, isolation=level)
+    r = sandbox.execute(program, timeout_s=10.0, isolation=level, min_isolation=level)
     if r.sandbox_uid is None and level == "rlimits":
         pytest.skip("rlimits without root: /proc/<pid>/environ of the user is readable")
     assert r.passed, r.stderr
@@ -321,7 +321,7 @@ def test_program_cannot_kill_its_parent_or_the_caller(level, no_leftovers):
                "    except OSError as e:\n"
                "        print('refused', type(e).__name__)\n")
     try:
-        r = sandbox.execute(program, timeout_s=10.0, isolation=level)
+        r = sandbox.execute(program, timeout_s=10.0, isolation=level, min_isolation=level)
         if r.sandbox_uid is None and level == "rlimits":
             pytest.skip("rlimits without root: same uid, signals reach the caller")
         assert victim.poll() is None, "the sandboxed program killed a process outside"
