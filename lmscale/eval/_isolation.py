@@ -46,6 +46,7 @@ done
 # The scratch dir may lie under a path just covered: bind the old one (the cwd) back.
 mkdir -p "$s" && mount --no-canonicalize --bind . "$s" && cd "$s" || fail "rebind $s"
 command -v setpriv >/dev/null || fail "setpriv (util-linux) not found"
+[ -x "$1" ] || fail "cannot execute $1"
 setpriv --bounding-set -all --inh-caps -all --no-new-privs -- "$@"
 exit $?
 """ % (LAUNCH_ERROR_MARK, LAUNCH_ERROR_CODE)

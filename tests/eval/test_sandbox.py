@@ -350,3 +350,143 @@ def test_execute_many_counts_stopped_programs_by_reason():
 def test_execute_many_rejects_bad_worker_count():
     with pytest.raises(ValueError, match="max_workers"):
         sandbox.execute_many(["pass"], max_workers=0)
+
+
+# --------------------------------------------------------- issue 16: host left clean
+
+_NS_LEVELS = ("bwrap", "unshare")
+
+
+def _host_snapshot():
+    names = {}
+    for d in ("/tmp", "/var/tmp", "/dev/shm", os.path.expanduser("~")):
+        try:
+            names[d] = set(os.listdir(d))
+        except OSError:
+            names[d] = set()
+    return names
+
+
+def test_files_dropped_everywhere_stay_off_the_host(level, no_leftovers):
+    if level not in _NS_LEVELS:
+        pytest.skip("rlimits has no mount namespace (opt-in level, documented)")
+    tag = "lmscale-hostile-" + os.urandom(4).hex()
+    home = os.path.expanduser("~")
+    before = _host_snapshot()
+    program = ("import os\n"
+               f"for d in ('/tmp', '/var/tmp', '/dev/shm', {home!r}, '/', '/etc', '.'):\n"
+               "    try:\n"
+               f"        open(os.path.join(d, {tag!r}), 'w').write('x')\n"
+               "        print('wrote', d)\n"
+               "    except OSError as e:\n"
+               "        print('denied', d, type(e).__name__)\n")
+    r = sandbox.execute(program, timeout_s=10.0, isolation=level, min_isolation=level)
+    assert r.passed, r.stderr
+    assert "denied / " in r.stdout and "denied /etc " in r.stdout
+    assert _host_snapshot() == before
+    for d in ("/tmp", "/var/tmp", "/dev/shm", home, "/", "/etc"):
+        assert not os.path.exists(os.path.join(d, tag)), d
+    _assert_uid_clean(r)
+
+
+@pytest.mark.parametrize("where", ["/tmp", "/dev/shm", "."])
+def test_filling_disk_is_capped_and_leaves_nothing(level, where, no_leftovers):
+    if level not in _NS_LEVELS:
+        pytest.skip("rlimits has no private tmpfs (opt-in level, documented)")
+    before = _host_snapshot()
+    program = ("import os\n"
+               "n = 0\n"
+               "try:\n"
+               "    for i in range(1000):\n"
+               f"        with open(os.path.join({where!r}, 'fill%d' % i), 'wb') as f:\n"
+               "            f.write(b'x' * (1 << 20))\n"
+               "        n += 1\n"
+               "except OSError as e:\n"
+               "    print('stopped', type(e).__name__)\n"
+               "print(n)\n")
+    r = sandbox.execute(program, timeout_s=20.0, isolation=level, min_isolation=level,
+                        max_file_mb=16)
+    assert r.status in ("passed", "output_limit"), r.stderr
+    if r.passed and where != ".":  # the scratch cwd is capped per file only (documented)
+        assert int(r.stdout.split()[-1]) <= 16
+    assert _host_snapshot() == before
+    _assert_uid_clean(r)
+
+
+def test_other_users_work_dirs_are_invisible(level, no_leftovers):
+    if level not in _NS_LEVELS:
+        pytest.skip("rlimits shares the host /tmp (opt-in level, documented)")
+    other = tempfile.mkdtemp(prefix="lmscale-test-other-")
+    os.chmod(other, 0o755)
+    with open(os.path.join(other, "secret.txt"), "w") as f:
+        f.write("secret-42")
+    program = ("import os\n"
+               f"print(os.path.exists({other!r}))\n"
+               "print(sorted(os.listdir('/tmp')))\n")
+    try:
+        r = sandbox.execute(program, timeout_s=10.0, isolation=level, min_isolation=level)
+    finally:
+        shutil.rmtree(other, ignore_errors=True)
+    assert r.passed, r.stderr
+    assert r.stdout.startswith("False\n") and "lmscale-test-other" not in r.stdout
+
+
+def test_double_fork_escape_is_killed(level, no_leftovers):
+    marker = "lmscale-escape-" + os.urandom(4).hex()
+    program = ("import os, sys, time\n"
+               "if os.fork() == 0:\n"
+               "    os.setsid()\n"
+               "    if os.fork() == 0:\n"
+               "        os.close(1); os.close(2)\n"
+               f"        os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(60)', {marker!r}])\n"
+               "    os._exit(0)\n"
+               "time.sleep(0.3)\n"
+               "print('parent done')\n")
+    r = sandbox.execute(program, timeout_s=10.0, isolation=level, min_isolation=level)
+    if r.sandbox_uid is None and level == "rlimits":
+        pytest.skip("rlimits without root: a setsid() descendant is out of reach")
+    assert r.passed and r.stdout == "parent done\n", r.stderr
+    time.sleep(0.2)
+    survivors = [p.pid for p in psutil.process_iter(["cmdline"])
+                 if marker in (p.info["cmdline"] or [])]
+    assert survivors == []
+    _assert_uid_clean(r)
+
+
+def test_host_sleeper_survives_kill_attempts(level, no_leftovers):
+    victim = subprocess.Popen(["sleep", "30"])
+    program = ("import os, signal\n"
+               f"for pid in ({victim.pid}, -1):\n"
+               "    try:\n"
+               "        os.kill(pid, signal.SIGKILL)\n"
+               "    except OSError as e:\n"
+               "        print('refused', type(e).__name__)\n"
+               "print('end')\n")
+    try:
+        r = sandbox.execute(program, timeout_s=10.0, isolation=level, min_isolation=level)
+        if r.sandbox_uid is None and level == "rlimits":
+            pytest.skip("rlimits without root: same uid, signals reach the caller")
+        time.sleep(0.1)
+        assert victim.poll() is None, "a host process was killed from the sandbox"
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+# ----------------------------------------------------- minimum level, sandbox faults
+
+
+def test_level_below_minimum_is_refused_with_how_to():
+    with pytest.raises(sandbox.SandboxError, match=r"'rlimits' is below the minimum "
+                       r"'unshare'.*bubblewrap.*min_isolation='rlimits'"):
+        sandbox.execute("print(1)", isolation="rlimits")
+    with pytest.raises(sandbox.SandboxError, match="below the minimum"):
+        sandbox.execute_many(["print(1)"], isolation="rlimits")
+    ok = sandbox.execute("print(1)", isolation="rlimits", min_isolation="rlimits")
+    assert ok.passed and ok.isolation == "rlimits"
+
+
+def test_sandbox_that_cannot_start_raises_naming_level(level):
+    with pytest.raises(sandbox.SandboxError, match=f"level {level!r} failed to start"):
+        sandbox.execute("print(1)", isolation=level, min_isolation=level,
+                        python_executable="/nonexistent/python3")
