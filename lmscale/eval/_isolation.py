@@ -4,7 +4,10 @@ Standard library only (the sandbox's launcher runs under ``python -S``).
 """
 from __future__ import annotations
 
+import functools
+import os
 import shutil
+import sys
 from typing import Mapping
 
 # Shared with the sandbox: how a launcher or init failure is told from a program's own.
@@ -57,3 +60,40 @@ def unshare_argv(scratch: str, tmp_mb: int) -> list[str]:
             "--pid", "--fork", "--kill-child", "--mount", "--mount-proc",
             "--net", "--ipc", "--uts", "--", "/bin/sh", "-c", _UNSHARE_INIT, "sh",
             scratch, str(tmp_mb)]
+
+
+def _others_can_run(path: str) -> bool:
+    """True when a uid with no special rights can traverse to `path` and execute it."""
+    path = os.path.realpath(path)
+    try:
+        if os.stat(path).st_mode & 0o005 != 0o005:
+            return False
+        parent = os.path.dirname(path)
+        while True:
+            if not os.stat(parent).st_mode & 0o001:
+                return False
+            if parent == os.path.dirname(parent):
+                return True
+            parent = os.path.dirname(parent)
+    except OSError:
+        return False
+
+
+@functools.lru_cache(maxsize=None)
+def default_python() -> str:
+    """The interpreter the sandbox runs programs with.
+
+    The base interpreter of `sys.executable` (out of any virtualenv: programs need only
+    the standard library) when the unprivileged sandbox uid can run it, else the first
+    python3 on the system PATH that it can run.
+    """
+    base = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+    if os.geteuid() != 0 or _others_can_run(base):
+        return base
+    for directory in ("/usr/local/bin", "/usr/bin", "/bin"):
+        candidate = os.path.join(directory, "python3")
+        if os.path.exists(candidate) and _others_can_run(candidate):
+            return os.path.realpath(candidate)
+    raise RuntimeError(
+        f"sandbox: the interpreter {base} is not executable by an unprivileged uid and "
+        "no python3 in /usr/local/bin, /usr/bin or /bin is; pass python_executable=")

@@ -14,12 +14,12 @@ Every program runs in a fresh process tree, started through a tiny launcher
   execution. ``RLIMIT_NPROC`` is not enforced for root, so this is what makes the
   process cap (and so fork bombs) bounded; it also means the program cannot signal the
   caller, read its ``/proc/<pid>/environ`` or write any file not writable by "others";
-* the strongest namespace isolation the machine offers (`isolation_level`):
-  ``"bwrap"`` (bubblewrap: new user, pid, net, ipc, uts and cgroup namespaces, the root
-  file system read-only, private size-capped ``/tmp``, only the scratch directory
-  writable), else ``"unshare"`` (util-linux: user, pid, net, ipc, uts and mount
-  namespaces; writes are confined by the uid switch only), else ``"rlimits"`` (no
-  namespaces: rlimits + new session + scratch cwd + isolated Python; warned about once).
+* the strongest namespace isolation the machine offers (`isolation_level`, command lines
+  in `lmscale.eval._isolation`): ``"bwrap"`` or ``"unshare"`` (user, pid, net, ipc, uts
+  and mount namespaces; every mount read-only, fresh size-capped tmpfs on /tmp, /var/tmp
+  and /dev/shm, only the scratch dir writable), else ``"rlimits"`` (no namespaces; only
+  with ``min_isolation="rlimits"``, see docs/reliability.md). Below the minimum, or when
+  the sandbox cannot start, `SandboxError` is raised: never a failed sample.
 
 The environment is scrubbed (only PATH, HOME, TMPDIR and LANG are set, HOME and TMPDIR
 pointing at the scratch directory), stdin is ``/dev/null`` and output is read through
@@ -53,6 +53,7 @@ import warnings
 from typing import Iterable, Mapping, Sequence
 
 from lmscale.eval import _isolation
+from lmscale.eval._isolation import default_python as _default_python
 
 # Isolation levels, strongest first.
 ISOLATION_BWRAP = "bwrap"
@@ -550,43 +551,6 @@ def execute_many(programs: Iterable[str], timeout_s: float = 10.0, max_workers: 
     counts = collections.Counter({s: 0 for s in STATUSES})
     counts.update(r.status for r in results)
     return BatchResult(results, dict(counts))
-
-
-def _others_can_run(path: str) -> bool:
-    """True when a uid with no special rights can traverse to `path` and execute it."""
-    path = os.path.realpath(path)
-    try:
-        if os.stat(path).st_mode & 0o005 != 0o005:
-            return False
-        parent = os.path.dirname(path)
-        while True:
-            if not os.stat(parent).st_mode & 0o001:
-                return False
-            if parent == os.path.dirname(parent):
-                return True
-            parent = os.path.dirname(parent)
-    except OSError:
-        return False
-
-
-@functools.lru_cache(maxsize=None)
-def _default_python() -> str:
-    """The interpreter the sandbox runs programs with.
-
-    The base interpreter of `sys.executable` (out of any virtualenv: programs need only
-    the standard library) when the unprivileged sandbox uid can run it, else the first
-    python3 on the system PATH that it can run.
-    """
-    base = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
-    if not _is_root() or _others_can_run(base):
-        return base
-    for directory in ("/usr/local/bin", "/usr/bin", "/bin"):
-        candidate = os.path.join(directory, "python3")
-        if os.path.exists(candidate) and _others_can_run(candidate):
-            return os.path.realpath(candidate)
-    raise RuntimeError(
-        f"sandbox: the interpreter {base} is not executable by an unprivileged uid and "
-        "no python3 in /usr/local/bin, /usr/bin or /bin is; pass python_executable=")
 
 
 def _probe(level: str) -> bool:
