@@ -62,6 +62,8 @@ def _code_checker(task, instance, timeout_s: float, sandbox_kwargs) -> CheckerFn
         program = code_program(task, instance, text)
         return sandbox.execute(program, timeout_s=timeout_s, **sandbox_kwargs).passed
 
+    # The level every sample of this checker runs under (for result rows and the report).
+    check.isolation = sandbox_kwargs.get("isolation") or sandbox.isolation_level()
     return check
 
 

@@ -14,12 +14,12 @@ Every program runs in a fresh process tree, started through a tiny launcher
   execution. ``RLIMIT_NPROC`` is not enforced for root, so this is what makes the
   process cap (and so fork bombs) bounded; it also means the program cannot signal the
   caller, read its ``/proc/<pid>/environ`` or write any file not writable by "others";
-* the strongest namespace isolation the machine offers (`isolation_level`):
-  ``"bwrap"`` (bubblewrap: new user, pid, net, ipc, uts and cgroup namespaces, the root
-  file system read-only, private size-capped ``/tmp``, only the scratch directory
-  writable), else ``"unshare"`` (util-linux: user, pid, net, ipc, uts and mount
-  namespaces; writes are confined by the uid switch only), else ``"rlimits"`` (no
-  namespaces: rlimits + new session + scratch cwd + isolated Python; warned about once).
+* the strongest namespace isolation the machine offers (`isolation_level`, command lines
+  in `lmscale.eval._isolation`): ``"bwrap"`` or ``"unshare"`` (user, pid, net, ipc, uts
+  and mount namespaces; every mount read-only, fresh size-capped tmpfs on /tmp, /var/tmp
+  and /dev/shm, only the scratch dir writable), else ``"rlimits"`` (no namespaces; only
+  with ``min_isolation="rlimits"``, see docs/reliability.md). Below the minimum, or when
+  the sandbox cannot start, `SandboxError` is raised: never a failed sample.
 
 The environment is scrubbed (only PATH, HOME, TMPDIR and LANG are set, HOME and TMPDIR
 pointing at the scratch directory), stdin is ``/dev/null`` and output is read through
@@ -52,11 +52,41 @@ import time
 import warnings
 from typing import Iterable, Mapping, Sequence
 
+from lmscale.eval import _isolation
+from lmscale.eval._isolation import default_python as _default_python
+
 # Isolation levels, strongest first.
 ISOLATION_BWRAP = "bwrap"
 ISOLATION_UNSHARE = "unshare"
 ISOLATION_RLIMITS = "rlimits"
 ISOLATION_LEVELS = (ISOLATION_BWRAP, ISOLATION_UNSHARE, ISOLATION_RLIMITS)
+# Default minimum: file-system + network + pid isolation (both namespace levels give it).
+MIN_ISOLATION = ISOLATION_UNSHARE
+_HOW_TO_GET = ("install bubblewrap (the system package 'bubblewrap'), or util-linux's "
+               "unshare + setpriv with user namespaces enabled (sysctl "
+               "user.max_user_namespaces > 0, kernel.unprivileged_userns_clone=1, "
+               "kernel.apparmor_restrict_unprivileged_userns=0)")
+
+
+class SandboxError(RuntimeError):
+    """The sandbox could not run a program, or only below the minimum isolation.
+
+    Never a verdict on the program: an evaluation must stop rather than count it.
+    """
+
+
+def require_isolation(level: str, min_isolation: str = MIN_ISOLATION) -> None:
+    """Raises `SandboxError` when `level` is weaker than `min_isolation`."""
+    for name in (level, min_isolation):
+        if name not in ISOLATION_LEVELS:
+            raise ValueError(f"sandbox: isolation={name!r}; allowed: {ISOLATION_LEVELS}")
+    if ISOLATION_LEVELS.index(level) > ISOLATION_LEVELS.index(min_isolation):
+        raise SandboxError(
+            f"sandbox: isolation {level!r} is below the minimum {min_isolation!r}: it has no "
+            "mount, network or pid namespace (files in /tmp, /var/tmp, /dev/shm and the "
+            "user's own files are writable, loopback is reachable, descendants can escape). "
+            f"To get it: {_HOW_TO_GET}. To accept the weaker level explicitly, pass "
+            f"min_isolation={level!r}.")
 
 # Statuses of an `ExecResult`.
 STATUS_PASSED = "passed"  # exit code 0
@@ -71,8 +101,8 @@ STATUSES = (STATUS_PASSED, STATUS_FAILED, STATUS_TIMEOUT, STATUS_MEMORY,
 
 # Launcher exit code when it could not apply limits or exec the program; chosen outside
 # the 128+signal range and away from Python's 1/2 so it is not mistaken for a failure.
-_LAUNCH_ERROR_CODE = 118
-_LAUNCH_ERROR_MARK = "lmscale-sandbox-launch-error:"
+_LAUNCH_ERROR_CODE = _isolation.LAUNCH_ERROR_CODE
+_LAUNCH_ERROR_MARK = _isolation.LAUNCH_ERROR_MARK
 
 # Unique per-execution uid = base + (caller pid * 64 + counter % 64). Pids are unique
 # among live processes and each process runs at most 64 sandboxes at once, so two live
@@ -225,29 +255,6 @@ def _sweep_uid(uid: int, budget_s: float = 5.0) -> None:
         time.sleep(0.005)
 
 
-def _bwrap_argv(scratch: str, tmp_mb: int, env: Mapping[str, str]) -> list[str]:
-    argv = [shutil.which("bwrap") or "bwrap",
-            "--unshare-all", "--unshare-user", "--disable-userns",
-            "--die-with-parent", "--new-session",
-            "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    # Size-capped private tmpfs over every world-writable place, then the scratch dir
-    # (usually under /tmp) bound back writable on top.
-    for path in ("/tmp", "/var/tmp", "/dev/shm"):
-        argv += ["--size", str(tmp_mb << 20), "--tmpfs", path]
-    argv += ["--bind", scratch, scratch, "--chdir", scratch, "--clearenv"]
-    for key, value in env.items():
-        argv += ["--setenv", key, value]
-    return argv + ["--"]
-
-
-def _unshare_argv() -> list[str]:
-    # /bin/sh is the namespace's init, so the program is not pid 1 (which ignores
-    # default-action signals, even SIGKILL to itself) and a signal death reads 128+sig.
-    return [shutil.which("unshare") or "unshare", "--user", "--map-current-user",
-            "--pid", "--fork", "--kill-child", "--mount", "--mount-proc",
-            "--net", "--ipc", "--uts", "--", "/bin/sh", "-c", '"$@"; exit $?', "sh"]
-
-
 def _rlimits(timeout_s: float, memory_mb: int, max_processes: int, max_file_mb: int,
              max_open_files: int, uid: int | None) -> list[tuple[str, int]]:
     nproc = max_processes
@@ -351,7 +358,8 @@ def _validate_limits(timeout_s, memory_mb, max_output_bytes, max_processes, max_
 def execute(program: str, timeout_s: float = 10.0, memory_mb: int = 512,
             max_output_bytes: int = 1 << 16, *, max_processes: int = 32,
             max_file_mb: int = 16, max_open_files: int = 64, isolation: str | None = None,
-            python_executable: str | None = None) -> ExecResult:
+            python_executable: str | None = None,
+            min_isolation: str = MIN_ISOLATION) -> ExecResult:
     """Runs one untrusted Python program in a sandbox.
 
     Args:
@@ -369,11 +377,15 @@ def execute(program: str, timeout_s: float = 10.0, memory_mb: int = 512,
       python_executable: interpreter for the program; default the base interpreter of
         `sys.executable` (resolved out of any virtualenv, which the sandbox uid usually
         cannot read).
+      min_isolation: weakest level accepted (default `MIN_ISOLATION`); "rlimits" only
+        by explicit opt-in.
 
     Returns:
       An `ExecResult`. Failures of the program never raise.
 
     Raises:
+      SandboxError: the level is below `min_isolation`, or the sandbox failed to start
+        (naming the level and the cause).
       ValueError: a limit is out of range or `isolation` is unknown.
       TypeError: `program` is not a str.
     """
@@ -385,9 +397,14 @@ def execute(program: str, timeout_s: float = 10.0, memory_mb: int = 512,
         isolation = isolation_level()
     elif isolation not in ISOLATION_LEVELS:
         raise ValueError(f"sandbox: isolation={isolation!r}; allowed: {ISOLATION_LEVELS}")
-    return _run(program, timeout_s, memory_mb, max_output_bytes, max_processes,
+    require_isolation(isolation, min_isolation)
+    result = _run(program, timeout_s, memory_mb, max_output_bytes, max_processes,
                 max_file_mb, max_open_files, isolation,
                 python_executable or _default_python())
+    if result.status == STATUS_ERROR:
+        raise SandboxError(f"sandbox: level {isolation!r} failed to start the program: "
+                           f"{result.stderr.strip()[-2000:]}")
+    return result
 
 
 def _run(program, timeout_s, memory_mb, max_output_bytes, max_processes, max_file_mb,
@@ -406,9 +423,9 @@ def _run(program, timeout_s, memory_mb, max_output_bytes, max_processes, max_fil
                "LANG": "C.UTF-8"}
         argv = [python, "-I", "-B", prog_path]
         if isolation == ISOLATION_BWRAP:
-            argv = _bwrap_argv(scratch, max_file_mb, env) + argv
+            argv = _isolation.bwrap_argv(scratch, max_file_mb, env) + argv
         elif isolation == ISOLATION_UNSHARE:
-            argv = _unshare_argv() + argv
+            argv = _isolation.unshare_argv(scratch, max_file_mb) + argv
         cfg = {"rlimits": _rlimits(timeout_s, memory_mb, max_processes, max_file_mb,
                                    max_open_files, uid),
                "uid": uid, "argv": argv, "env": env}
@@ -492,8 +509,8 @@ def execute_many(programs: Iterable[str], timeout_s: float = 10.0, max_workers: 
                  **kwargs) -> BatchResult:
     """Runs many programs, at most `max_workers` sandboxes at a time.
 
-    A program that breaks its sandbox (or the sandbox itself failing) yields an
-    ``"error"`` result for that program; the batch always completes.
+    A bad program argument yields an ``"error"`` result for that program; a sandbox
+    that cannot start (or a level below the minimum) raises `SandboxError`.
 
     Args:
       programs: Python source texts.
@@ -519,10 +536,13 @@ def execute_many(programs: Iterable[str], timeout_s: float = 10.0, max_workers: 
         isolation = isolation_level()
     elif isolation not in ISOLATION_LEVELS:
         raise ValueError(f"execute_many: isolation={isolation!r}; allowed: {ISOLATION_LEVELS}")
+    require_isolation(isolation, kwargs.get("min_isolation", MIN_ISOLATION))
 
     def one(program):
         try:
             return execute(program, **execute_kwargs)
+        except SandboxError:
+            raise
         except Exception as e:  # noqa: BLE001 -- one program must not stop the batch
             return ExecResult(STATUS_ERROR, None, "", f"sandbox: {e!r}", 0.0, isolation)
 
@@ -531,43 +551,6 @@ def execute_many(programs: Iterable[str], timeout_s: float = 10.0, max_workers: 
     counts = collections.Counter({s: 0 for s in STATUSES})
     counts.update(r.status for r in results)
     return BatchResult(results, dict(counts))
-
-
-def _others_can_run(path: str) -> bool:
-    """True when a uid with no special rights can traverse to `path` and execute it."""
-    path = os.path.realpath(path)
-    try:
-        if os.stat(path).st_mode & 0o005 != 0o005:
-            return False
-        parent = os.path.dirname(path)
-        while True:
-            if not os.stat(parent).st_mode & 0o001:
-                return False
-            if parent == os.path.dirname(parent):
-                return True
-            parent = os.path.dirname(parent)
-    except OSError:
-        return False
-
-
-@functools.lru_cache(maxsize=None)
-def _default_python() -> str:
-    """The interpreter the sandbox runs programs with.
-
-    The base interpreter of `sys.executable` (out of any virtualenv: programs need only
-    the standard library) when the unprivileged sandbox uid can run it, else the first
-    python3 on the system PATH that it can run.
-    """
-    base = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
-    if not _is_root() or _others_can_run(base):
-        return base
-    for directory in ("/usr/local/bin", "/usr/bin", "/bin"):
-        candidate = os.path.join(directory, "python3")
-        if os.path.exists(candidate) and _others_can_run(candidate):
-            return os.path.realpath(candidate)
-    raise RuntimeError(
-        f"sandbox: the interpreter {base} is not executable by an unprivileged uid and "
-        "no python3 in /usr/local/bin, /usr/bin or /bin is; pass python_executable=")
 
 
 def _probe(level: str) -> bool:

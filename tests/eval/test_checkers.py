@@ -45,7 +45,8 @@ def test_code_humaneval_canonical_passes_and_corrupted_fails():
     inst = task.instances(limit=1)[0]
     check = checkers.make_checker(task, inst, timeout_s=20.0)
     assert check(inst.target)
-    assert not check("    return True\n")  # a constant answer fails the unit tests
+    assert not check("    return True\n")
+    assert check.isolation in ("bwrap", "unshare")  # a constant answer fails the unit tests
 
 
 def test_code_with_test_only():

@@ -52,19 +52,19 @@ def _assert_uid_clean(result):
 
 
 def test_exit_status_maps_to_passed_and_failed(level):
-    ok = sandbox.execute("print('hello')", timeout_s=5, isolation=level)
+    ok = sandbox.execute("print('hello')", timeout_s=5, isolation=level, min_isolation=level)
     assert (ok.status, ok.returncode, ok.stdout, ok.passed) == ("passed", 0, "hello\n", True)
     assert ok.isolation == level
-    bad = sandbox.execute("import sys; sys.exit(3)", timeout_s=5, isolation=level)
+    bad = sandbox.execute("import sys; sys.exit(3)", timeout_s=5, isolation=level, min_isolation=level)
     assert (bad.status, bad.returncode, bad.passed) == ("failed", 3, False)
-    exc = sandbox.execute("assert 1 == 2, 'boom'", timeout_s=5, isolation=level)
+    exc = sandbox.execute("assert 1 == 2, 'boom'", timeout_s=5, isolation=level, min_isolation=level)
     assert exc.status == "failed" and "AssertionError: boom" in exc.stderr
 
 
 def test_scratch_dir_is_cwd_and_writable(level):
     r = sandbox.execute(
         "import os\nopen('f.txt', 'w').write('abc')\nprint(open('f.txt').read(), os.getcwd())",
-        timeout_s=5, isolation=level)
+        timeout_s=5, isolation=level, min_isolation=level)
     assert r.passed, r.stderr
     text, cwd = r.stdout.split()
     assert text == "abc" and os.path.basename(cwd).startswith("lmscale-sandbox-")
@@ -155,7 +155,7 @@ def test_off_by_one_solutions_fail_and_canonical_passes(problems, task_id, old, 
 
 
 def test_infinite_loop_times_out(level, no_leftovers):
-    r = sandbox.execute("while True:\n    pass\n", timeout_s=1.0, isolation=level)
+    r = sandbox.execute("while True:\n    pass\n", timeout_s=1.0, isolation=level, min_isolation=level)
     assert r.status == "timeout" and r.returncode is None and not r.passed
     assert 1.0 <= r.wall_s < 3.0
     _assert_uid_clean(r)
@@ -167,7 +167,7 @@ def test_sleeping_descendant_cannot_outlive_the_sandbox(level, no_leftovers):
                "if os.fork() == 0:\n"
                "    os.setsid(); os.close(1); os.close(2); time.sleep(60)\n"
                "print('parent done')\n")
-    r = sandbox.execute(program, timeout_s=5.0, isolation=level)
+    r = sandbox.execute(program, timeout_s=5.0, isolation=level, min_isolation=level)
     if r.sandbox_uid is None and level == "rlimits":
         pytest.skip("rlimits without root: a setsid() descendant is out of reach")
     assert r.passed and r.stdout == "parent done\n"
@@ -182,12 +182,12 @@ def test_fork_bomb_is_contained(level, no_leftovers):
                "    except OSError:\n"
                "        pass\n")
     before = time.monotonic()
-    r = sandbox.execute(program, timeout_s=1.5, isolation=level, max_processes=16)
+    r = sandbox.execute(program, timeout_s=1.5, isolation=level, min_isolation=level, max_processes=16)
     assert r.status == "timeout"
     assert time.monotonic() - before < 6.0
     _assert_uid_clean(r)
     # The machine is still usable: a normal program runs promptly afterwards.
-    after = sandbox.execute("print(2 + 2)", timeout_s=5.0, isolation=level)
+    after = sandbox.execute("print(2 + 2)", timeout_s=5.0, isolation=level, min_isolation=level)
     assert after.passed and after.stdout == "4\n" and after.wall_s < 3.0
 
 
@@ -204,7 +204,7 @@ def test_process_cap_holds(level, no_leftovers):
                "        os._exit(0)\n"
                "    n += 1\n"
                "print(n)\n")
-    r = sandbox.execute(program, timeout_s=5.0, isolation=level, max_processes=12)
+    r = sandbox.execute(program, timeout_s=5.0, isolation=level, min_isolation=level, max_processes=12)
     if r.sandbox_uid is None:
         pytest.skip("not root: RLIMIT_NPROC also counts this user's other processes")
     assert r.passed, r.stderr
@@ -217,7 +217,7 @@ def test_process_cap_holds(level, no_leftovers):
     "x = []\nwhile True:\n    x.append(bytearray(32 * 1024 ** 2))\n",
 ])
 def test_memory_bomb_is_stopped(level, program, no_leftovers):
-    r = sandbox.execute(program, timeout_s=10.0, memory_mb=256, isolation=level)
+    r = sandbox.execute(program, timeout_s=10.0, memory_mb=256, isolation=level, min_isolation=level)
     assert r.status in ("memory", "killed")
     assert r.wall_s < 8.0
     _assert_uid_clean(r)
@@ -226,7 +226,7 @@ def test_memory_bomb_is_stopped(level, program, no_leftovers):
 @pytest.mark.parametrize("stream", ["stdout", "stderr"])
 def test_output_flood_is_bounded(level, stream, no_leftovers):
     program = f"import sys\nwhile True:\n    sys.{stream}.write('x' * 4096)\n"
-    r = sandbox.execute(program, timeout_s=10.0, max_output_bytes=10_000, isolation=level)
+    r = sandbox.execute(program, timeout_s=10.0, max_output_bytes=10_000, isolation=level, min_isolation=level)
     assert r.status == "output_limit" and r.output_truncated
     assert len(getattr(r, stream)) == 10_000
     assert r.wall_s < 5.0
@@ -246,7 +246,7 @@ def test_network_is_blocked(level, no_leftovers):
                "except OSError as e:\n"
                "    print('blocked', type(e).__name__)\n")
     try:
-        r = sandbox.execute(program, timeout_s=10.0, isolation=level)
+        r = sandbox.execute(program, timeout_s=10.0, isolation=level, min_isolation=level)
         try:
             conn, _ = listener.accept()
             conn.close()
@@ -279,7 +279,7 @@ def test_writes_outside_scratch_do_not_happen(level, no_leftovers):
                "    except OSError as e:\n"
                "        print('denied', type(e).__name__)\n")
     try:
-        r = sandbox.execute(program, timeout_s=10.0, isolation=level)
+        r = sandbox.execute(program, timeout_s=10.0, isolation=level, min_isolation=level)
         assert r.passed, r.stderr
         assert not os.path.exists(targets[0]), "wrote into a directory it does not own"
         if level == "bwrap":
@@ -303,7 +303,7 @@ def test_parent_environment_does_not_leak(level, monkeypatch, no_leftovers):
                "    i = data.find(b'LMSCALE_TEST_SECRET=')\n"
                "    if i >= 0:\n"
                "        print('found', data[i:i + 60])\n")
-    r = sandbox.execute(program, timeout_s=10.0, isolation=level)
+    r = sandbox.execute(program, timeout_s=10.0, isolation=level, min_isolation=level)
     if r.sandbox_uid is None and level == "rlimits":
         pytest.skip("rlimits without root: /proc/<pid>/environ of the user is readable")
     assert r.passed, r.stderr
@@ -321,7 +321,7 @@ def test_program_cannot_kill_its_parent_or_the_caller(level, no_leftovers):
                "    except OSError as e:\n"
                "        print('refused', type(e).__name__)\n")
     try:
-        r = sandbox.execute(program, timeout_s=10.0, isolation=level)
+        r = sandbox.execute(program, timeout_s=10.0, isolation=level, min_isolation=level)
         if r.sandbox_uid is None and level == "rlimits":
             pytest.skip("rlimits without root: same uid, signals reach the caller")
         assert victim.poll() is None, "the sandboxed program killed a process outside"
@@ -350,3 +350,143 @@ def test_execute_many_counts_stopped_programs_by_reason():
 def test_execute_many_rejects_bad_worker_count():
     with pytest.raises(ValueError, match="max_workers"):
         sandbox.execute_many(["pass"], max_workers=0)
+
+
+# --------------------------------------------------------- issue 16: host left clean
+
+_NS_LEVELS = ("bwrap", "unshare")
+
+
+def _host_snapshot():
+    names = {}
+    for d in ("/tmp", "/var/tmp", "/dev/shm", os.path.expanduser("~")):
+        try:
+            names[d] = set(os.listdir(d))
+        except OSError:
+            names[d] = set()
+    return names
+
+
+def test_files_dropped_everywhere_stay_off_the_host(level, no_leftovers):
+    if level not in _NS_LEVELS:
+        pytest.skip("rlimits has no mount namespace (opt-in level, documented)")
+    tag = "lmscale-hostile-" + os.urandom(4).hex()
+    home = os.path.expanduser("~")
+    before = _host_snapshot()
+    program = ("import os\n"
+               f"for d in ('/tmp', '/var/tmp', '/dev/shm', {home!r}, '/', '/etc', '.'):\n"
+               "    try:\n"
+               f"        open(os.path.join(d, {tag!r}), 'w').write('x')\n"
+               "        print('wrote', d)\n"
+               "    except OSError as e:\n"
+               "        print('denied', d, type(e).__name__)\n")
+    r = sandbox.execute(program, timeout_s=10.0, isolation=level, min_isolation=level)
+    assert r.passed, r.stderr
+    assert "denied / " in r.stdout and "denied /etc " in r.stdout
+    assert _host_snapshot() == before
+    for d in ("/tmp", "/var/tmp", "/dev/shm", home, "/", "/etc"):
+        assert not os.path.exists(os.path.join(d, tag)), d
+    _assert_uid_clean(r)
+
+
+@pytest.mark.parametrize("where", ["/tmp", "/dev/shm", "."])
+def test_filling_disk_is_capped_and_leaves_nothing(level, where, no_leftovers):
+    if level not in _NS_LEVELS:
+        pytest.skip("rlimits has no private tmpfs (opt-in level, documented)")
+    before = _host_snapshot()
+    program = ("import os\n"
+               "n = 0\n"
+               "try:\n"
+               "    for i in range(1000):\n"
+               f"        with open(os.path.join({where!r}, 'fill%d' % i), 'wb') as f:\n"
+               "            f.write(b'x' * (1 << 20))\n"
+               "        n += 1\n"
+               "except OSError as e:\n"
+               "    print('stopped', type(e).__name__)\n"
+               "print(n)\n")
+    r = sandbox.execute(program, timeout_s=20.0, isolation=level, min_isolation=level,
+                        max_file_mb=16)
+    assert r.status in ("passed", "output_limit"), r.stderr
+    if r.passed and where != ".":  # the scratch cwd is capped per file only (documented)
+        assert int(r.stdout.split()[-1]) <= 16
+    assert _host_snapshot() == before
+    _assert_uid_clean(r)
+
+
+def test_other_users_work_dirs_are_invisible(level, no_leftovers):
+    if level not in _NS_LEVELS:
+        pytest.skip("rlimits shares the host /tmp (opt-in level, documented)")
+    other = tempfile.mkdtemp(prefix="lmscale-test-other-")
+    os.chmod(other, 0o755)
+    with open(os.path.join(other, "secret.txt"), "w") as f:
+        f.write("secret-42")
+    program = ("import os\n"
+               f"print(os.path.exists({other!r}))\n"
+               "print(sorted(os.listdir('/tmp')))\n")
+    try:
+        r = sandbox.execute(program, timeout_s=10.0, isolation=level, min_isolation=level)
+    finally:
+        shutil.rmtree(other, ignore_errors=True)
+    assert r.passed, r.stderr
+    assert r.stdout.startswith("False\n") and "lmscale-test-other" not in r.stdout
+
+
+def test_double_fork_escape_is_killed(level, no_leftovers):
+    marker = "lmscale-escape-" + os.urandom(4).hex()
+    program = ("import os, sys, time\n"
+               "if os.fork() == 0:\n"
+               "    os.setsid()\n"
+               "    if os.fork() == 0:\n"
+               "        os.close(1); os.close(2)\n"
+               f"        os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(60)', {marker!r}])\n"
+               "    os._exit(0)\n"
+               "time.sleep(0.3)\n"
+               "print('parent done')\n")
+    r = sandbox.execute(program, timeout_s=10.0, isolation=level, min_isolation=level)
+    if r.sandbox_uid is None and level == "rlimits":
+        pytest.skip("rlimits without root: a setsid() descendant is out of reach")
+    assert r.passed and r.stdout == "parent done\n", r.stderr
+    time.sleep(0.2)
+    survivors = [p.pid for p in psutil.process_iter(["cmdline"])
+                 if marker in (p.info["cmdline"] or [])]
+    assert survivors == []
+    _assert_uid_clean(r)
+
+
+def test_host_sleeper_survives_kill_attempts(level, no_leftovers):
+    victim = subprocess.Popen(["sleep", "30"])
+    program = ("import os, signal\n"
+               f"for pid in ({victim.pid}, -1):\n"
+               "    try:\n"
+               "        os.kill(pid, signal.SIGKILL)\n"
+               "    except OSError as e:\n"
+               "        print('refused', type(e).__name__)\n"
+               "print('end')\n")
+    try:
+        r = sandbox.execute(program, timeout_s=10.0, isolation=level, min_isolation=level)
+        if r.sandbox_uid is None and level == "rlimits":
+            pytest.skip("rlimits without root: same uid, signals reach the caller")
+        time.sleep(0.1)
+        assert victim.poll() is None, "a host process was killed from the sandbox"
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+# ----------------------------------------------------- minimum level, sandbox faults
+
+
+def test_level_below_minimum_is_refused_with_how_to():
+    with pytest.raises(sandbox.SandboxError, match=r"'rlimits' is below the minimum "
+                       r"'unshare'.*bubblewrap.*min_isolation='rlimits'"):
+        sandbox.execute("print(1)", isolation="rlimits")
+    with pytest.raises(sandbox.SandboxError, match="below the minimum"):
+        sandbox.execute_many(["print(1)"], isolation="rlimits")
+    ok = sandbox.execute("print(1)", isolation="rlimits", min_isolation="rlimits")
+    assert ok.passed and ok.isolation == "rlimits"
+
+
+def test_sandbox_that_cannot_start_raises_naming_level(level):
+    with pytest.raises(sandbox.SandboxError, match=f"level {level!r} failed to start"):
+        sandbox.execute("print(1)", isolation=level, min_isolation=level,
+                        python_executable="/nonexistent/python3")
