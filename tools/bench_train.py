@@ -16,6 +16,11 @@ MFU is measured against this host's float32 matmul peak, taken in the same run.
 
   python tools/bench_train.py [--d_models=64,128,256] [--batch=8] [--seq=128] [--steps=10]
       [--rounds=5] [--sides=lmscale,torch,torch.compile] [--default_allocator]
+      [--attention_impl=default|xla] [--no_explicit_vjp]
+
+Ablations: --default_allocator (glibc's allocator as it is), --no_explicit_vjp (plain
+autodiff for every product and attention: `ops.set_explicit_vjp(False)`),
+--attention_impl=xla (`jax.nn.dot_product_attention` instead of lmscale's attention).
 
 Prints one row per width: tokens/s of each side (best of `rounds` alternating blocks of
 `steps` steps), the ratio lmscale / each PyTorch side, and MFU.
@@ -37,6 +42,7 @@ import torch  # noqa: E402
 from jax.sharding import PartitionSpec  # noqa: E402
 
 from lmscale import runtime  # noqa: E402
+from lmscale.models import ops  # noqa: E402
 from lmscale.models.config import ModelConfig  # noqa: E402
 from lmscale.train import metrics, optim  # noqa: E402
 from lmscale.train import spec as spec_lib  # noqa: E402
@@ -46,11 +52,12 @@ from lmscale.train import step as step_lib  # noqa: E402
 N_LAYERS, HEAD_DIM, VOCAB = 4, 32, 256
 
 
-def model_config(d_model: int) -> ModelConfig:
+def model_config(d_model: int, attention_impl: str = "default") -> ModelConfig:
     return ModelConfig(vocab_size=VOCAB, d_model=d_model, n_layers=N_LAYERS,
                        n_heads=d_model // HEAD_DIM, d_ff=int(2.5 * d_model), mlp="gated",
                        activation="gelu", tie_embeddings=True, rotary_fraction=1.0,
-                       max_seq_len=2048, name=f"bench_d{d_model}")
+                       max_seq_len=2048, attention_impl=attention_impl,
+                       name=f"bench_d{d_model}")
 
 
 def synthetic_batch(batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -248,7 +255,13 @@ def main() -> None:
                         help="comma-separated sides to time (lmscale is always included)")
     parser.add_argument("--default_allocator", action="store_true",
                         help="leave glibc's allocator as it is (lmscale.runtime not applied)")
+    parser.add_argument("--attention_impl", default="default", choices=("default", "xla"),
+                        help="ModelConfig.attention_impl of the lmscale side (ablation)")
+    parser.add_argument("--no_explicit_vjp", action="store_true",
+                        help="plain autodiff backward for every product (ablation)")
     args = parser.parse_args()
+    if args.no_explicit_vjp:
+        ops.set_explicit_vjp(False)
     # Before JAX starts its CPU client; the PyTorch side runs in the same process.
     tuned = False if args.default_allocator else runtime.tune_host_allocator()
     names = ["lmscale"] + [s for s in args.sides.split(",") if s and s != "lmscale"]
@@ -257,7 +270,7 @@ def main() -> None:
         parser.error(f"--sides: unknown {sorted(unknown)}")
     rows = []
     for d in (int(x) for x in args.d_models.split(",")):
-        config = model_config(d)
+        config = model_config(d, args.attention_impl)
         sides = {"lmscale": lmscale_stepper(config, args.batch, args.seq,
                                             args.steps * args.rounds + 3)}
         params0 = sides["lmscale"].params0

@@ -14,6 +14,7 @@ NORMS = ("rms", "layernorm", "layernorm_gain")
 MLPS = ("gated", "plain")
 ACTIVATIONS = ("gelu", "gelu_tanh", "silu")
 DTYPES = ("float32", "bfloat16", "float16")
+ATTENTION_IMPLS = ("default", "xla", "cudnn")
 
 
 class ConfigError(ValueError):
@@ -54,6 +55,10 @@ class ModelConfig:
         softmax normaliser of the logits (PaLM; open_lm/Gadre et al. use 1e-4). The model
         only declares it; the trainer adds it to the cross-entropy (see `decoder.z_loss`).
       dtype: activation/compute dtype name; parameters are always float32.
+      attention_impl: how training and full-sequence attention (no cache, no prefix) is
+        computed: "default" (lmscale's einsum path, with the explicit backward on CPU), or
+        `jax.nn.dot_product_attention` with implementation "xla" or "cudnn" (the fused GPU
+        kernel; needs a GPU and bfloat16/float16). Decoding always uses the default path.
       name: free-form label (family and size), carried into reports.
     """
 
@@ -79,6 +84,7 @@ class ModelConfig:
     init_std: float = 0.02
     z_loss_weight: float = 0.0
     dtype: str = "float32"
+    attention_impl: str = "default"
     name: str = ""
 
     def __post_init__(self):
@@ -107,7 +113,8 @@ class ModelConfig:
                 f"ModelConfig.n_kv_heads={self.n_kv_heads}: grouped-query attention needs "
                 f"each kv head to serve a whole number of query heads")
         for field, allowed in (("mlp", MLPS), ("activation", ACTIVATIONS), ("norm", NORMS),
-                               ("dtype", DTYPES)):
+                               ("dtype", DTYPES),
+                               ("attention_impl", ATTENTION_IMPLS)):
             if getattr(self, field) not in allowed:
                 raise ConfigError(
                     f"ModelConfig.{field}={getattr(self, field)!r}: allowed values are {allowed}")

@@ -80,7 +80,7 @@ class Block(nn.Module):
             n_heads=c.n_heads, n_kv_heads=c.n_kv_heads, head_dim=c.head_dim,
             rotary_dims=c.rotary_dims, rope_theta=c.rope_theta, qk_norm=c.qk_norm,
             norm=c.norm, norm_eps=c.norm_eps, use_bias=c.use_bias, init_std=c.init_std,
-            out_std=out_std, dtype=dtype, name="attn")
+            out_std=out_std, dtype=dtype, attention_impl=c.attention_impl, name="attn")
         mlp = Mlp(d_ff=c.d_ff, kind=c.mlp, activation=c.activation, use_bias=c.use_bias,
                   init_std=c.init_std, out_std=out_std, dtype=dtype, name="mlp")
         h = Norm(c.norm, c.norm_eps, name="ln_attn")(x)

@@ -194,6 +194,7 @@ class Attention(nn.Module):
     init_std: float
     out_std: float
     dtype: Any
+    attention_impl: str = "default"
 
     @nn.compact
     def __call__(self, x, positions, segment_ids=None, cache=None, cache_index=None,
@@ -213,6 +214,9 @@ class Attention(nn.Module):
             parts.append(part)
         else:
             mask = _causal_mask(b, t, segment_ids)
+            if prefix is None and self.attention_impl != "default":
+                out = _fused_attention(qg, key, value, mask, segment_ids, self.attention_impl)
+                return self._output(out, b, t, n, h, x.shape[-1]), (key, value), None
             if prefix is None and ops.explicit_vjp_enabled():
                 # Training and scoring on CPU: one op with a hand-written backward.
                 out = ops.masked_attention(qg, key, value, mask)
@@ -263,6 +267,30 @@ def _causal_mask(b: int, t: int, segment_ids: Array | None) -> Array:
     if segment_ids is not None:
         mask = mask & (segment_ids[:, :, None] == segment_ids[:, None, :])
     return mask
+
+
+def _fused_attention(qg: Array, key: Array, value: Array, mask: Array,
+                     segment_ids: Array | None, impl: str) -> Array:
+    """[B, T, K, G, H] by `jax.nn.dot_product_attention` ("xla" or "cudnn" kernel).
+
+    qg is already scaled, so the call's own scale is 1. With "xla" the [B, T, T] `mask`
+    (causal, and same segment when packed) is passed as is; with "cudnn" the kernel's own
+    causal mask is used and packing segments, when given, enter as an additive bias (cuDNN
+    fuses a bias, not a boolean mask).
+    """
+    b, t, k, g, h = qg.shape
+    q = qg.reshape(b, t, k * g, h)
+    if impl == "cudnn":
+        bias = None
+        if segment_ids is not None:
+            same = segment_ids[:, :, None] == segment_ids[:, None, :]
+            bias = jnp.where(same, 0.0, _NEG_INF).astype(q.dtype)[:, None]
+        out = jax.nn.dot_product_attention(q, key, value, bias=bias, scale=1.0,
+                                           is_causal=True, implementation="cudnn")
+    else:
+        out = jax.nn.dot_product_attention(q, key, value, mask=mask[:, None], scale=1.0,
+                                           implementation=impl)
+    return out.reshape(b, t, k, g, h)
 
 
 def _self_part(qg: Array, key: Array, value: Array, mask: Array):
