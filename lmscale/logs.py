@@ -34,7 +34,8 @@ _CONSOLE_LEVELS = {"quiet": std_logging.WARNING, "info": std_logging.INFO,
                    "debug": std_logging.DEBUG}
 PROGRESS_LOGGER = "lmscale.progress"  # progress lines: to the file, never echoed twice
 
-_state = {"mode": None, "stream": None, "path": None, "primary": True, "handler": None}
+_state = {"mode": None, "stream": None, "path": None, "primary": True, "handler": None,
+          "file_handler": None}
 _active: list["Progress"] = []  # open tqdm bars, for writing log lines above them
 
 
@@ -118,16 +119,20 @@ def setup(workdir: str, binary: str, console: str = "quiet",
         stream = _native_stderr_to(path)
     stream = stream or sys.stderr
     logging.set_verbosity("debug" if console == "debug" else "info")
-    absl_handler = logging.get_absl_handler()
-    absl_handler.python_handler.stream = open(path, "a", encoding="utf-8")  # pylint: disable=consider-using-with
     root = std_logging.getLogger()
-    if absl_handler not in root.handlers:
-        root.addHandler(absl_handler)
-    if _state["handler"] is not None:
-        root.removeHandler(_state["handler"])
+    root.setLevel(std_logging.DEBUG if console == "debug" else std_logging.INFO)
+    for old in [logging.get_absl_handler(), _state["handler"], _state["file_handler"]]:
+        if old is not None and old in root.handlers:
+            root.removeHandler(old)  # absl's writes to stderr; ours replace it
+    if _state["file_handler"] is not None:
+        _state["file_handler"].close()
+    file_handler = std_logging.FileHandler(path, encoding="utf-8")
+    file_handler.setFormatter(logging.PythonFormatter())
+    root.addHandler(file_handler)
     handler = _ConsoleHandler(_CONSOLE_LEVELS[console], stream)
     root.addHandler(handler)
-    _state.update(mode=console, stream=stream, path=path, handler=handler)
+    _state.update(mode=console, stream=stream, path=path, handler=handler,
+                  file_handler=file_handler)
     return path
 
 
@@ -222,6 +227,8 @@ class Progress:
             if note is not None:
                 self._bar.set_postfix_str(note, refresh=False)
             return
+        if self.total and self.done >= self.total:
+            return  # the last line is `close`'s
         pct_due = bool(self.total) and \
             100 * self.done / self.total >= self._last_line_pct + self.every_pct
         if pct_due or self.clock() - self._last_line_t >= self.every_s:
