@@ -59,15 +59,24 @@ def console_write(text: str, stream: TextIO | None = None) -> None:
 
 
 class _ConsoleHandler(std_logging.Handler):
-    """Log records at or above the console level, through `console_write`."""
+    """Log records at or above the console level, through `console_write`; a warning
+    repeated word for word (seqio's, once per run of a ladder) is shown once."""
 
     def __init__(self, level: int, stream: TextIO):
         super().__init__(level)
         self.stream = stream
         self.setFormatter(std_logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        self._seen: set[tuple[str, str]] = set()
 
     def filter(self, record) -> bool:
-        return record.name != PROGRESS_LOGGER and super().filter(record)
+        if record.name == PROGRESS_LOGGER or not super().filter(record):
+            return False
+        if record.levelno == std_logging.WARNING:
+            key = (record.name, record.getMessage())
+            if key in self._seen:
+                return False
+            self._seen.add(key)
+        return True
 
     def emit(self, record) -> None:
         try:

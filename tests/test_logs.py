@@ -84,6 +84,7 @@ def test_setup_sends_info_to_the_file_and_warnings_to_the_console(tmp_path, rest
     assert path.startswith(str(tmp_path / "logs" / "train."))
     logging.info("orbax-like detail %d", 1)
     logging.warning("a warning")
+    logging.warning("a warning")  # shown once on the console, twice in the file
     with logs.stage("train", total=2, stream=out, bar=False) as progress:
         progress.update(2)
     logs._state["file_handler"].flush()  # pylint: disable=protected-access
@@ -91,7 +92,9 @@ def test_setup_sends_info_to_the_file_and_warnings_to_the_console(tmp_path, rest
     text = open(path, encoding="utf-8").read()
     assert "orbax-like detail 1" in text and "a warning" in text and "train 2/2" in text
     assert "orbax-like detail" not in console
-    assert "WARNING absl: a warning" in console
+    assert console.count("WARNING absl: a warning") == 1 and text.count("a warning") == 2
+    logging.error("an error")
+    assert "ERROR absl: an error" in out.getvalue()
     assert console.count("train 2/2") == 1  # not echoed again by the console handler
 
     out_info = io.StringIO()

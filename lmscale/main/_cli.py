@@ -421,7 +421,7 @@ def start(argv) -> str:
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required")
     sys.excepthook = _excepthook
-    cache_dir = start_console_and_cache(FLAGS.workdir, FLAGS.console,
+    cache_dir = start_console_and_cache(FLAGS.workdir, console_mode(),
                                         FLAGS.compilation_cache_dir)
     platform = runtime.quiet_accelerator_probes()  # before JAX or TensorFlow is imported
     tuned = runtime.tune_host_allocator()  # before JAX starts its CPU threads
@@ -429,6 +429,13 @@ def start(argv) -> str:
     initialize_distributed()
     logging.info("persistent compilation cache: %s", compilation.enable_cache(cache_dir))
     return parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+
+
+def console_mode() -> str:
+    """--console, or absl's -v/--verbosity when only that is given (0: info, 1+: debug)."""
+    if FLAGS["verbosity"].present and not FLAGS["console"].present:
+        return "debug" if FLAGS.verbosity >= 1 else "info"
+    return FLAGS.console
 
 
 def start_console_and_cache(workdir: str, console: str = "quiet",
