@@ -22,7 +22,9 @@ Imports only the standard library and absl (tqdm if installed, when a bar is dra
 from __future__ import annotations
 
 import logging as std_logging
+import io
 import os
+import shutil
 import sys
 import time
 from typing import Callable, TextIO
@@ -150,6 +152,19 @@ def set_primary(primary: bool) -> None:
     _state["primary"] = bool(primary)
 
 
+def _screen(stream: TextIO) -> tuple[int, int]:
+    """The terminal's (columns, lines); (80, 24) where it reports none, as a bare
+    pseudo-terminal does (tqdm would then draw nothing)."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        size = os.terminal_size((0, 0))
+    if size.columns > 0 and size.lines > 0:
+        return size.columns, size.lines
+    fallback = shutil.get_terminal_size((80, 24))
+    return fallback.columns or 80, fallback.lines or 24
+
+
 def _to_file(text: str) -> None:
     """A progress line into the log file (after `setup`; never echoed on the console)."""
     if _state["path"] is not None:
@@ -194,8 +209,9 @@ class Progress:
         use_bar = (is_tty and tqdm is not None) if bar is None else (bar and tqdm is not None)
         self._bar = None
         if use_bar and not self.quiet:
+            columns, lines = _screen(self.stream)
             self._bar = tqdm.tqdm(total=total, desc=name, unit=f" {unit}" if unit else "it",
-                                  file=self.stream, dynamic_ncols=True, leave=True)
+                                  file=self.stream, ncols=columns, nrows=lines, leave=True)
             _active.append(self)
         else:
             self._line()
