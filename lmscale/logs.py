@@ -22,6 +22,7 @@ Imports only the standard library and absl (tqdm if installed, when a bar is dra
 from __future__ import annotations
 
 import logging as std_logging
+import faulthandler
 import io
 import os
 import shutil
@@ -102,6 +103,8 @@ def _native_stderr_to(path: str) -> TextIO:
     os.dup2(log_fd, 2)
     os.close(log_fd)
     sys.stderr = console
+    if faulthandler.is_enabled():  # absl's app.run enables it on fd 2: keep it on screen
+        faulthandler.enable(file=console)
     return console
 
 
