@@ -27,6 +27,7 @@ setup(
         "clu>=0.0.12",
         "tensorboard>=2.20",
         "psutil>=5.9",
+        "tqdm>=4.60",
     ],
     extras_require={
         "test": [

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from absl import app, flags, logging
 
-from lmscale import runtime
+from lmscale import compilation, logs, runtime
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", [], "Gin files, parsed in order (found from the cwd or "
@@ -44,8 +44,15 @@ flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
 flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() with the cluster's environment.")
+flags.DEFINE_enum("console", "quiet", logs.CONSOLE_MODES,
+                  "Console detail: quiet (progress lines, warnings, errors), info or debug "
+                  "(library log records too). Everything goes to <workdir>/logs/ anyway.")
+flags.DEFINE_string("compilation_cache_dir", None,
+                    "JAX's persistent compilation cache (default <workdir>/.jax_cache; "
+                    "'' turns it off).")
 _COMMON_FLAGS = ("gin_file", "gin_bindings", "workdir", "coordinator_address",
-                 "num_processes", "process_id", "distributed")
+                 "num_processes", "process_id", "distributed", "console",
+                 "compilation_cache_dir")
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 GIN_PREFIX = "--gin."
@@ -406,18 +413,43 @@ def _excepthook(kind, value, tb) -> None:
 
 
 def start(argv) -> str:
-    """The common prologue of the training binaries: flags checked, multi-host started,
+    """The common prologue of the binaries: flags checked, logging to the workdir's log
+    file (`lmscale.logs.setup`), multi-host started, the persistent compilation cache on,
     gin parsed; returns the resolved configuration text."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required")
     sys.excepthook = _excepthook
+    cache_dir = start_console_and_cache(FLAGS.workdir, console_mode(),
+                                        FLAGS.compilation_cache_dir)
     platform = runtime.quiet_accelerator_probes()  # before JAX or TensorFlow is imported
     tuned = runtime.tune_host_allocator()  # before JAX starts its CPU threads
     logging.info("host allocator tuned for XLA:CPU: %s; platform: %s", tuned, platform)
     initialize_distributed()
+    logging.info("persistent compilation cache: %s", compilation.enable_cache(cache_dir))
     return parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+
+
+def console_mode() -> str:
+    """--console, or absl's -v/--verbosity when only that is given (0: info, 1+: debug)."""
+    if FLAGS["verbosity"].present and not FLAGS["console"].present:
+        return "debug" if FLAGS.verbosity >= 1 else "info"
+    return FLAGS.console
+
+
+def start_console_and_cache(workdir: str, console: str = "quiet",
+                            cache_dir: str | None = None) -> str:
+    """Log file under `workdir/logs`, the console's first line (where the log and cache
+    are); returns the compilation cache directory ("" = off)."""
+    binary = pathlib.Path(sys.argv[0]).stem if sys.argv and sys.argv[0] else "lmscale"
+    path = logs.setup(workdir, binary, console, native_to_file=True)
+    cache_dir = compilation.default_cache_dir(workdir) if cache_dir is None else cache_dir
+    logs.console_write(f"{binary}: log in {path}; compilation cache "
+                       f"{cache_dir or 'off'}" +
+                       ("; --console=info shows the library detail" if console == "quiet"
+                        else ""))
+    return cache_dir
 
 
 def initialize_distributed() -> None:
@@ -429,5 +461,6 @@ def initialize_distributed() -> None:
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
                                    FLAGS.process_id)
+    logs.set_primary(jax.process_index() == 0)
     logging.info("process %d of %d, %d local / %d global devices", jax.process_index(),
                  jax.process_count(), jax.local_device_count(), jax.device_count())

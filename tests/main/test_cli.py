@@ -128,6 +128,26 @@ def test_binary_with_a_typo_in_the_gin_file_fails_in_seconds(tmp_path):
     assert "cuInit" not in proc.stderr and "Unable to initialize backend" not in proc.stderr
 
 
+def test_console_is_quiet_and_the_log_file_holds_the_detail(tmp_path):
+    bad = ["--gin_file=experiments/typo.gin", f"--workdir={tmp_path}"]
+    proc, _ = _binary("train", *bad)
+    logs = sorted((tmp_path / "logs").glob("train.*.log"))
+    assert len(logs) == 1, list(tmp_path.rglob("*"))
+    first, *rest = proc.stderr.splitlines()
+    assert first.startswith(f"train: log in {logs[0]}; compilation cache "
+                            f"{tmp_path / '.jax_cache'}"), proc.stderr
+    detail = logs[0].read_text()
+    assert "host allocator tuned" in detail and "process 0 of 1" in detail
+    assert "host allocator tuned" not in proc.stderr
+    assert "FATAL GinConfigError" in "\n".join(rest) and len(rest) <= 3, rest  # errors stay
+    assert proc.stdout == ""
+    # --console=info (or absl's -v 0) brings the library detail back; '' turns the cache
+    # off.
+    proc, _ = _binary("train", *bad, "-v", "0", "--compilation_cache_dir=")
+    assert "compilation cache off" in proc.stderr.splitlines()[0]
+    assert "host allocator tuned" in proc.stderr and "process 0 of 1" in proc.stderr
+
+
 def test_study_with_unknown_names_fails_before_training(tmp_path):
     proc, wall = _binary("study", "--gin_file=experiments/default.gin", f"--workdir={tmp_path}",
                          "--gin.MC_TASKS=['py_next_line_mcc']",
@@ -157,3 +177,6 @@ def test_train_docstring_example_runs_quietly_on_cpu(tmp_path):
                       "--gin.train_loop.LoopConfig.eval_batches=1", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "cuInit" not in proc.stderr and "Unable to initialize backend" not in proc.stderr
+    console = (proc.stdout + proc.stderr).splitlines()
+    assert len(console) < 20 and not any("orbax" in line for line in console), console
+    assert list((tmp_path / ".jax_cache").iterdir())  # the persistent compilation cache

@@ -32,7 +32,8 @@ def _env():
 
 def _start(workdir, extra=()):
     return subprocess.Popen(
-        [sys.executable, "-m", "lmscale.main.train", f"--workdir={workdir}", *ARGS, *extra],
+        [sys.executable, "-m", "lmscale.main.train", f"--workdir={workdir}", *ARGS,
+         "--console=info", *extra],  # the INFO lines on the console, as asserted below
         cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

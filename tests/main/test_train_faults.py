@@ -39,7 +39,8 @@ def _start(workdir, kill_during_save=None):
     binary = ["lmscale.main.train"] if kill_during_save is None else [
         "tests.train.kill_during_save", str(kill_during_save)]
     return subprocess.Popen(
-        [sys.executable, "-m", *binary, f"--workdir={workdir}", *ARGS],
+        [sys.executable, "-m", *binary, f"--workdir={workdir}", *ARGS,
+         "--console=info"],  # the INFO lines on the console, as asserted below
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

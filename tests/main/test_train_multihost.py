@@ -51,7 +51,8 @@ def test_two_processes_match_one_process(tmp_path):
     port = _free_port()
     multi = [subprocess.Popen(
         [sys.executable, "-m", "lmscale.main.train", f"--workdir={tmp_path / 'multi'}", *ARGS,
-         f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}"],
+         f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}",
+         "--console=info"],
         cwd=ROOT, env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for i in range(2)]
     single = subprocess.run(
