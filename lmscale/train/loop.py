@@ -28,6 +28,7 @@ from flax import linen as nn
 from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec
 
+from lmscale import logs
 from lmscale.models.config import ConfigError
 from lmscale.train import checkpoints as ckpt_lib
 from lmscale.train import metrics as metrics_lib
@@ -311,6 +312,7 @@ def _run_steps(session: _Session, state, start: int):
     every = session.record.checkpoint_every_steps
     pending: list[dict[str, jax.Array]] = []
     batches = session.train_feed.local_batches()
+    progress = logs.stage(f"train {spec.name}", total=spec.num_steps - start, unit="steps")
     for step in range(start, spec.num_steps):
         state, step_metrics = session.train_step(state,
                                                  session.train_feed.to_global(next(batches)))
@@ -324,16 +326,19 @@ def _run_steps(session: _Session, state, start: int):
         if will_save or done % loop.log_every_steps == 0:
             # Never log or checkpoint past a non-finite step (one host sync per check).
             _check_finite(pending, done, session)
+        note = None
         if done % loop.log_every_steps == 0 or done == spec.num_steps:
-            _log_train(session.writer, pending, done, spec, session.throughput,
-                       session.noise, loop.noise_scale)
-            pending = []
+            loss = _log_train(session.writer, pending, done, spec, session.throughput,
+                              session.noise, loop.noise_scale)
+            pending, note = [], f"loss {loss:.4f}"
+        progress.update(1, note=note)
         if loop.eval_every_steps and done % loop.eval_every_steps == 0 and done < spec.num_steps:
             session.evaluate(state.params, done)
             session.throughput.reset(done)
         if will_save:
             session.save(state, done, every)
             session.throughput.reset(done)
+    progress.close()
     return state
 
 
@@ -412,7 +417,8 @@ def _check_finite(pending: Sequence[dict], done: int, session: _Session) -> None
 
 def _log_train(writer, pending: Sequence[dict], done: int, spec: RunSpec,
                throughput: metrics_lib.Throughput, noise: metrics_lib.NoiseScale,
-               with_noise: bool) -> None:
+               with_noise: bool) -> float:
+    """Writes and logs the mean metrics of `pending` steps; returns their training loss."""
     host = jax.device_get(list(pending))
     mean = lambda k: float(np.mean([m[k] for m in host]))  # noqa: E731
     tokens_seen = done * spec.tokens_per_step
@@ -433,6 +439,7 @@ def _log_train(writer, pending: Sequence[dict], done: int, spec: RunSpec,
                  spec.num_steps, scalars[metrics_lib.TRAIN_LOSS],
                  scalars[metrics_lib.LEARNING_RATE], perf[metrics_lib.TOKENS_PER_S],
                  100 * perf[metrics_lib.MFU], metrics_lib.format_eta(perf["eta_s"]))
+    return scalars[metrics_lib.TRAIN_LOSS]
 
 
 def _stream(spec: RunSpec, task: str, split: str, rows: int, shard: int, num_shards: int,

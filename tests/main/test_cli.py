@@ -1,4 +1,5 @@
 """A newcomer's mistakes fail fast, before anything trains, with the culprit named."""
+from tests.conftest import FAST_COMPILE_ENV
 import os
 import pathlib
 import re
@@ -110,7 +111,7 @@ def _env():
     """The user's environment: no platform or log settings from the test setup."""
     drop = ("JAX_PLATFORMS", "TF_CPP_MIN_LOG_LEVEL", "CUDA_VISIBLE_DEVICES", "XLA_FLAGS")
     env = {k: v for k, v in os.environ.items() if k not in drop}
-    return dict(env, PYTHONPATH=str(ROOT), JAX_DISABLE_MOST_OPTIMIZATIONS="1")
+    return dict(env, PYTHONPATH=str(ROOT), **FAST_COMPILE_ENV)
 
 
 def _binary(name, *args, timeout=120):

@@ -1,4 +1,5 @@
 """The train binary: a SIGKILLed run resumes to bit-identical parameters; bad flags fail early."""
+from tests.conftest import FAST_COMPILE_ENV
 import os
 import pathlib
 import signal
@@ -25,7 +26,7 @@ ARGS = ["--gin_file=experiments/runs/train.gin", "--gin_file=experiments/models/
 
 
 def _env():
-    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1",
+    env = dict(os.environ, JAX_PLATFORMS="cpu", **FAST_COMPILE_ENV,
                XLA_FLAGS="--xla_force_host_platform_device_count=4")
     return env
 

@@ -5,6 +5,7 @@ while orbax is writing step 4 (`tests.train.kill_during_save`), then at random m
 (fixed seed) after each restart has made progress, and finally left to finish. Between
 kills the test checks what a restart would see on disk.
 """
+from tests.conftest import FAST_COMPILE_ENV
 import os
 import pathlib
 import signal
@@ -34,7 +35,7 @@ ARGS = ["--gin_file=experiments/runs/train.gin", "--gin_file=experiments/models/
 
 
 def _start(workdir, kill_during_save=None):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1",
+    env = dict(os.environ, JAX_PLATFORMS="cpu", **FAST_COMPILE_ENV,
                XLA_FLAGS="--xla_force_host_platform_device_count=4")
     binary = ["lmscale.main.train"] if kill_during_save is None else [
         "tests.train.kill_during_save", str(kill_during_save)]

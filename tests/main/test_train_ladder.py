@@ -1,4 +1,5 @@
 """The tiny ladder (3 sizes x 2 multipliers) trains from experiments/ladder_tiny.gin."""
+from tests.conftest import FAST_COMPILE_ENV
 import os
 import pathlib
 import subprocess
@@ -21,7 +22,7 @@ def test_tiny_ladder_leaves_checkpoints_and_metrics_and_skips_done_runs(tmp_path
            "--gin_bindings=train_loop.LoopConfig.eval_batches = 1",
            "--gin_bindings=train_loop.LoopConfig.checkpoint_every_tokens = 4096",
            "--gin_bindings=train_loop.LoopConfig.peak_flops_per_device = 1e10"]
-    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1",
+    env = dict(os.environ, JAX_PLATFORMS="cpu", **FAST_COMPILE_ENV,
                XLA_FLAGS="--xla_force_host_platform_device_count=2")
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,4 +1,5 @@
 """Two processes x 4 CPU devices (gloo) reach the same losses as one process x 8 devices."""
+from tests.conftest import FAST_COMPILE_ENV
 import os
 import pathlib
 import socket
@@ -27,7 +28,7 @@ ARGS = ["--gin_file=experiments/runs/train.gin", "--gin_file=experiments/models/
 
 
 def _env(devices):
-    return dict(os.environ, JAX_PLATFORMS="cpu", JAX_DISABLE_MOST_OPTIMIZATIONS="1",
+    return dict(os.environ, JAX_PLATFORMS="cpu", **FAST_COMPILE_ENV,
                 XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
 
 

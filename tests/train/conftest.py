@@ -1,8 +1,9 @@
-"""Train tests: fast compiles (flax examples/lm1b/train_test.py does the same)."""
-import jax
+"""Train tests: fast compiles for every module here (their subject is the loop's plumbing;
+the numerics of the model and its backward passes are tested under XLA's default
+optimisations in tests/models). Set through the one switch in tests/conftest.py."""
 import pytest
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _fast_compile():
-    jax.config.update("jax_disable_most_optimizations", True)
+@pytest.fixture(autouse=True, scope="module")
+def _fast_compile(fast_compiles):
+    yield
