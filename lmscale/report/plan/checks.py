@@ -1,16 +1,15 @@
 """The warnings and errors of a plan: what would waste the budget or not run at all.
 
-Stage: report. `check(plan)` appends to `plan.warnings` / `plan.errors`; each message
+Stage: report. `check(plan)` (a `core.Plan`; this module does not import core, which calls it) appends to `plan.warnings` / `plan.errors`; each message
 names the rung, the task and the numbers behind it.
 """
 
 from __future__ import annotations
 
 from lmscale.report.plan import costs
-from lmscale.report.plan import core
 
 
-def _memory(plan: "core.Plan") -> None:
+def _memory(plan) -> None:
     limit, th = plan.device.bytes_limit, plan.thresholds
     if limit is None:
         plan.warnings.append("memory: device size unknown (JAX reports no bytes_limit and none "
@@ -28,7 +27,7 @@ def _memory(plan: "core.Plan") -> None:
                 plan.warnings.append(msg + f": above {th.memory_headroom:.0%} of it")
 
 
-def _steps(plan: "core.Plan") -> None:
+def _steps(plan) -> None:
     th = plan.thresholds
     for rp in plan.rungs:
         r = rp.rung
@@ -49,7 +48,7 @@ def _steps(plan: "core.Plan") -> None:
                 f"fitted on [{lo_hi[0]:g}, {lo_hi[1]:g}]: their predictions extrapolate")
 
 
-def _evaluation(plan: "core.Plan") -> None:
+def _evaluation(plan) -> None:
     th = plan.thresholds
     train, expected = plan.train_flops, plan.has_prior
     evaluate = plan.eval_flops(expected)
@@ -60,7 +59,7 @@ def _evaluation(plan: "core.Plan") -> None:
             f"{evaluate / train:.2f}x training ({costs.format_count(train, 'FLOP')}), above "
             f"the {th.eval_fraction:g} threshold: lower k_max on intermediate checkpoints or "
             f"evaluate fewer checkpoints")
-    names = sorted({e.task for rp in plan.rungs for e in rp.evals if e.kind == core.PASSUNTIL})
+    names = sorted({e.task for rp in plan.rungs for e in rp.evals if e.kind == costs.PASSUNTIL})
     for name in names:
         bad = [(rp.rung.name, e) for rp in plan.rungs for e in rp.evals
                if e.task == name and e.unmeasurable_share is not None
@@ -74,13 +73,13 @@ def _evaluation(plan: "core.Plan") -> None:
             f"with r / PU > k_max: {shares}{every}; those instances will be capped and "
             f"their PU not measured: raise k_max or drop the task")
     unknown = sorted({e.task for rp in plan.rungs for e in rp.evals if e.scored_tokens is None
-                      and e.kind != core.PASSUNTIL})
+                      and e.kind != costs.PASSUNTIL})
     if unknown:
         plan.warnings.append(f"scored tokens unknown for {unknown} (state them): their "
                              f"evaluation FLOPs are left out")
 
 
-def check(plan: "core.Plan") -> None:
+def check(plan) -> None:
     """Appends every warning and error of `plan` to it."""
     _steps(plan)
     _memory(plan)

@@ -17,10 +17,7 @@ import numpy as np
 from lmscale.models.config import ConfigError, ModelConfig, count_params
 from lmscale.report.plan import costs
 
-VALIDATION = "validation"
-MULTIPLE_CHOICE = "multiple_choice"
-PASSUNTIL = "passuntil"
-KINDS = (VALIDATION, MULTIPLE_CHOICE, PASSUNTIL)
+from lmscale.report.plan.costs import KINDS, MULTIPLE_CHOICE, PASSUNTIL, VALIDATION  # noqa: E402,F401
 ALL_RUNGS = "*"
 
 

@@ -27,6 +27,12 @@ from scipy import stats
 
 from lmscale.models.config import ModelConfig, count_params
 
+# The kinds of evaluation work a plan counts.
+VALIDATION = "validation"
+MULTIPLE_CHOICE = "multiple_choice"
+PASSUNTIL = "passuntil"
+KINDS = (VALIDATION, MULTIPLE_CHOICE, PASSUNTIL)
+
 
 def forward_weights(model: ModelConfig) -> int:
     """N_fwd = N (non-embedding) + V d: the weights one token's forward pass multiplies."""
