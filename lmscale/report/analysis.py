@@ -23,9 +23,11 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from lmscale import fit as F
+from lmscale.fit.bootstrap import summarize_failures
 from lmscale.train import record as record_lib
 from lmscale.eval.results import (ACCURACY, ANSWER_LOSS, BRIER_SCORE, CORRECT_CHOICE_PROB,
-                                  INSTANCE, PASSUNTIL, VALIDATION_LOSS, VALIDATION_TASK)
+                                  INSTANCE, NUM_INSTANCES, PASSUNTIL, VALIDATION_LOSS,
+                                  VALIDATION_TASK)
 
 MC_METRICS = (ACCURACY, CORRECT_CHOICE_PROB, BRIER_SCORE)
 
@@ -116,51 +118,86 @@ def _mean(xs: Sequence[float | None]) -> float | None:
     return float(np.mean(xs)) if xs else None
 
 
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """How predictions are made: interval level and bootstrap size/seed."""
+
+    level: float = 0.9
+    num_resamples: int = 200
+    seed: int = 0
+
+
+def _row(pred: F.Prediction, label: str, task: str, N: int, D: int,
+         measured: float | None) -> dict[str, Any]:
+    """One JSON-ready prediction row: point, interval, level, reasons, the measurement,
+    its relative error and whether the interval covered it."""
+    measured = _num(measured)
+    return dict(pred.to_json(), quantity=label, task=task, N=int(N), D=int(D),
+                measured=measured, rel_error=_rel(pred.point, measured),
+                covered=None if measured is None else bool(pred.covers(measured)))
+
+
 def analyze(rows: Iterable, runs: Mapping[str, Mapping[str, Any]], *,
             mc_tasks: Sequence[str] = (), passuntil_tasks: Sequence[str] = (),
             random_baselines: Mapping[str, float] | None = None, held_out: int = 1,
-            passuntil_r: int | None = None, loss_form: str = "kaplan",
-            loss_method: str = "huber") -> dict[str, Any]:
+            passuntil_r: int | None = None, level: float = 0.9,
+            num_resamples: int = 200, seed: int = 0) -> dict[str, Any]:
     """Fits the ladder's laws on all but the largest rung(s) and scores the predictions.
 
     Args:
       rows: result rows (dicts or `ResultRow`s) of every evaluated checkpoint.
       runs: run name -> run.json dict (needs num_params, num_params_non_embedding,
-        num_tokens, num_steps; optional wall_s, seed).
+        num_tokens, num_steps; optional wall_s, seed, loss_unit).
       mc_tasks: multiple-choice task names (likelihood-scored).
       passuntil_tasks: generative task names evaluated by PassUntil.
       random_baselines: task -> random-guess accuracy (MC) for normalised performance.
       held_out: number of largest rungs excluded from every fit and predicted.
       passuntil_r: the r used (reported).
-      loss_form: the loss law fitted to the final validation losses ("kaplan": L(N) at the
-        ladder's fixed M).
-      loss_method: "huber" (log-space, log-sum-exp parameters: the irreducible loss stays
-        positive, Hoffmann et al.) or "lm" (unconstrained least squares, which on a short
-        ladder can put the irreducible loss below zero).
+      level: nominal coverage of every prediction interval.
+      num_resamples, seed: bootstrap size and seed of the intervals.
 
     Returns:
-      A JSON-ready dict: "rungs", "checkpoints", "loss_law", "tasks", "predictions",
-      "notes".
+      A JSON-ready dict: "rungs", "checkpoints", "loss_law", "tasks", "predictions"
+      (each with "predicted", "interval", "level", "reasons", "measured", "rel_error",
+      "covered"), "level", "notes".
 
     Raises:
       ValueError: fewer than held_out + 3 rungs, or no validation loss for a final
         checkpoint.
     """
-    random_baselines = dict(random_baselines or {})
     index = _Index(rows)
     rungs = _rungs(runs)
     unit = loss_unit(runs)
     if len(rungs) < held_out + 3:
         raise ValueError(f"analyze: {len(rungs)} rung(s) (distinct (N, D)) for held_out={held_out}; "
                          f"the loss law needs >= 3 fitted rungs")
+    settings = Settings(level, num_resamples, seed)
     notes: list[str] = []
+    checkpoints = _checkpoints(rungs, runs, index, mc_tasks, passuntil_tasks)
+    rung_rows = _rung_rows(rungs, runs, index)
+    for row in rung_rows[-held_out:]:
+        row["held_out"] = True
+    fit_rungs, target_rungs = rungs[:-held_out], rungs[-held_out:]
+    loss_law, loss_fit, predictions = _loss_law(index, fit_rungs, target_rungs, unit, settings,
+                                                notes)
+    tasks: dict[str, Any] = {}
+    for task in mc_tasks:
+        tasks[task] = _mc_task(task, index, rungs, fit_rungs, target_rungs, checkpoints,
+                               (random_baselines or {}).get(task), loss_fit, settings,
+                               predictions)
+    for task in passuntil_tasks:
+        tasks[task] = _passuntil_task(task, index, rungs, fit_rungs, target_rungs, checkpoints,
+                                      predictions, passuntil_r, settings)
+    return dict(rungs=rung_rows, checkpoints=checkpoints, loss_law=loss_law, tasks=tasks,
+                predictions=predictions, held_out=held_out, level=level, notes=notes)
 
-    # Per checkpoint: scaling coordinates and every aggregate metric (Du et al. views).
+
+def _checkpoints(rungs, runs, index, mc_tasks, passuntil_tasks) -> list[dict[str, Any]]:
+    """Per checkpoint: scaling coordinates and every aggregate metric (Du et al. views)."""
     checkpoints = []
     for rung in rungs:
         for run in rung.runs:
-            info = runs[run]
-            tokens_per_step = int(info.get("tokens_per_step") or 0)
+            tokens_per_step = int(runs[run].get("tokens_per_step") or 0)
             for step in index.steps(run):
                 point = dict(run=run, step=step, N=rung.N, D=rung.D,
                              tokens=step * tokens_per_step,
@@ -175,111 +212,130 @@ def analyze(rows: Iterable, runs: Mapping[str, Mapping[str, Any]], *,
                     point[f"{task}/passuntil"] = index.value(run, step, task, PASSUNTIL)
                     point[f"{task}/answer_loss"] = index.value(run, step, task, ANSWER_LOSS)
                 checkpoints.append(point)
+    return checkpoints
 
-    def final_mean(rung: _Rung, task: str, metric: str) -> float | None:
-        return _mean([index.value(r, rung.final_steps[r], task, metric) for r in rung.runs])
 
-    rung_rows = []
+def _final_values(index, rung: _Rung, task: str, metric: str) -> list[float | None]:
+    return [index.value(r, rung.final_steps[r], task, metric) for r in rung.runs]
+
+
+def _final_mean(index, rung: _Rung, task: str, metric: str) -> float | None:
+    return _mean(_final_values(index, rung, task, metric))
+
+
+def _rung_rows(rungs, runs, index) -> list[dict[str, Any]]:
+    out = []
     for rung in rungs:
-        losses = [index.value(r, rung.final_steps[r], VALIDATION_TASK, VALIDATION_LOSS)
-                  for r in rung.runs]
+        losses = _final_values(index, rung, VALIDATION_TASK, VALIDATION_LOSS)
         if any(v is None for v in losses):
             missing = [r for r, v in zip(rung.runs, losses) if v is None]
             raise ValueError(f"analyze: no validation loss for the final checkpoint of {missing}")
-        rung_rows.append(dict(
+        out.append(dict(
             N=rung.N, N_total=rung.N_total, D=rung.D, C=6.0 * rung.N * rung.D,
             runs=rung.runs, num_seeds=len(rung.runs),
             validation_loss=float(np.mean(losses)),
             validation_loss_std=float(np.std(losses)) if len(losses) > 1 else None,
             wall_s=_mean([_num(runs[r].get("wall_s")) for r in rung.runs]),
             held_out=False))
-    for row in rung_rows[-held_out:]:
-        row["held_out"] = True
-    fit_rungs, target_rungs = rungs[:-held_out], rungs[-held_out:]
-    N_fit = np.array([r.N for r in fit_rungs], float)
-    D_fit = np.array([r.D for r in fit_rungs], float)
-    L_fit = np.array([row["validation_loss"] for row in rung_rows[:-held_out]])
-    predictions = []
-
-    # Loss law on the fitted rungs' final losses.
-    loss_fit, err = _safe(F.fit_loss_law, N_fit, D_fit, L_fit, form=loss_form,
-                          method=loss_method)
-    loss_law: dict[str, Any] = dict(form=loss_form, error=err)
-    predicted_loss = {}
-    if loss_fit is not None:
-        loss_law.update(params=loss_fit.params, method=loss_fit.method,
-                        reliable=loss_fit.reliable, reason=loss_fit.reason,
-                        num_points=loss_fit.num_points)
-        for rung, row in zip(target_rungs, rung_rows[-held_out:]):
-            pred = float(np.asarray(loss_fit.predict(N=np.array([rung.N], float),
-                                                     D=np.array([rung.D], float)))[0])
-            predicted_loss[rung.N] = pred
-            predictions.append(dict(quantity=f"validation loss ({unit})", task=VALIDATION_TASK,
-                                    method=f"{loss_form} law L(N)", N=rung.N, predicted=pred,
-                                    measured=row["validation_loss"],
-                                    rel_error=_rel(pred, row["validation_loss"])))
-        boot, berr = _safe(loss_fit.bootstrap, num_resamples=200, seed=0)
-        if boot is not None and predicted_loss and len(boot.fits) >= 20:
-            n_t = np.array([r.N for r in target_rungs], float)
-            d_t = np.array([r.D for r in target_rungs], float)
-            band, berr = _safe(boot.predict_interval, 0.95, N=n_t, D=d_t)
-            if band is not None:
-                loss_law["prediction_interval"] = [[float(a), float(b)]
-                                                   for a, b in zip(*band)]
-                loss_law["bootstrap_failed"] = int(boot.num_failed)
-        if berr:
-            notes.append(f"loss-law bootstrap failed: {berr}")
-    else:
-        notes.append(f"loss law ({loss_form}) could not be fitted: {err}")
-
-    tasks: dict[str, Any] = {}
-    for task in mc_tasks:
-        tasks[task] = _mc_task(task, rungs, fit_rungs, target_rungs, rung_rows, checkpoints,
-                               final_mean, random_baselines.get(task), loss_fit, L_fit,
-                               predicted_loss, predictions)
-    for task in passuntil_tasks:
-        tasks[task] = _passuntil_task(task, index, rungs, fit_rungs, target_rungs, checkpoints,
-                                      predictions, passuntil_r)
-    return dict(rungs=rung_rows, checkpoints=checkpoints, loss_law=loss_law, tasks=tasks,
-                predictions=predictions, held_out=held_out, notes=notes)
+    return out
 
 
-def _mc_task(task, rungs, fit_rungs, target_rungs, rung_rows, checkpoints, final_mean,
-             baseline, loss_fit, L_fit, predicted_loss, predictions) -> dict[str, Any]:
-    """Du et al.'s loss view and Gadre et al.'s chained error prediction for one MC task."""
-    out: dict[str, Any] = dict(kind="multiple_choice", random_baseline=baseline)
-    out["per_rung"] = [dict(N=r.N, **{m: final_mean(r, task, m) for m in MC_METRICS})
-                       for r in rungs]
+def _fit_loss(N, D, L, notes):
+    """The loss law chosen by backtest (`choose_loss_law`) when the rungs allow one
+    (>= 4 sizes); otherwise Kaplan L(N). Returns (fit, law dict)."""
+    sizes = np.unique(N).size
+    if sizes >= 4:
+        choice = F.choose_loss_law(N, D, L, num_held_out=min(2, sizes - 3))
+        backtest = {k: _num(v) for k, v in choice.backtest_error.items()}
+        return choice.fit, dict(form=choice.name, backtest_error=backtest,
+                                failures={k: v for k, v in choice.failures.items() if v})
+    notes.append(f"{sizes} fitted sizes: too few to choose the loss law by backtest; "
+                 "Kaplan L(N) used")
+    return F.fit_loss_law(N, None, L, form="kaplan"), dict(form="kaplan", backtest_error={})
+
+
+def _loss_law(index, fit_rungs, target_rungs, unit, settings, notes):
+    """(loss_law dict, loss fit or None, loss prediction rows) on the fitted rungs' runs."""
+    N, D, L = (np.array(v, float) for v in zip(*[
+        (r.N, r.D, v) for r in fit_rungs
+        for v in _final_values(index, r, VALIDATION_TASK, VALIDATION_LOSS)]))
+    chosen, err = _safe(_fit_loss, N, D, L, notes)
+    if chosen is None:
+        notes.append(f"loss law could not be fitted: {err}")
+        return dict(form=None, error=err), None, []
+    loss_fit, law = chosen
+    law.update(params=loss_fit.params, method=loss_fit.method, reliable=loss_fit.reliable,
+               reason=loss_fit.reason, num_points=loss_fit.num_points)
+    preds, perr = _safe(F.predictive, loss_fit, settings.level, settings.num_resamples,
+                        settings.seed, N=np.array([r.N for r in target_rungs], float),
+                        D=np.array([r.D for r in target_rungs], float))
+    if preds is None:
+        notes.append(f"loss prediction failed: {perr}")
+        return law, loss_fit, []
+    rows = [_row(p, f"validation loss ({unit})", VALIDATION_TASK, r.N, r.D,
+                 _final_mean(index, r, VALIDATION_TASK, VALIDATION_LOSS))
+            for p, r in zip(preds, target_rungs)]
+    for row in rows:
+        row["method"] = f"{law['form']} law"
+    return law, loss_fit, rows
+
+
+def _accuracy(err: F.Prediction) -> F.Prediction:
+    """The accuracy prediction 1 - Err from an error prediction (interval mirrored)."""
+    return F.Prediction("accuracy", 1.0 - err.point, 1.0 - err.high, 1.0 - err.low,
+                        err.level, err.method, err.reasons, (0.0, 1.0), details=err.details)
+
+
+def _mc_views(task, checkpoints, baseline) -> dict[str, Any]:
+    """Du et al.'s loss-vs-performance view of one MC task over every checkpoint."""
+    out: dict[str, Any] = {}
     pts = [c for c in checkpoints if c["validation_loss"] is not None
            and c.get(f"{task}/accuracy") is not None]
-    if len(pts) >= 4:
-        loss = np.array([c["validation_loss"] for c in pts])
-        acc = np.array([c[f"{task}/accuracy"] for c in pts])
-        out["correlations"] = {
-            metric: {k: [float(v[0]), float(v[1])] for k, v in F.correlations(
-                loss, np.array([c[f"{task}/{metric}"] for c in pts])).items()}
-            for metric in MC_METRICS}
-        if baseline is not None:
-            norm = F.normalize_performance(acc, baseline)
-            thr, err = _safe(F.fit_loss_threshold, loss, norm)
-            out["threshold"] = (dict(params=thr.params, reliable=thr.reliable,
-                                     reason=thr.reason) if thr is not None else dict(error=err))
-    # Gadre et al.: Err(L) on the fitted rungs' final checkpoints, fed the predicted loss.
-    err_fit_rungs = [final_mean(r, task, ACCURACY) for r in fit_rungs]
-    if all(v is not None for v in err_fit_rungs) and predicted_loss:
-        err_fit, e = _safe(F.fit_error_law, L_fit, 1.0 - np.array(err_fit_rungs))
-        if err_fit is None:
-            out["error_law"] = dict(error=e)
-        else:
-            out["error_law"] = dict(params=err_fit.params, reliable=err_fit.reliable,
-                                    reason=err_fit.reason)
-            for rung in target_rungs:
-                measured = final_mean(rung, task, ACCURACY)
-                pred = 1.0 - float(np.asarray(err_fit.predict(
-                    loss=np.array([predicted_loss[rung.N]])))[0])
-                predictions.append(dict(
-                    quantity="accuracy", task=task, method="Err(L) chained on predicted L",
-                    N=rung.N, predicted=pred, measured=measured, rel_error=_rel(pred, measured)))
+    if len(pts) < 4:
+        return out
+    loss = np.array([c["validation_loss"] for c in pts])
+    acc = np.array([c[f"{task}/accuracy"] for c in pts])
+    out["correlations"] = {
+        metric: {k: [float(v[0]), float(v[1])] for k, v in F.correlations(
+            loss, np.array([c[f"{task}/{metric}"] for c in pts])).items()}
+        for metric in MC_METRICS}
+    if baseline is not None:
+        thr, err = _safe(F.fit_loss_threshold, loss, F.normalize_performance(acc, baseline))
+        out["threshold"] = (dict(params=thr.params, reliable=thr.reliable,
+                                 reason=thr.reason) if thr is not None else dict(error=err))
+    return out
+
+
+def _mc_task(task, index, rungs, fit_rungs, target_rungs, checkpoints, baseline, loss_fit,
+             settings, predictions) -> dict[str, Any]:
+    """Du et al.'s loss view and Gadre et al.'s chained error prediction for one MC task."""
+    out: dict[str, Any] = dict(kind="multiple_choice", random_baseline=baseline)
+    out["per_rung"] = [dict(N=r.N, **{m: _final_mean(index, r, task, m) for m in MC_METRICS})
+                       for r in rungs]
+    out.update(_mc_views(task, checkpoints, baseline))
+    acc = [_final_mean(index, r, task, ACCURACY) for r in fit_rungs]
+    if loss_fit is None or any(v is None for v in acc):
+        return out
+    loss = [_final_mean(index, r, VALIDATION_TASK, VALIDATION_LOSS) for r in fit_rungs]
+    q = [_final_mean(index, r, task, NUM_INSTANCES) for r in rungs]
+    q_fit = None if any(v is None for v in q) else np.array(q[:len(fit_rungs)])
+    err_fit, e = _safe(F.fit_error_law, loss, 1.0 - np.array(acc), num_questions=q_fit)
+    if err_fit is None:
+        out["error_law"] = dict(error=e)
+        return out
+    out["error_law"] = dict(params=err_fit.params, reliable=err_fit.reliable,
+                            reason=err_fit.reason)
+    chain, e = _safe(F.predictive_chain, loss_fit, err_fit, settings.level,
+                     settings.num_resamples, settings.seed,
+                     num_questions=None if q_fit is None else np.array(q[len(fit_rungs):]),
+                     N=np.array([r.N for r in target_rungs], float),
+                     D=np.array([r.D for r in target_rungs], float))
+    if chain is None:
+        out["error_law"]["prediction_error"] = e
+        return out
+    for err, rung in zip(chain[1], target_rungs):
+        predictions.append(_row(_accuracy(err), "accuracy", task, rung.N, rung.D,
+                                _final_mean(index, rung, task, ACCURACY)))
     return out
 
 
@@ -302,60 +358,97 @@ def _instance_matrix(index: _Index, rungs, task: str, key: str) -> tuple[list[st
     return ids, mat
 
 
-def _passuntil_task(task, index, rungs, fit_rungs, target_rungs, checkpoints, predictions,
-                    r) -> dict[str, Any]:
-    """Hu et al.'s dataset- and instance-level PU fits, growth class, held-out prediction."""
-    out: dict[str, Any] = dict(kind="passuntil", r=r)
+def pu_predictions(ds_fit, inst_fit, N, settings: Settings) -> dict[str, list]:
+    """Dataset- and instance-level PU `Prediction`s at sizes N, with bootstrap intervals.
+
+    The one place the report turns PU fits into `Prediction`s: the dataset-level band
+    resamples the fitted models (`bootstrap_fit`), the instance-level band is
+    `InstancePUFit.bootstrap` (models and instances). Both are parameter uncertainty
+    only, which the reasons say. (To switch to `lmscale.fit.passuntil`'s predictive
+    intervals, replace the two bodies below with its `prediction`/`predict_interval`.)
+    Returns {"dataset-level": [...], "instance-level": [...]} for the fits given.
+    """
+    N = np.atleast_1d(np.asarray(N, float))
+    note = "interval: parameter uncertainty only (no model of the target's sampling noise)"
+    out: dict[str, list] = {}
+    if ds_fit is not None:
+        boot, e = _safe(F.bootstrap_fit, ds_fit, settings.num_resamples, settings.seed)
+        point = np.asarray(ds_fit.predict(N=N), float).reshape(-1)
+        reasons = [ds_fit.reason] if ds_fit.reason else []
+        if boot is None:
+            lo, hi = np.zeros_like(point), np.ones_like(point)
+            reasons.append(f"bootstrap failed ({e}): the interval is [0, 1]")
+        else:
+            lo, hi = F.percentile_interval(boot.predict(N=N), settings.level, axis=0)
+            if boot.failures:
+                reasons.append(summarize_failures(boot.failures,
+                                                              settings.num_resamples))
+        out["dataset-level"] = [F.Prediction("pu", p, a, b, settings.level, "dataset-level",
+                                             reasons + [note], (0.0, 1.0))
+                                for p, a, b in zip(point, np.atleast_1d(lo), np.atleast_1d(hi))]
+    if inst_fit is not None:
+        _, lo, hi = inst_fit.bootstrap(N, settings.num_resamples, settings.seed,
+                                       confidence=settings.level)
+        point = np.asarray(inst_fit.predict(N), float).reshape(-1)
+        reasons = ([inst_fit.reason] if inst_fit.reason else []) + [note]
+        out["instance-level"] = [F.Prediction("pu", p, a, b, settings.level,
+                                              "instance-level", reasons, (0.0, 1.0))
+                                 for p, a, b in zip(point, lo, hi)]
+    return out
+
+
+def _pu_data(index, rungs, task):
+    """(ids, pu, answer loss, capped) [rungs, instances], complete instances only."""
     ids, pu = _instance_matrix(index, rungs, task, "estimate")
     _, loss = _instance_matrix(index, rungs, task, ANSWER_LOSS)
     _, capped = _instance_matrix(index, rungs, task, "capped")
+    complete = ~np.isnan(pu).any(axis=0) if ids else np.zeros(0, bool)
+    ids = [i for i, c in zip(ids, complete) if c]
+    return ids, pu[:, complete], loss[:, complete], capped[:, complete], int((~complete).sum())
+
+
+def _growth(N_all, dataset) -> dict[str, Any]:
+    """Growth class on the rungs where log(-log PU) exists (0 < PU < 1), all rungs
+    included: it describes the measured curve, it predicts nothing."""
+    usable = (dataset > 0) & (dataset < 1)
+    growth, gerr = _safe(F.classify_growth, N_all[usable], dataset[usable])
+    on = ("all rungs" if usable.all() else
+          f"the {int(usable.sum())} rungs with 0 < PU < 1 (N = "
+          f"{', '.join(f'{int(n):,}' for n in N_all[usable])})")
+    return (dict(cls=growth.cls, description=growth.description, p_value=growth.p_value,
+                 curvature=growth.curvature, on=on) if growth is not None else dict(error=gerr))
+
+
+def _passuntil_task(task, index, rungs, fit_rungs, target_rungs, checkpoints, predictions,
+                    r, settings) -> dict[str, Any]:
+    """Hu et al.'s dataset- and instance-level PU fits, growth class, held-out prediction."""
+    out: dict[str, Any] = dict(kind="passuntil", r=r)
+    ids, pu, loss, capped, dropped = _pu_data(index, rungs, task)
     if not ids:
         out["error"] = "no per-instance PassUntil rows"
         return out
-    complete = ~np.isnan(pu).any(axis=0)
-    if not complete.all():
-        out["note"] = f"{int((~complete).sum())} instance(s) missing on some rung were dropped"
-        pu, loss, capped = pu[:, complete], loss[:, complete], capped[:, complete]
-        ids = [i for i, c in zip(ids, complete) if c]
+    if dropped:
+        out["note"] = f"{dropped} instance(s) missing on some rung were dropped"
     N_all = np.array([r_.N for r_ in rungs], float)
     k = len(fit_rungs)
     dataset = pu.mean(axis=1)
     out["num_instances"] = len(ids)
     out["per_rung"] = [dict(N=int(n), pu=float(p), capped_fraction=float(c))
                        for n, p, c in zip(N_all, dataset, np.nanmean(capped, axis=1))]
-    # Growth class on the rungs where log(-log PU) exists (0 < PU < 1), all rungs included:
-    # it describes the measured curve, it predicts nothing.
-    usable = (dataset > 0) & (dataset < 1)
-    growth, gerr = _safe(F.classify_growth, N_all[usable], dataset[usable])
-    on = ("all rungs" if usable.all() else
-          f"the {int(usable.sum())} rungs with 0 < PU < 1 (N = "
-          f"{', '.join(f'{int(n):,}' for n in N_all[usable])})")
-    out["growth"] = (dict(cls=growth.cls, description=growth.description,
-                          p_value=growth.p_value, curvature=growth.curvature,
-                          on=on) if growth is not None else dict(error=gerr))
+    out["growth"] = _growth(N_all, dataset)
     ds_fit, derr = _safe(F.fit_pu_dataset, N_all[:k], dataset[:k])
     inst_fit, ierr = _safe(F.fit_pu_instances, N_all[:k], pu[:k],
                            answer_loss=None if np.isnan(loss[:k]).any() else loss[:k])
     out["dataset_fit"] = (dict(params=ds_fit.params, reliable=ds_fit.reliable,
                                reason=ds_fit.reason) if ds_fit is not None else dict(error=derr))
-    if inst_fit is not None:
-        statuses = collections.Counter(inst_fit.status.tolist())
-        out["instance_fit"] = dict(reliable=inst_fit.reliable, reason=inst_fit.reason,
-                                   status_counts=dict(statuses))
-    else:
-        out["instance_fit"] = dict(error=ierr)
-    for j, rung in enumerate(target_rungs):
-        measured = float(dataset[k + j])
-        for label, fitted in (("dataset-level", ds_fit), ("instance-level", inst_fit)):
-            if fitted is None:
-                continue
-            if label == "dataset-level":
-                pred = float(np.asarray(fitted.predict(N=np.array([rung.N], float)))[0])
-            else:
-                pred = float(np.asarray(fitted.predict(np.array([rung.N], float)))[0])
-            predictions.append(dict(quantity="PassUntil PU", task=task, method=label,
-                                    N=rung.N, predicted=pred, measured=measured,
-                                    rel_error=_rel(pred, measured)))
+    out["instance_fit"] = (dict(reliable=inst_fit.reliable, reason=inst_fit.reason,
+                                status_counts=dict(collections.Counter(inst_fit.status.tolist())))
+                           if inst_fit is not None else dict(error=ierr))
+    preds = pu_predictions(ds_fit, inst_fit, N_all[k:], settings)
+    for label in ("dataset-level", "instance-level"):
+        for j, (p, rung) in enumerate(zip(preds.get(label, []), target_rungs)):
+            predictions.append(_row(p, "PassUntil PU", task, rung.N, rung.D,
+                                    float(dataset[k + j])))
     out["_fits"] = dict(dataset=ds_fit, instance=inst_fit)
     return out
 

@@ -65,8 +65,9 @@ def test_predictions_recover_known_laws():
     rows, runs = synthetic()
     out = analysis.analyze(rows, runs, mc_tasks=["mc"], passuntil_tasks=["gen"],
                            random_baselines={"mc": 0.25}, held_out=1, passuntil_r=2)
-    preds = {(p["task"], p["method"]): p for p in out["predictions"]}
-    loss = preds[("validation", "kaplan law L(N)")]
+    preds = {(p["task"], p["method"] if p["task"] == "gen" else p["quantity"]): p
+             for p in out["predictions"]}
+    loss = preds[("validation", "validation loss (nats/token)")]
     assert loss["measured"] == pytest.approx(kaplan(SIZES[-1]))
     assert loss["rel_error"] < 1e-4
     law = out["loss_law"]["params"]
@@ -79,7 +80,8 @@ def test_predictions_recover_known_laws():
     assert 0 < preds[("gen", "dataset-level")]["rel_error"] < 0.05
     assert out["tasks"]["gen"]["growth"]["cls"] in ("linear", "convex", "concave")
     # Error law chained on the predicted loss: accuracy follows Err(L) exactly here.
-    acc = preds[("mc", "Err(L) chained on predicted L")]
+    acc = preds[("mc", "accuracy")]
+    assert acc["method"].endswith("-> Err(L)")
     assert acc["rel_error"] < 0.01
     held = [r for r in out["rungs"] if r["held_out"]]
     assert [r["N"] for r in held] == [SIZES[-1]]
@@ -160,3 +162,28 @@ def test_loss_is_labelled_with_the_records_unit():
     assert out["predictions"][0]["quantity"] == "validation loss (nats/byte)"
     spm = {k: dict(v, vocab_spec="/x/spm.model") for k, v in runs.items()}
     assert analysis.loss_unit(spm) == "nats/token"
+
+
+def test_every_prediction_has_an_interval_at_the_stated_level():
+    rows, runs = synthetic(acc_noise=0.01)
+    out = analysis.analyze(rows, runs, mc_tasks=["mc"], passuntil_tasks=["gen"],
+                           random_baselines={"mc": 0.25}, held_out=1, passuntil_r=2,
+                           level=0.8, num_resamples=50)
+    quantities = {p["quantity"] for p in out["predictions"]}
+    assert quantities == {"validation loss (nats/token)", "accuracy", "PassUntil PU"}
+    for p in out["predictions"]:
+        lo, hi = p["interval"]
+        assert p["level"] == 0.8 and lo <= hi, p
+        assert p["covered"] == (lo <= p["measured"] <= hi), p
+        assert isinstance(p["reasons"], list)
+    # PU and accuracy intervals stay inside [0, 1].
+    assert all(0 <= v <= 1 for p in out["predictions"]
+               and "loss" not in p["quantity"] for v in p["interval"])
+    # The law was chosen by backtest among the candidates, each one's error reported.
+    law = out["loss_law"]
+    assert set(law["backtest_error"]) == {"kaplan", "kaplan_floor", "compute"}
+    assert law["form"] == min(law["backtest_error"], key=lambda k: law["backtest_error"][k]
+                              if law["backtest_error"][k] is not None else np.inf)
+    # PU intervals say they are parameter uncertainty only: reasons are kept, not dropped.
+    pu = [p for p in out["predictions"] if p["quantity"] == "PassUntil PU"]
+    assert all(any("parameter uncertainty" in r for r in p["reasons"]) for p in pu)
