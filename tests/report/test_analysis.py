@@ -178,7 +178,7 @@ def test_every_prediction_has_an_interval_at_the_stated_level():
         assert isinstance(p["reasons"], list)
     # PU and accuracy intervals stay inside [0, 1].
     assert all(0 <= v <= 1 for p in out["predictions"]
-               and "loss" not in p["quantity"] for v in p["interval"])
+               if "loss" not in p["quantity"] for v in p["interval"])
     # The law was chosen by backtest among the candidates, each one's error reported.
     law = out["loss_law"]
     assert set(law["backtest_error"]) == {"kaplan", "kaplan_floor", "compute"}
