@@ -187,3 +187,19 @@ def test_every_prediction_has_an_interval_at_the_stated_level():
     # PU intervals say they are parameter uncertainty only: reasons are kept, not dropped.
     pu = [p for p in out["predictions"] if p["quantity"] == "PassUntil PU"]
     assert all(any("parameter uncertainty" in r for r in p["reasons"]) for p in pu)
+
+
+def test_report_rows_show_interval_measurement_and_coverage():
+    rows, runs = synthetic(acc_noise=0.01)
+    out = analysis.analyze(rows, runs, mc_tasks=["mc"], held_out=1, num_resamples=50)
+    text = markdown.render(out, {}, title="t", setup={})
+    loss = next(p for p in out["predictions"] if p["task"] == "validation")
+    lo, hi = loss["interval"]
+    expected = (f"{markdown._fmt(loss['predicted'])} [{markdown._fmt(lo)}, {markdown._fmt(hi)}]"
+                f" | 90% | {markdown._fmt(loss['measured'])} | {100 * loss['rel_error']:.2f}% | "
+                f"{'yes' if loss['covered'] else 'no'} |")
+    assert expected in text
+    assert "Chosen by backtest" in text and "kaplan_floor" in text
+    for p in out["predictions"]:
+        for reason in p["reasons"]:
+            assert reason in text
