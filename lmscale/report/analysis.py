@@ -189,7 +189,8 @@ def analyze(rows: Iterable, runs: Mapping[str, Mapping[str, Any]], *,
         tasks[task] = _passuntil_task(task, index, rungs, fit_rungs, target_rungs, checkpoints,
                                       predictions, passuntil_r, settings)
     return dict(rungs=rung_rows, checkpoints=checkpoints, loss_law=loss_law, tasks=tasks,
-                predictions=predictions, held_out=held_out, level=level, notes=notes)
+                predictions=predictions, held_out=held_out, level=level, loss_unit=unit,
+                notes=notes)
 
 
 def _checkpoints(rungs, runs, index, mc_tasks, passuntil_tasks) -> list[dict[str, Any]]:

@@ -203,3 +203,19 @@ def test_report_rows_show_interval_measurement_and_coverage():
     for p in out["predictions"]:
         for reason in p["reasons"]:
             assert reason in text
+
+
+def test_loss_axis_uses_the_records_unit_and_panels_are_drawn(tmp_path, monkeypatch):
+    rows, runs = synthetic()
+    for info in runs.values():
+        info["loss_unit"] = "nats/byte"
+    out = analysis.analyze(rows, runs, passuntil_tasks=["gen"], held_out=1, num_resamples=30)
+    labels = []
+    import matplotlib.axes
+    orig = matplotlib.axes.Axes.set_ylabel
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_ylabel",
+                        lambda self, text, *a, **k: (labels.append(text), orig(self, text, *a, **k))[1])
+    figs = figures.write_figures(out, tmp_path)
+    assert "validation loss (nats/byte)" in labels
+    assert (tmp_path / figs["prediction_vs_truth"]).stat().st_size > 5000
+    assert sum(label.startswith("predicted (90% interval)") for label in labels) == 2
