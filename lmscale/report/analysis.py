@@ -47,6 +47,7 @@ class _Rung:
     D: int
     runs: list[str]
     final_steps: dict[str, int]
+    name: str = ""
 
 
 def _rungs(runs: Mapping[str, Mapping[str, Any]]) -> list[_Rung]:
@@ -127,22 +128,49 @@ class Settings:
     seed: int = 0
 
 
-def _row(pred: F.Prediction, label: str, task: str, N: int, D: int,
+def _row(pred: F.Prediction, label: str, task: str, rung: "_Rung",
          measured: float | None) -> dict[str, Any]:
     """One JSON-ready prediction row: point, interval, level, reasons, the measurement,
     its relative error and whether the interval covered it."""
     measured = _num(measured)
-    return dict(pred.to_json(), quantity=label, task=task, N=int(N), D=int(D),
+    return dict(pred.to_json(), quantity=label, task=task, N=rung.N, D=rung.D,
+                target=rung.name or None,
                 measured=measured, rel_error=_rel(pred.point, measured),
                 covered=None if measured is None else bool(pred.covers(measured)))
+
+
+@dataclasses.dataclass
+class _Ctx:
+    """What every fit-and-predict pass reads: the measurements and the settings."""
+
+    index: _Index
+    rungs: list[_Rung]
+    checkpoints: list[dict]
+    unit: str
+    settings: Settings
+    mc_tasks: Sequence[str]
+    passuntil_tasks: Sequence[str]
+    baselines: Mapping[str, float]
+    r: int | None
+    notes: list[str]
+
+
+def _targets(targets) -> list[_Rung]:
+    """Never-trained targets as rungs without runs: (name, N, D) triples or dicts."""
+    out = []
+    for t in targets or ():
+        name, n, d = (t["name"], t["N"], t["D"]) if isinstance(t, Mapping) else t
+        out.append(_Rung(int(n), int(n), int(d), [], {}, name=str(name)))
+    return out
 
 
 def analyze(rows: Iterable, runs: Mapping[str, Mapping[str, Any]], *,
             mc_tasks: Sequence[str] = (), passuntil_tasks: Sequence[str] = (),
             random_baselines: Mapping[str, float] | None = None, held_out: int = 1,
-            passuntil_r: int | None = None, level: float = 0.9,
+            passuntil_r: int | None = None, targets: Sequence = (), level: float = 0.9,
             num_resamples: int = 200, seed: int = 0) -> dict[str, Any]:
-    """Fits the ladder's laws on all but the largest rung(s) and scores the predictions.
+    """Fits the ladder's laws on all but the largest rung(s); predicts the targets and
+    the held-out rung(s); backtests every rung from the fourth up from the rungs below.
 
     Args:
       rows: result rows (dicts or `ResultRow`s) of every evaluated checkpoint.
@@ -153,13 +181,16 @@ def analyze(rows: Iterable, runs: Mapping[str, Mapping[str, Any]], *,
       random_baselines: task -> random-guess accuracy (MC) for normalised performance.
       held_out: number of largest rungs excluded from every fit and predicted.
       passuntil_r: the r used (reported).
+      targets: never-trained models to predict: (name, N, D) triples or dicts with
+        name, N, D (non-embedding N, training tokens D).
       level: nominal coverage of every prediction interval.
       num_resamples, seed: bootstrap size and seed of the intervals.
 
     Returns:
-      A JSON-ready dict: "rungs", "checkpoints", "loss_law", "tasks", "predictions"
-      (each with "predicted", "interval", "level", "reasons", "measured", "rel_error",
-      "covered"), "level", "notes".
+      A JSON-ready dict: "rungs", "checkpoints", "loss_law", "tasks", "targets" (their
+      prediction rows), "predictions" (the held-out rungs'), "backtests" (rows and a
+      summary), "level", "notes". Each prediction row has "predicted", "interval",
+      "level", "reasons", "measured", "rel_error", "covered".
 
     Raises:
       ValueError: fewer than held_out + 3 rungs, or no validation loss for a final
@@ -167,30 +198,54 @@ def analyze(rows: Iterable, runs: Mapping[str, Mapping[str, Any]], *,
     """
     index = _Index(rows)
     rungs = _rungs(runs)
-    unit = loss_unit(runs)
     if len(rungs) < held_out + 3:
         raise ValueError(f"analyze: {len(rungs)} rung(s) (distinct (N, D)) for held_out={held_out}; "
                          f"the loss law needs >= 3 fitted rungs")
-    settings = Settings(level, num_resamples, seed)
-    notes: list[str] = []
-    checkpoints = _checkpoints(rungs, runs, index, mc_tasks, passuntil_tasks)
+    ctx = _Ctx(index, rungs, _checkpoints(rungs, runs, index, mc_tasks, passuntil_tasks),
+               loss_unit(runs), Settings(level, num_resamples, seed), mc_tasks,
+               passuntil_tasks, dict(random_baselines or {}), passuntil_r, [])
     rung_rows = _rung_rows(rungs, runs, index)
     for row in rung_rows[-held_out:]:
         row["held_out"] = True
-    fit_rungs, target_rungs = rungs[:-held_out], rungs[-held_out:]
-    loss_law, loss_fit, predictions = _loss_law(index, fit_rungs, target_rungs, unit, settings,
-                                                notes)
+    k = len(rungs) - held_out
+    target_rungs = _targets(targets)
+    loss_law, tasks, rows_ = _fit_and_predict(ctx, k, rungs[k:] + target_rungs, views=True)
+    predictions = [p for p in rows_ if p["measured"] is not None]
+    backtests = [p for i in range(3, k) for p in _fit_and_predict(ctx, i, [rungs[i]])[2]]
+    backtests += predictions
+    return dict(rungs=rung_rows, checkpoints=ctx.checkpoints, loss_law=loss_law, tasks=tasks,
+                targets=[p for p in rows_ if p["measured"] is None], predictions=predictions,
+                backtests=dict(rows=backtests, summary=backtest_summary(backtests, level)),
+                held_out=held_out, level=level, loss_unit=ctx.unit, notes=ctx.notes)
+
+
+def _fit_and_predict(ctx: _Ctx, k: int, targets: list[_Rung], views: bool = False):
+    """Fits every law on rungs[:k] and predicts `targets`: (loss_law, tasks, rows)."""
+    notes = ctx.notes if views else []
+    loss_law, loss_fit, rows = _loss_law(ctx.index, ctx.rungs[:k], targets, ctx.unit,
+                                         ctx.settings, notes)
     tasks: dict[str, Any] = {}
-    for task in mc_tasks:
-        tasks[task] = _mc_task(task, index, rungs, fit_rungs, target_rungs, checkpoints,
-                               (random_baselines or {}).get(task), loss_fit, settings,
-                               predictions)
-    for task in passuntil_tasks:
-        tasks[task] = _passuntil_task(task, index, rungs, fit_rungs, target_rungs, checkpoints,
-                                      predictions, passuntil_r, settings)
-    return dict(rungs=rung_rows, checkpoints=checkpoints, loss_law=loss_law, tasks=tasks,
-                predictions=predictions, held_out=held_out, level=level, loss_unit=unit,
-                notes=notes)
+    for task in ctx.mc_tasks:
+        tasks[task] = _mc_task(task, ctx, k, targets, loss_fit, rows, views)
+    for task in ctx.passuntil_tasks:
+        tasks[task] = _passuntil_task(task, ctx, k, targets, rows)
+    for row in rows:
+        row["fitted_on"] = k
+    return loss_law, tasks, rows
+
+
+def backtest_summary(rows: Sequence[Mapping[str, Any]], level: float) -> dict[str, Any]:
+    """Coverage and median |relative error| of backtest rows, in all and per quantity."""
+    def summary(sub):
+        scored = [p for p in sub if p.get("covered") is not None]
+        errs = [p["rel_error"] for p in sub if p.get("rel_error") is not None]
+        return dict(covered=sum(p["covered"] for p in scored), n=len(scored),
+                    median_rel_error=float(np.median(errs)) if errs else None)
+    out = summary(rows)
+    out["level"] = level
+    out["per_quantity"] = {q: summary([p for p in rows if p["quantity"] == q])
+                           for q in dict.fromkeys(p["quantity"] for p in rows)}
+    return out
 
 
 def _checkpoints(rungs, runs, index, mc_tasks, passuntil_tasks) -> list[dict[str, Any]]:
@@ -273,7 +328,7 @@ def _loss_law(index, fit_rungs, target_rungs, unit, settings, notes):
     if preds is None:
         notes.append(f"loss prediction failed: {perr}")
         return law, loss_fit, []
-    rows = [_row(p, f"validation loss ({unit})", VALIDATION_TASK, r.N, r.D,
+    rows = [_row(p, f"validation loss ({unit})", VALIDATION_TASK, r,
                  _final_mean(index, r, VALIDATION_TASK, VALIDATION_LOSS))
             for p, r in zip(preds, target_rungs)]
     for row in rows:
@@ -307,35 +362,38 @@ def _mc_views(task, checkpoints, baseline) -> dict[str, Any]:
     return out
 
 
-def _mc_task(task, index, rungs, fit_rungs, target_rungs, checkpoints, baseline, loss_fit,
-             settings, predictions) -> dict[str, Any]:
+def _mc_task(task, ctx: _Ctx, k, targets, loss_fit, predictions, views) -> dict[str, Any]:
     """Du et al.'s loss view and Gadre et al.'s chained error prediction for one MC task."""
+    index, baseline = ctx.index, ctx.baselines.get(task)
     out: dict[str, Any] = dict(kind="multiple_choice", random_baseline=baseline)
-    out["per_rung"] = [dict(N=r.N, **{m: _final_mean(index, r, task, m) for m in MC_METRICS})
-                       for r in rungs]
-    out.update(_mc_views(task, checkpoints, baseline))
+    if views:
+        out["per_rung"] = [dict(N=r.N, **{m: _final_mean(index, r, task, m)
+                                          for m in MC_METRICS}) for r in ctx.rungs]
+        out.update(_mc_views(task, ctx.checkpoints, baseline))
+    fit_rungs = ctx.rungs[:k]
     acc = [_final_mean(index, r, task, ACCURACY) for r in fit_rungs]
     if loss_fit is None or any(v is None for v in acc):
         return out
     loss = [_final_mean(index, r, VALIDATION_TASK, VALIDATION_LOSS) for r in fit_rungs]
-    q = [_final_mean(index, r, task, NUM_INSTANCES) for r in rungs]
-    q_fit = None if any(v is None for v in q) else np.array(q[:len(fit_rungs)])
+    q = [_final_mean(index, r, task, NUM_INSTANCES) for r in fit_rungs]
+    q_fit = None if any(v is None for v in q) else np.array(q)
     err_fit, e = _safe(F.fit_error_law, loss, 1.0 - np.array(acc), num_questions=q_fit)
     if err_fit is None:
         out["error_law"] = dict(error=e)
         return out
     out["error_law"] = dict(params=err_fit.params, reliable=err_fit.reliable,
                             reason=err_fit.reason)
-    chain, e = _safe(F.predictive_chain, loss_fit, err_fit, settings.level,
-                     settings.num_resamples, settings.seed,
-                     num_questions=None if q_fit is None else np.array(q[len(fit_rungs):]),
-                     N=np.array([r.N for r in target_rungs], float),
-                     D=np.array([r.D for r in target_rungs], float))
+    # A target is measured on the task's own question set: the fitted rungs' count.
+    q_t = None if q_fit is None else np.full(len(targets), float(np.median(q_fit)))
+    chain, e = _safe(F.predictive_chain, loss_fit, err_fit, ctx.settings.level,
+                     ctx.settings.num_resamples, ctx.settings.seed, num_questions=q_t,
+                     N=np.array([r.N for r in targets], float),
+                     D=np.array([r.D for r in targets], float))
     if chain is None:
         out["error_law"]["prediction_error"] = e
         return out
-    for err, rung in zip(chain[1], target_rungs):
-        predictions.append(_row(_accuracy(err), "accuracy", task, rung.N, rung.D,
+    for err, rung in zip(chain[1], targets):
+        predictions.append(_row(_accuracy(err), "accuracy", task, rung,
                                 _final_mean(index, rung, task, ACCURACY)))
     return out
 
@@ -420,18 +478,17 @@ def _growth(N_all, dataset) -> dict[str, Any]:
                  curvature=growth.curvature, on=on) if growth is not None else dict(error=gerr))
 
 
-def _passuntil_task(task, index, rungs, fit_rungs, target_rungs, checkpoints, predictions,
-                    r, settings) -> dict[str, Any]:
-    """Hu et al.'s dataset- and instance-level PU fits, growth class, held-out prediction."""
-    out: dict[str, Any] = dict(kind="passuntil", r=r)
-    ids, pu, loss, capped, dropped = _pu_data(index, rungs, task)
+def _passuntil_task(task, ctx: _Ctx, k, targets, predictions) -> dict[str, Any]:
+    """Hu et al.'s dataset- and instance-level PU fits on rungs[:k], growth class (of
+    every rung), predictions of the targets."""
+    out: dict[str, Any] = dict(kind="passuntil", r=ctx.r)
+    ids, pu, loss, capped, dropped = _pu_data(ctx.index, ctx.rungs, task)
     if not ids:
         out["error"] = "no per-instance PassUntil rows"
         return out
     if dropped:
         out["note"] = f"{dropped} instance(s) missing on some rung were dropped"
-    N_all = np.array([r_.N for r_ in rungs], float)
-    k = len(fit_rungs)
+    N_all = np.array([r_.N for r_ in ctx.rungs], float)
     dataset = pu.mean(axis=1)
     out["num_instances"] = len(ids)
     out["per_rung"] = [dict(N=int(n), pu=float(p), capped_fraction=float(c))
@@ -445,11 +502,12 @@ def _passuntil_task(task, index, rungs, fit_rungs, target_rungs, checkpoints, pr
     out["instance_fit"] = (dict(reliable=inst_fit.reliable, reason=inst_fit.reason,
                                 status_counts=dict(collections.Counter(inst_fit.status.tolist())))
                            if inst_fit is not None else dict(error=ierr))
-    preds = pu_predictions(ds_fit, inst_fit, N_all[k:], settings)
+    measured = {(r_.N, r_.D): float(v) for r_, v in zip(ctx.rungs, dataset)}
+    preds = pu_predictions(ds_fit, inst_fit, [r_.N for r_ in targets], ctx.settings)
     for label in ("dataset-level", "instance-level"):
-        for j, (p, rung) in enumerate(zip(preds.get(label, []), target_rungs)):
-            predictions.append(_row(p, "PassUntil PU", task, rung.N, rung.D,
-                                    float(dataset[k + j])))
+        for p, rung in zip(preds.get(label, []), targets):
+            predictions.append(_row(p, "PassUntil PU", task, rung,
+                                    measured.get((rung.N, rung.D))))
     out["_fits"] = dict(dataset=ds_fit, instance=inst_fit)
     return out
 

@@ -60,6 +60,48 @@ def prediction_table(predictions: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines + (["", "Caveats:", ""] + reasons if reasons else [])
 
 
+def coverage_line(summary: Mapping[str, Any]) -> str:
+    """"backtests: k of n 90% intervals covered; median |rel. error| x%", then per quantity."""
+    def one(d):
+        return (f"{d['covered']} of {d['n']} {100 * summary['level']:.0f}% intervals covered; "
+                f"median |rel. error| {_pct(d['median_rel_error'])}")
+    if not summary.get("n"):
+        return "backtests: none (a backtest needs >= 3 rungs below the predicted one)"
+    per = "; ".join(f"{q}: {one(d)}" for q, d in summary.get("per_quantity", {}).items())
+    return f"backtests: {one(summary)}" + (f" ({per})" if per else "")
+
+
+def _targets_section(analysis) -> list[str]:
+    targets = analysis.get("targets") or []
+    if not targets:
+        return []
+    lines = ["## Targets (never trained)", ""]
+    lines += _table(["target", "quantity", "task", "method", "N", "D",
+                     "predicted [low, high]", "level"],
+                    [[p.get("target") or "–", p["quantity"], p["task"], p["method"], p["N"],
+                      p["D"], f"{_fmt(p['predicted'])} [{_fmt(p['interval'][0])}, "
+                      f"{_fmt(p['interval'][1])}]", f"{100 * p['level']:.0f}%"]
+                     for p in targets])
+    reasons = [f"- {p.get('target')} / {p['quantity']} / {p['method']}: {r}"
+               for p in targets for r in p.get("reasons", [])]
+    return lines + (["", "Caveats:", ""] + reasons if reasons else []) + [""]
+
+
+def _backtests_section(analysis) -> list[str]:
+    bt = analysis.get("backtests")
+    if not bt:
+        return []
+    lines = ["", "## Backtests (each rung predicted from the rungs below it)", "",
+             coverage_line(bt["summary"]), ""]
+    lines += _table(["quantity", "task", "method", "N", "fitted on", "predicted [low, high]",
+                     "measured", "rel. error", "covered"],
+                    [[p["quantity"], p["task"], p["method"], p["N"],
+                      f"{p.get('fitted_on')} rungs", f"{_fmt(p['predicted'])} "
+                      f"[{_fmt(p['interval'][0])}, {_fmt(p['interval'][1])}]", p["measured"],
+                      _pct(p["rel_error"]), _yes_no(p.get("covered"))] for p in bt["rows"]])
+    return lines
+
+
 def _runs_section(analysis) -> list[str]:
     lines = ["", "## Runs", ""]
     return lines + _table(["N (non-emb.)", "N (total)", "D (tokens)", "C (FLOPs)", "seeds",
@@ -145,10 +187,14 @@ def render(analysis: Mapping[str, Any], figures: Mapping[str, str], *, title: st
               f"fitted on all but the {analysis['held_out']} largest rung(s); the held-out "
               f"rung is then compared with its prediction and its {100 * level:.0f}% "
               "interval.", ""]
+    if analysis.get("backtests"):
+        lines += [coverage_line(analysis["backtests"]["summary"]), ""]
+    lines += _targets_section(analysis)
     lines += ["## Prediction vs measurement (held-out rung)", ""]
     lines += prediction_table(analysis["predictions"])
     if "prediction_vs_truth" in figures:
         lines += ["", f"![prediction vs truth]({figures['prediction_vs_truth']})"]
+    lines += _backtests_section(analysis)
     lines += ["", "## Setup", ""] + [f"- {k}: {v}" for k, v in setup.items()]
     lines += _runs_section(analysis)
     lines += _loss_law_section(analysis["loss_law"], figures)

@@ -219,3 +219,30 @@ def test_loss_axis_uses_the_records_unit_and_panels_are_drawn(tmp_path, monkeypa
     assert "validation loss (nats/byte)" in labels
     assert (tmp_path / figs["prediction_vs_truth"]).stat().st_size > 5000
     assert sum(label.startswith("predicted (90% interval)") for label in labels) == 2
+
+
+def test_targets_are_predicted_first_and_every_rung_is_backtested():
+    rows, runs = synthetic(acc_noise=0.01)
+    big = 2 * SIZES[-1]
+    out = analysis.analyze(rows, runs, mc_tasks=["mc"], passuntil_tasks=["gen"],
+                           held_out=1, passuntil_r=2, num_resamples=50,
+                           targets=[("next", big, STEPS * 1000)])
+    # The never-trained target: loss, accuracy and two PU predictions, no measurement.
+    assert {(p["quantity"], p["method"]) for p in out["targets"]} >= {
+        ("validation loss (nats/token)", out["targets"][0]["method"])}
+    assert len(out["targets"]) == 4 and all(p["measured"] is None for p in out["targets"])
+    loss_t = next(p for p in out["targets"] if p["task"] == "validation")
+    assert loss_t["N"] == big and loss_t["target"] == "next"
+    assert loss_t["predicted"] == pytest.approx(kaplan(big), rel=1e-3)
+    assert loss_t["interval"][0] <= loss_t["predicted"] <= loss_t["interval"][1]
+    # Backtests: rung 4 from rungs 1-3, rung 5 (the held-out one) from rungs 1-4.
+    bt = out["backtests"]
+    assert sorted({(p["N"], p["fitted_on"]) for p in bt["rows"]}) == [(SIZES[3], 3),
+                                                                      (SIZES[4], 4)]
+    s = bt["summary"]
+    assert s["n"] == len(bt["rows"]) and s["covered"] == sum(p["covered"] for p in bt["rows"])
+    text = markdown.render(out, {}, title="t", setup={})
+    line = markdown.coverage_line(s)
+    assert line.startswith(f"backtests: {s['covered']} of {s['n']} 90% intervals covered")
+    assert text.index("## Targets (never trained)") < text.index("## Prediction vs measurement")
+    assert line in text and "| next |" in text
