@@ -71,7 +71,7 @@ def coverage_line(summary: Mapping[str, Any]) -> str:
     return f"backtests: {one(summary)}" + (f" ({per})" if per else "")
 
 
-def _targets_section(analysis) -> list[str]:
+def targets_table(analysis) -> list[str]:
     targets = analysis.get("targets") or []
     if not targets:
         return []
@@ -189,7 +189,7 @@ def render(analysis: Mapping[str, Any], figures: Mapping[str, str], *, title: st
               "interval.", ""]
     if analysis.get("backtests"):
         lines += [coverage_line(analysis["backtests"]["summary"]), ""]
-    lines += _targets_section(analysis)
+    lines += targets_table(analysis)
     lines += ["## Prediction vs measurement (held-out rung)", ""]
     lines += prediction_table(analysis["predictions"])
     if "prediction_vs_truth" in figures:

@@ -74,3 +74,18 @@ def test_micro_study_end_to_end_and_resume(tmp_path, monkeypatch):
     again = study.run_study(config, tmp_path.name, optimizer=opt, loop=loop)
     assert (tmp_path / "results.jsonl").read_text() == rows_before
     assert again["predictions"] == analysis["predictions"]
+
+
+def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path):
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTHONPATH=os.getcwd(), JAX_PLATFORMS="cpu")
+    workdir = tmp_path / "w"
+    proc = subprocess.run([sys.executable, "-m", "lmscale.main.study",
+                           "--gin_file=experiments/default.gin", f"--workdir={workdir}",
+                           "--dry_run"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("w32", "w96", "py_next_line_mc:n200", "Totals"):
+        assert name in proc.stdout, name
+    assert not (workdir / "runs").exists()
