@@ -166,8 +166,15 @@ def resolve_target(text: str, family: ModelConfig, token_multiplier: float
         if width % family.head_dim:
             raise ConfigError(f"{where}: d_model must be a multiple of head_dim "
                               f"{family.head_dim}")
-        model = family.replace(d_model=width, n_heads=width // family.head_dim,
-                               d_ff=int(round(family.d_ff * width / family.d_model)))
+        heads = width // family.head_dim
+        # Multi-head attention stays multi-head; grouped-query keeps its kv heads.
+        kv = heads if family.n_kv_heads in (None, family.n_heads) else family.n_kv_heads
+        if heads % kv:
+            raise ConfigError(f"{where}: {heads} heads are not divisible by the family's "
+                              f"n_kv_heads={kv}")
+        model = family.replace(d_model=width, n_heads=heads, n_kv_heads=kv,
+                               d_ff=int(round(family.d_ff * width / family.d_model)),
+                               name=name or f"d_model={width}")
         n = model.num_params.non_embedding
         return name or f"d_model={width}", n, int(round(token_multiplier * n))
     if "N" not in vals or ("D" in vals) == ("M" in vals):
