@@ -306,8 +306,9 @@ def _fit_loss(N, D, L, notes):
         return choice.fit, dict(form=choice.name, backtest_error=backtest,
                                 failures={k: v for k, v in choice.failures.items() if v})
     notes.append(f"{sizes} fitted sizes: too few to choose the loss law by backtest; "
-                 "Kaplan L(N) used")
-    return F.fit_loss_law(N, None, L, form="kaplan"), dict(form="kaplan", backtest_error={})
+                 "Kaplan L(N) used (Huber fit: L_inf kept positive)")
+    return (F.fit_loss_law(N, None, L, form="kaplan", method="huber"),
+            dict(form="kaplan", backtest_error={}))
 
 
 def _loss_law(index, fit_rungs, target_rungs, unit, settings, notes):
