@@ -228,7 +228,7 @@ def _fit_and_predict(ctx: _Ctx, k: int, targets: list[_Rung], views: bool = Fals
     for task in ctx.mc_tasks:
         tasks[task] = _mc_task(task, ctx, k, targets, loss_fit, rows, views)
     for task in ctx.passuntil_tasks:
-        tasks[task] = _passuntil_task(task, ctx, k, targets, rows)
+        tasks[task] = _passuntil_task(task, ctx, k, targets, rows, views)
     for row in rows:
         row["fitted_on"] = k
     return loss_law, tasks, rows
@@ -479,7 +479,35 @@ def _growth(N_all, dataset) -> dict[str, Any]:
                  curvature=growth.curvature, on=on) if growth is not None else dict(error=gerr))
 
 
-def _passuntil_task(task, ctx: _Ctx, k, targets, predictions) -> dict[str, Any]:
+def _measured_pu_intervals(index, rungs, task, level) -> list[list[float] | None]:
+    """Per rung: the mean over instances of each instance's exact interval at `level`
+    (`lmscale.fit.passuntil.interval`; a bound on the dataset PU that holds whenever every
+    instance's does), or None when a rung lacks the counts."""
+    out = []
+    for rung in rungs:
+        bounds = []
+        for run in rung.runs:
+            for d in index.instances.get((run, rung.final_steps[run], task), {}).values():
+                iv, _ = _safe(F.interval, int(d.get("num_samples") or 0),
+                              int(d.get("num_passes") or 0), bool(d.get("capped")), level)
+                bounds.append(iv)
+        ok = bounds and all(b is not None for b in bounds)
+        out.append([float(np.mean([b[0] for b in bounds])),
+                    float(np.mean([b[1] for b in bounds]))] if ok else None)
+    return out
+
+
+def _pu_band(ds_fit, inst_fit, N_all, settings) -> dict[str, Any]:
+    """Predicted PU and its interval along a log grid of N (the PU figure's band)."""
+    grid = np.geomspace(N_all.min(), N_all.max() * 2.0, 24)
+    preds = pu_predictions(ds_fit, inst_fit, grid, settings)
+    return dict(N=grid.tolist(), **{label: dict(point=[p.point for p in ps],
+                                                low=[p.low for p in ps],
+                                                high=[p.high for p in ps])
+                                    for label, ps in preds.items()})
+
+
+def _passuntil_task(task, ctx: _Ctx, k, targets, predictions, views) -> dict[str, Any]:
     """Hu et al.'s dataset- and instance-level PU fits on rungs[:k], growth class (of
     every rung), predictions of the targets."""
     out: dict[str, Any] = dict(kind="passuntil", r=ctx.r)
@@ -495,6 +523,9 @@ def _passuntil_task(task, ctx: _Ctx, k, targets, predictions) -> dict[str, Any]:
     out["per_rung"] = [dict(N=int(n), pu=float(p), capped_fraction=float(c))
                        for n, p, c in zip(N_all, dataset, np.nanmean(capped, axis=1))]
     out["growth"] = _growth(N_all, dataset)
+    for row, iv in zip(out["per_rung"], _measured_pu_intervals(ctx.index, ctx.rungs, task,
+                                                               ctx.settings.level)):
+        row["interval"] = iv
     ds_fit, derr = _safe(F.fit_pu_dataset, N_all[:k], dataset[:k])
     inst_fit, ierr = _safe(F.fit_pu_instances, N_all[:k], pu[:k],
                            answer_loss=None if np.isnan(loss[:k]).any() else loss[:k])
@@ -509,6 +540,9 @@ def _passuntil_task(task, ctx: _Ctx, k, targets, predictions) -> dict[str, Any]:
         for p, rung in zip(preds.get(label, []), targets):
             predictions.append(_row(p, "PassUntil PU", task, rung,
                                     measured.get((rung.N, rung.D))))
+    if views and (ds_fit is not None or inst_fit is not None):
+        out["band"] = _pu_band(ds_fit, inst_fit, N_all, ctx.settings)
+        out["fitted_rungs"] = k
     out["_fits"] = dict(dataset=ds_fit, instance=inst_fit)
     return out
 

@@ -119,6 +119,40 @@ def prediction_panels(analysis: Mapping[str, Any], path: pathlib.Path) -> pathli
     return path
 
 
+def pu_band(info: Mapping[str, Any], level: float, path: pathlib.Path, title: str
+            ) -> pathlib.Path:
+    """Dataset PU vs N on log axes: measured points with their exact intervals as error
+    bars (fitted rungs filled, held-out hollow), each fit's predicted band."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 4.2))
+    band = info["band"]
+    for (label, b), col in zip(((k, v) for k, v in band.items() if k != "N"), ("C1", "C2")):
+        ax.plot(band["N"], b["point"], color=col, lw=1.2, label=f"{label} fit")
+        ax.fill_between(band["N"], np.maximum(b["low"], 1e-12), b["high"], color=col,
+                        alpha=0.2, label=f"{label} {100 * level:.0f}% interval")
+    for i, r in enumerate(info["per_rung"]):
+        iv = r.get("interval")
+        if r["pu"] <= 0 or iv is None:
+            continue
+        fitted = i < info.get("fitted_rungs", len(info["per_rung"]))
+        ax.errorbar([r["N"]], [r["pu"]], yerr=[[r["pu"] - max(iv[0], 1e-12)],
+                                                [iv[1] - r["pu"]]],
+                    fmt="o", color="C0", mfc="C0" if fitted else "white", capsize=3,
+                    label=("measured (exact intervals)" if i == 0 else None))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _plain_ticks(ax, "x")
+    _plain_ticks(ax, "y")
+    ax.set_xlabel("non-embedding parameters N")
+    ax.set_ylabel("dataset PU")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_figures(analysis: Mapping[str, Any], outdir: str | pathlib.Path) -> dict[str, str]:
     """Writes every figure of the report; returns name -> file name (relative to outdir)."""
     outdir = pathlib.Path(outdir)
@@ -161,6 +195,10 @@ def write_figures(analysis: Mapping[str, Any], outdir: str | pathlib.Path) -> di
             keep(f"{task}/pu_scaling", F.plot_pu_scaling(
                 N[:-held], pu[:-held], outdir / f"pu_scaling_{safe}.png", fits=fits,
                 held_out=target, title=f"{task}: log(-log PU) vs log N"))
+            if info.get("band"):
+                keep(f"{task}/pu_band", pu_band(info, analysis.get("level", 0.9),
+                                                 outdir / f"pu_band_{safe}.png",
+                                                 f"{task}: PU vs N, predicted band"))
             pts = [c for c in checkpoints if c["validation_loss"] is not None
                    and c.get(f"{task}/passuntil") is not None]
             if len(pts) >= 2:

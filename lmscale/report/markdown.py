@@ -158,8 +158,10 @@ def _pu_section(task, info, figures) -> list[str]:
     if info.get("error"):
         return [f"No PassUntil data: {info['error']}"]
     lines = [f"{info['num_instances']} instances, r = {info.get('r')}.", ""]
-    lines += _table(["N", "dataset PU", "capped fraction"],
-                    [[r["N"], r["pu"], r["capped_fraction"]] for r in info["per_rung"]])
+    lines += _table(["N", "dataset PU", "exact interval (instance mean)", "capped fraction"],
+                    [[r["N"], r["pu"], "–" if not r.get("interval") else
+                      f"[{_fmt(r['interval'][0])}, {_fmt(r['interval'][1])}]",
+                      r["capped_fraction"]] for r in info["per_rung"]])
     g = info.get("growth", {})
     if g.get("cls"):
         lines += ["", f"Growth class ({g['on']}): **{g['cls']}** ({g['description']}), "
@@ -175,7 +177,7 @@ def _pu_section(task, info, figures) -> list[str]:
                      or ", ".join(f"{k}: {v}" for k, v in d.get("status_counts", {}).items()))
             flag = "" if d.get("reliable", True) else f" (unreliable: {d.get('reason')})"
             lines += [f"- {label} fit: {extra}{flag}"]
-    return lines + _figures(task, figures, ("pu_scaling", "pu_vs_loss"))
+    return lines + _figures(task, figures, ("pu_band", "pu_scaling", "pu_vs_loss"))
 
 
 def render(analysis: Mapping[str, Any], figures: Mapping[str, str], *, title: str,

@@ -246,3 +246,22 @@ def test_targets_are_predicted_first_and_every_rung_is_backtested():
     assert line.startswith(f"backtests: {s['covered']} of {s['n']} 90% intervals covered")
     assert text.index("## Targets (never trained)") < text.index("## Prediction vs measurement")
     assert line in text and "| next |" in text
+
+
+def test_pu_figure_has_measured_exact_intervals_and_a_band(tmp_path):
+    rows, runs = synthetic()
+    out = analysis.analyze(rows, runs, passuntil_tasks=["gen"], held_out=1, passuntil_r=2,
+                           num_resamples=40)
+    info = out["tasks"]["gen"]
+    # Instances pass 2 times in 2/p samples: each exact interval contains its p.
+    for r, n in zip(info["per_rung"], SIZES):
+        lo, hi = r["interval"]
+        assert lo < r["pu"] < hi, r
+    band = info["band"]
+    assert set(band) == {"N", "dataset-level", "instance-level"}
+    assert all(a <= p <= b for a, p, b in zip(band["instance-level"]["low"],
+                                            band["instance-level"]["point"],
+                                            band["instance-level"]["high"]))
+    figs = figures.write_figures(out, tmp_path)
+    assert (tmp_path / figs["gen/pu_band"]).stat().st_size > 5000
+    assert figs["gen/pu_band"] in markdown.render(out, figs, title="t", setup={})
