@@ -133,6 +133,9 @@ def _row(pred: F.Prediction, label: str, task: str, rung: "_Rung",
     """One JSON-ready prediction row: point, interval, level, reasons, the measurement,
     its relative error and whether the interval covered it."""
     measured = _num(measured)
+    if pred.low == pred.high and not math.isinf(pred.low):
+        pred = dataclasses.replace(pred, reasons=pred.reasons + (
+            "the interval has zero width: the fit leaves no residual to estimate noise from",))
     return dict(pred.to_json(), quantity=label, task=task, N=rung.N, D=rung.D,
                 target=rung.name or None,
                 measured=measured, rel_error=_rel(pred.point, measured),

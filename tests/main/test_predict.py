@@ -16,7 +16,8 @@ from tests.main.test_study import _config, _ladder
 
 def _gin(path, config):
     models = ", ".join(f"@{m.name}/model_config.ModelConfig()" for m in config.models)
-    lines = ["import lmscale.report.study as study",
+    lines = ["from __gin__ import dynamic_registration",
+             "import lmscale.report.study as study",
              "import lmscale.models.config as model_config",
              "study.run_study.config = @study.StudyConfig()",
              f"study.StudyConfig.name = {config.name!r}",
