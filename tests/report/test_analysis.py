@@ -265,3 +265,14 @@ def test_pu_figure_has_measured_exact_intervals_and_a_band(tmp_path):
     figs = figures.write_figures(out, tmp_path)
     assert (tmp_path / figs["gen/pu_band"]).stat().st_size > 5000
     assert figs["gen/pu_band"] in markdown.render(out, figs, title="t", setup={})
+
+
+def test_three_rungs_fall_back_to_kaplan_and_flag_a_zero_width_interval():
+    rows, runs = synthetic()
+    small = {k: v for k, v in runs.items() if v["num_params_non_embedding"] <= SIZES[3]}
+    out = analysis.analyze(rows, small, held_out=1, num_resamples=30)
+    loss = out["predictions"][0]
+    assert out["loss_law"]["form"] == "kaplan" and out["loss_law"]["backtest_error"] == {}
+    assert loss["predicted"] == pytest.approx(kaplan(SIZES[3]), rel=1e-3)
+    assert any("zero width" in r for r in loss["reasons"])
+    assert any("too few to choose the loss law" in n for n in out["notes"])
