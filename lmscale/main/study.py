@@ -1,6 +1,7 @@
 """Binary: the predict-before-you-train study (train a ladder, evaluate, fit, report).
 
   python -m lmscale.main.study --gin_file=experiments/default.gin --workdir=workdir/default
+  python -m lmscale.main.study --gin_file=experiments/default.gin --workdir=w --dry_run
 
 Flags (those of `lmscale.main.train`: --gin_file, --gin_bindings, --workdir and the
 multi-host flags) -> gin -> one call of `lmscale.report.study.run_study`. Rerunning resumes:
@@ -11,24 +12,28 @@ from __future__ import annotations
 
 import os
 
-from absl import app, logging
+from absl import app, flags, logging
 
 from lmscale.main import _cli
+
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the study plan (runs, tokens, FLOPs, "
+                             "evaluation units) and exit: nothing is trained.")
 
 
 def main(argv) -> None:
     flags = _cli.FLAGS
     config_text = _cli.start(argv)
-    from lmscale.report import study  # pylint: disable=g-import-not-at-top
+    from lmscale.report import markdown, study  # pylint: disable=g-import-not-at-top
+    if _DRY_RUN.value:
+        print(_cli.configured(study.run_study)(workdir=flags.workdir, mode="plan")["plan"])
+        return
     run = _cli.configured(study.run_study)
     analysis = run(workdir=flags.workdir, config_text=config_text)
     if analysis:
         report = os.path.join(flags.workdir, "report.md")
         print(f"\nReport: {report}")
-        for p in analysis["predictions"]:
-            err = "n/a" if p["rel_error"] is None else f"{100 * p['rel_error']:.2f}%"
-            print(f"  {p['quantity']:<28} {p['task']:<26} {p['method']:<32} predicted "
-                  f"{p['predicted']:.5g}  measured {p['measured']:.5g}  rel. error {err}")
+        print("\n".join(markdown.prediction_table(analysis["targets"] + analysis["predictions"])))
+        print(markdown.coverage_line(analysis["backtests"]["summary"]))
     logging.info("study done")
 
 

@@ -23,9 +23,11 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from lmscale import fit as F
+from lmscale.fit.bootstrap import summarize_failures
 from lmscale.train import record as record_lib
 from lmscale.eval.results import (ACCURACY, ANSWER_LOSS, BRIER_SCORE, CORRECT_CHOICE_PROB,
-                                  INSTANCE, PASSUNTIL, VALIDATION_LOSS, VALIDATION_TASK)
+                                  INSTANCE, NUM_INSTANCES, PASSUNTIL, VALIDATION_LOSS,
+                                  VALIDATION_TASK)
 
 MC_METRICS = (ACCURACY, CORRECT_CHOICE_PROB, BRIER_SCORE)
 
@@ -45,6 +47,7 @@ class _Rung:
     D: int
     runs: list[str]
     final_steps: dict[str, int]
+    name: str = ""
 
 
 def _rungs(runs: Mapping[str, Mapping[str, Any]]) -> list[_Rung]:
@@ -116,51 +119,144 @@ def _mean(xs: Sequence[float | None]) -> float | None:
     return float(np.mean(xs)) if xs else None
 
 
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """How predictions are made: interval level and bootstrap size/seed."""
+
+    level: float = 0.9
+    num_resamples: int = 200
+    seed: int = 0
+
+
+def _row(pred: F.Prediction, label: str, task: str, rung: "_Rung",
+         measured: float | None) -> dict[str, Any]:
+    """One JSON-ready prediction row: point, interval, level, reasons, the measurement,
+    its relative error and whether the interval covered it."""
+    measured = _num(measured)
+    if pred.low == pred.high and not math.isinf(pred.low):
+        pred = dataclasses.replace(pred, reasons=pred.reasons + (
+            "the interval has zero width: the fit leaves no residual to estimate noise from",))
+    return dict(pred.to_json(), quantity=label, task=task, N=rung.N, D=rung.D,
+                target=rung.name or None,
+                measured=measured, rel_error=_rel(pred.point, measured),
+                covered=None if measured is None else bool(pred.covers(measured)))
+
+
+@dataclasses.dataclass
+class _Ctx:
+    """What every fit-and-predict pass reads: the measurements and the settings."""
+
+    index: _Index
+    rungs: list[_Rung]
+    checkpoints: list[dict]
+    unit: str
+    settings: Settings
+    mc_tasks: Sequence[str]
+    passuntil_tasks: Sequence[str]
+    baselines: Mapping[str, float]
+    r: int | None
+    notes: list[str]
+
+
+def _targets(targets) -> list[_Rung]:
+    """Never-trained targets as rungs without runs: (name, N, D) triples or dicts."""
+    out = []
+    for t in targets or ():
+        name, n, d = (t["name"], t["N"], t["D"]) if isinstance(t, Mapping) else t
+        out.append(_Rung(int(n), int(n), int(d), [], {}, name=str(name)))
+    return out
+
+
 def analyze(rows: Iterable, runs: Mapping[str, Mapping[str, Any]], *,
             mc_tasks: Sequence[str] = (), passuntil_tasks: Sequence[str] = (),
             random_baselines: Mapping[str, float] | None = None, held_out: int = 1,
-            passuntil_r: int | None = None, loss_form: str = "kaplan",
-            loss_method: str = "huber") -> dict[str, Any]:
-    """Fits the ladder's laws on all but the largest rung(s) and scores the predictions.
+            passuntil_r: int | None = None, targets: Sequence = (), level: float = 0.9,
+            num_resamples: int = 200, seed: int = 0) -> dict[str, Any]:
+    """Fits the ladder's laws on all but the largest rung(s); predicts the targets and
+    the held-out rung(s); backtests every rung from the fourth up from the rungs below.
 
     Args:
       rows: result rows (dicts or `ResultRow`s) of every evaluated checkpoint.
       runs: run name -> run.json dict (needs num_params, num_params_non_embedding,
-        num_tokens, num_steps; optional wall_s, seed).
+        num_tokens, num_steps; optional wall_s, seed, loss_unit).
       mc_tasks: multiple-choice task names (likelihood-scored).
       passuntil_tasks: generative task names evaluated by PassUntil.
       random_baselines: task -> random-guess accuracy (MC) for normalised performance.
       held_out: number of largest rungs excluded from every fit and predicted.
       passuntil_r: the r used (reported).
-      loss_form: the loss law fitted to the final validation losses ("kaplan": L(N) at the
-        ladder's fixed M).
-      loss_method: "huber" (log-space, log-sum-exp parameters: the irreducible loss stays
-        positive, Hoffmann et al.) or "lm" (unconstrained least squares, which on a short
-        ladder can put the irreducible loss below zero).
+      targets: never-trained models to predict: (name, N, D) triples or dicts with
+        name, N, D (non-embedding N, training tokens D).
+      level: nominal coverage of every prediction interval.
+      num_resamples, seed: bootstrap size and seed of the intervals.
 
     Returns:
-      A JSON-ready dict: "rungs", "checkpoints", "loss_law", "tasks", "predictions",
-      "notes".
+      A JSON-ready dict: "rungs", "checkpoints", "loss_law", "tasks", "targets" (their
+      prediction rows), "predictions" (the held-out rungs'), "backtests" (rows and a
+      summary), "level", "notes". Each prediction row has "predicted", "interval",
+      "level", "reasons", "measured", "rel_error", "covered".
 
     Raises:
       ValueError: fewer than held_out + 3 rungs, or no validation loss for a final
         checkpoint.
     """
-    random_baselines = dict(random_baselines or {})
     index = _Index(rows)
     rungs = _rungs(runs)
-    unit = loss_unit(runs)
     if len(rungs) < held_out + 3:
         raise ValueError(f"analyze: {len(rungs)} rung(s) (distinct (N, D)) for held_out={held_out}; "
                          f"the loss law needs >= 3 fitted rungs")
-    notes: list[str] = []
+    ctx = _Ctx(index, rungs, _checkpoints(rungs, runs, index, mc_tasks, passuntil_tasks),
+               loss_unit(runs), Settings(level, num_resamples, seed), mc_tasks,
+               passuntil_tasks, dict(random_baselines or {}), passuntil_r, [])
+    rung_rows = _rung_rows(rungs, runs, index)
+    for row in rung_rows[-held_out:]:
+        row["held_out"] = True
+    k = len(rungs) - held_out
+    target_rungs = _targets(targets)
+    loss_law, tasks, rows_ = _fit_and_predict(ctx, k, rungs[k:] + target_rungs, views=True)
+    predictions = [p for p in rows_ if p["measured"] is not None]
+    backtests = [p for i in range(3, k) for p in _fit_and_predict(ctx, i, [rungs[i]])[2]]
+    backtests += predictions
+    return dict(rungs=rung_rows, checkpoints=ctx.checkpoints, loss_law=loss_law, tasks=tasks,
+                targets=[p for p in rows_ if p["measured"] is None], predictions=predictions,
+                backtests=dict(rows=backtests, summary=backtest_summary(backtests, level)),
+                held_out=held_out, level=level, loss_unit=ctx.unit, notes=ctx.notes)
 
-    # Per checkpoint: scaling coordinates and every aggregate metric (Du et al. views).
+
+def _fit_and_predict(ctx: _Ctx, k: int, targets: list[_Rung], views: bool = False):
+    """Fits every law on rungs[:k] and predicts `targets`: (loss_law, tasks, rows)."""
+    notes = ctx.notes if views else []
+    loss_law, loss_fit, rows = _loss_law(ctx.index, ctx.rungs[:k], targets, ctx.unit,
+                                         ctx.settings, notes)
+    tasks: dict[str, Any] = {}
+    for task in ctx.mc_tasks:
+        tasks[task] = _mc_task(task, ctx, k, targets, loss_fit, rows, views)
+    for task in ctx.passuntil_tasks:
+        tasks[task] = _passuntil_task(task, ctx, k, targets, rows, views)
+    for row in rows:
+        row["fitted_on"] = k
+    return loss_law, tasks, rows
+
+
+def backtest_summary(rows: Sequence[Mapping[str, Any]], level: float) -> dict[str, Any]:
+    """Coverage and median |relative error| of backtest rows, in all and per quantity."""
+    def summary(sub):
+        scored = [p for p in sub if p.get("covered") is not None]
+        errs = [p["rel_error"] for p in sub if p.get("rel_error") is not None]
+        return dict(covered=sum(p["covered"] for p in scored), n=len(scored),
+                    median_rel_error=float(np.median(errs)) if errs else None)
+    out = summary(rows)
+    out["level"] = level
+    out["per_quantity"] = {q: summary([p for p in rows if p["quantity"] == q])
+                           for q in dict.fromkeys(p["quantity"] for p in rows)}
+    return out
+
+
+def _checkpoints(rungs, runs, index, mc_tasks, passuntil_tasks) -> list[dict[str, Any]]:
+    """Per checkpoint: scaling coordinates and every aggregate metric (Du et al. views)."""
     checkpoints = []
     for rung in rungs:
         for run in rung.runs:
-            info = runs[run]
-            tokens_per_step = int(info.get("tokens_per_step") or 0)
+            tokens_per_step = int(runs[run].get("tokens_per_step") or 0)
             for step in index.steps(run):
                 point = dict(run=run, step=step, N=rung.N, D=rung.D,
                              tokens=step * tokens_per_step,
@@ -175,111 +271,134 @@ def analyze(rows: Iterable, runs: Mapping[str, Mapping[str, Any]], *,
                     point[f"{task}/passuntil"] = index.value(run, step, task, PASSUNTIL)
                     point[f"{task}/answer_loss"] = index.value(run, step, task, ANSWER_LOSS)
                 checkpoints.append(point)
+    return checkpoints
 
-    def final_mean(rung: _Rung, task: str, metric: str) -> float | None:
-        return _mean([index.value(r, rung.final_steps[r], task, metric) for r in rung.runs])
 
-    rung_rows = []
+def _final_values(index, rung: _Rung, task: str, metric: str) -> list[float | None]:
+    return [index.value(r, rung.final_steps[r], task, metric) for r in rung.runs]
+
+
+def _final_mean(index, rung: _Rung, task: str, metric: str) -> float | None:
+    return _mean(_final_values(index, rung, task, metric))
+
+
+def _rung_rows(rungs, runs, index) -> list[dict[str, Any]]:
+    out = []
     for rung in rungs:
-        losses = [index.value(r, rung.final_steps[r], VALIDATION_TASK, VALIDATION_LOSS)
-                  for r in rung.runs]
+        losses = _final_values(index, rung, VALIDATION_TASK, VALIDATION_LOSS)
         if any(v is None for v in losses):
             missing = [r for r, v in zip(rung.runs, losses) if v is None]
             raise ValueError(f"analyze: no validation loss for the final checkpoint of {missing}")
-        rung_rows.append(dict(
+        out.append(dict(
             N=rung.N, N_total=rung.N_total, D=rung.D, C=6.0 * rung.N * rung.D,
             runs=rung.runs, num_seeds=len(rung.runs),
             validation_loss=float(np.mean(losses)),
             validation_loss_std=float(np.std(losses)) if len(losses) > 1 else None,
             wall_s=_mean([_num(runs[r].get("wall_s")) for r in rung.runs]),
             held_out=False))
-    for row in rung_rows[-held_out:]:
-        row["held_out"] = True
-    fit_rungs, target_rungs = rungs[:-held_out], rungs[-held_out:]
-    N_fit = np.array([r.N for r in fit_rungs], float)
-    D_fit = np.array([r.D for r in fit_rungs], float)
-    L_fit = np.array([row["validation_loss"] for row in rung_rows[:-held_out]])
-    predictions = []
-
-    # Loss law on the fitted rungs' final losses.
-    loss_fit, err = _safe(F.fit_loss_law, N_fit, D_fit, L_fit, form=loss_form,
-                          method=loss_method)
-    loss_law: dict[str, Any] = dict(form=loss_form, error=err)
-    predicted_loss = {}
-    if loss_fit is not None:
-        loss_law.update(params=loss_fit.params, method=loss_fit.method,
-                        reliable=loss_fit.reliable, reason=loss_fit.reason,
-                        num_points=loss_fit.num_points)
-        for rung, row in zip(target_rungs, rung_rows[-held_out:]):
-            pred = float(np.asarray(loss_fit.predict(N=np.array([rung.N], float),
-                                                     D=np.array([rung.D], float)))[0])
-            predicted_loss[rung.N] = pred
-            predictions.append(dict(quantity=f"validation loss ({unit})", task=VALIDATION_TASK,
-                                    method=f"{loss_form} law L(N)", N=rung.N, predicted=pred,
-                                    measured=row["validation_loss"],
-                                    rel_error=_rel(pred, row["validation_loss"])))
-        boot, berr = _safe(loss_fit.bootstrap, num_resamples=200, seed=0)
-        if boot is not None and predicted_loss and len(boot.fits) >= 20:
-            n_t = np.array([r.N for r in target_rungs], float)
-            d_t = np.array([r.D for r in target_rungs], float)
-            band, berr = _safe(boot.predict_interval, 0.95, N=n_t, D=d_t)
-            if band is not None:
-                loss_law["prediction_interval"] = [[float(a), float(b)]
-                                                   for a, b in zip(*band)]
-                loss_law["bootstrap_failed"] = int(boot.num_failed)
-        if berr:
-            notes.append(f"loss-law bootstrap failed: {berr}")
-    else:
-        notes.append(f"loss law ({loss_form}) could not be fitted: {err}")
-
-    tasks: dict[str, Any] = {}
-    for task in mc_tasks:
-        tasks[task] = _mc_task(task, rungs, fit_rungs, target_rungs, rung_rows, checkpoints,
-                               final_mean, random_baselines.get(task), loss_fit, L_fit,
-                               predicted_loss, predictions)
-    for task in passuntil_tasks:
-        tasks[task] = _passuntil_task(task, index, rungs, fit_rungs, target_rungs, checkpoints,
-                                      predictions, passuntil_r)
-    return dict(rungs=rung_rows, checkpoints=checkpoints, loss_law=loss_law, tasks=tasks,
-                predictions=predictions, held_out=held_out, notes=notes)
+    return out
 
 
-def _mc_task(task, rungs, fit_rungs, target_rungs, rung_rows, checkpoints, final_mean,
-             baseline, loss_fit, L_fit, predicted_loss, predictions) -> dict[str, Any]:
-    """Du et al.'s loss view and Gadre et al.'s chained error prediction for one MC task."""
-    out: dict[str, Any] = dict(kind="multiple_choice", random_baseline=baseline)
-    out["per_rung"] = [dict(N=r.N, **{m: final_mean(r, task, m) for m in MC_METRICS})
-                       for r in rungs]
+def _fit_loss(N, D, L, notes):
+    """The loss law chosen by backtest (`choose_loss_law`) when the rungs allow one
+    (>= 4 sizes); otherwise Kaplan L(N). Returns (fit, law dict)."""
+    sizes = np.unique(N).size
+    if sizes >= 4:
+        choice = F.choose_loss_law(N, D, L, num_held_out=min(2, sizes - 3))
+        backtest = {k: _num(v) for k, v in choice.backtest_error.items()}
+        return choice.fit, dict(form=choice.name, backtest_error=backtest,
+                                failures={k: v for k, v in choice.failures.items() if v})
+    notes.append(f"{sizes} fitted sizes: too few to choose the loss law by backtest; "
+                 "Kaplan L(N) used (Huber fit: L_inf kept positive)")
+    return (F.fit_loss_law(N, None, L, form="kaplan", method="huber"),
+            dict(form="kaplan", backtest_error={}))
+
+
+def _loss_law(index, fit_rungs, target_rungs, unit, settings, notes):
+    """(loss_law dict, loss fit or None, loss prediction rows) on the fitted rungs' runs."""
+    N, D, L = (np.array(v, float) for v in zip(*[
+        (r.N, r.D, v) for r in fit_rungs
+        for v in _final_values(index, r, VALIDATION_TASK, VALIDATION_LOSS)]))
+    chosen, err = _safe(_fit_loss, N, D, L, notes)
+    if chosen is None:
+        notes.append(f"loss law could not be fitted: {err}")
+        return dict(form=None, error=err), None, []
+    loss_fit, law = chosen
+    law.update(params=loss_fit.params, method=loss_fit.method, reliable=loss_fit.reliable,
+               reason=loss_fit.reason, num_points=loss_fit.num_points)
+    preds, perr = _safe(F.predictive, loss_fit, settings.level, settings.num_resamples,
+                        settings.seed, N=np.array([r.N for r in target_rungs], float),
+                        D=np.array([r.D for r in target_rungs], float))
+    if preds is None:
+        notes.append(f"loss prediction failed: {perr}")
+        return law, loss_fit, []
+    rows = [_row(p, f"validation loss ({unit})", VALIDATION_TASK, r,
+                 _final_mean(index, r, VALIDATION_TASK, VALIDATION_LOSS))
+            for p, r in zip(preds, target_rungs)]
+    for row in rows:
+        row["method"] = f"{law['form']} law"
+    return law, loss_fit, rows
+
+
+def _accuracy(err: F.Prediction) -> F.Prediction:
+    """The accuracy prediction 1 - Err from an error prediction (interval mirrored)."""
+    return F.Prediction("accuracy", 1.0 - err.point, 1.0 - err.high, 1.0 - err.low,
+                        err.level, err.method, err.reasons, (0.0, 1.0), details=err.details)
+
+
+def _mc_views(task, checkpoints, baseline) -> dict[str, Any]:
+    """Du et al.'s loss-vs-performance view of one MC task over every checkpoint."""
+    out: dict[str, Any] = {}
     pts = [c for c in checkpoints if c["validation_loss"] is not None
            and c.get(f"{task}/accuracy") is not None]
-    if len(pts) >= 4:
-        loss = np.array([c["validation_loss"] for c in pts])
-        acc = np.array([c[f"{task}/accuracy"] for c in pts])
-        out["correlations"] = {
-            metric: {k: [float(v[0]), float(v[1])] for k, v in F.correlations(
-                loss, np.array([c[f"{task}/{metric}"] for c in pts])).items()}
-            for metric in MC_METRICS}
-        if baseline is not None:
-            norm = F.normalize_performance(acc, baseline)
-            thr, err = _safe(F.fit_loss_threshold, loss, norm)
-            out["threshold"] = (dict(params=thr.params, reliable=thr.reliable,
-                                     reason=thr.reason) if thr is not None else dict(error=err))
-    # Gadre et al.: Err(L) on the fitted rungs' final checkpoints, fed the predicted loss.
-    err_fit_rungs = [final_mean(r, task, ACCURACY) for r in fit_rungs]
-    if all(v is not None for v in err_fit_rungs) and predicted_loss:
-        err_fit, e = _safe(F.fit_error_law, L_fit, 1.0 - np.array(err_fit_rungs))
-        if err_fit is None:
-            out["error_law"] = dict(error=e)
-        else:
-            out["error_law"] = dict(params=err_fit.params, reliable=err_fit.reliable,
-                                    reason=err_fit.reason)
-            for rung in target_rungs:
-                measured = final_mean(rung, task, ACCURACY)
-                pred = 1.0 - float(np.asarray(err_fit.predict(
-                    loss=np.array([predicted_loss[rung.N]])))[0])
-                predictions.append(dict(
-                    quantity="accuracy", task=task, method="Err(L) chained on predicted L",
-                    N=rung.N, predicted=pred, measured=measured, rel_error=_rel(pred, measured)))
+    if len(pts) < 4:
+        return out
+    loss = np.array([c["validation_loss"] for c in pts])
+    acc = np.array([c[f"{task}/accuracy"] for c in pts])
+    out["correlations"] = {
+        metric: {k: [float(v[0]), float(v[1])] for k, v in F.correlations(
+            loss, np.array([c[f"{task}/{metric}"] for c in pts])).items()}
+        for metric in MC_METRICS}
+    if baseline is not None:
+        thr, err = _safe(F.fit_loss_threshold, loss, F.normalize_performance(acc, baseline))
+        out["threshold"] = (dict(params=thr.params, reliable=thr.reliable,
+                                 reason=thr.reason) if thr is not None else dict(error=err))
+    return out
+
+
+def _mc_task(task, ctx: _Ctx, k, targets, loss_fit, predictions, views) -> dict[str, Any]:
+    """Du et al.'s loss view and Gadre et al.'s chained error prediction for one MC task."""
+    index, baseline = ctx.index, ctx.baselines.get(task)
+    out: dict[str, Any] = dict(kind="multiple_choice", random_baseline=baseline)
+    if views:
+        out["per_rung"] = [dict(N=r.N, **{m: _final_mean(index, r, task, m)
+                                          for m in MC_METRICS}) for r in ctx.rungs]
+        out.update(_mc_views(task, ctx.checkpoints, baseline))
+    fit_rungs = ctx.rungs[:k]
+    acc = [_final_mean(index, r, task, ACCURACY) for r in fit_rungs]
+    if loss_fit is None or any(v is None for v in acc):
+        return out
+    loss = [_final_mean(index, r, VALIDATION_TASK, VALIDATION_LOSS) for r in fit_rungs]
+    q = [_final_mean(index, r, task, NUM_INSTANCES) for r in fit_rungs]
+    q_fit = None if any(v is None for v in q) else np.array(q)
+    err_fit, e = _safe(F.fit_error_law, loss, 1.0 - np.array(acc), num_questions=q_fit)
+    if err_fit is None:
+        out["error_law"] = dict(error=e)
+        return out
+    out["error_law"] = dict(params=err_fit.params, reliable=err_fit.reliable,
+                            reason=err_fit.reason)
+    # A target is measured on the task's own question set: the fitted rungs' count.
+    q_t = None if q_fit is None else np.full(len(targets), float(np.median(q_fit)))
+    chain, e = _safe(F.predictive_chain, loss_fit, err_fit, ctx.settings.level,
+                     ctx.settings.num_resamples, ctx.settings.seed, num_questions=q_t,
+                     N=np.array([r.N for r in targets], float),
+                     D=np.array([r.D for r in targets], float))
+    if chain is None:
+        out["error_law"]["prediction_error"] = e
+        return out
+    for err, rung in zip(chain[1], targets):
+        predictions.append(_row(_accuracy(err), "accuracy", task, rung,
+                                _final_mean(index, rung, task, ACCURACY)))
     return out
 
 
@@ -302,60 +421,131 @@ def _instance_matrix(index: _Index, rungs, task: str, key: str) -> tuple[list[st
     return ids, mat
 
 
-def _passuntil_task(task, index, rungs, fit_rungs, target_rungs, checkpoints, predictions,
-                    r) -> dict[str, Any]:
-    """Hu et al.'s dataset- and instance-level PU fits, growth class, held-out prediction."""
-    out: dict[str, Any] = dict(kind="passuntil", r=r)
+def pu_predictions(ds_fit, inst_fit, N, settings: Settings) -> dict[str, list]:
+    """Dataset- and instance-level PU `Prediction`s at sizes N, with bootstrap intervals.
+
+    The one place the report turns PU fits into `Prediction`s: the dataset-level band
+    resamples the fitted models (`bootstrap_fit`), the instance-level band is
+    `InstancePUFit.bootstrap` (models and instances). Both are parameter uncertainty
+    only, which the reasons say. (To switch to `lmscale.fit.passuntil`'s predictive
+    intervals, replace the two bodies below with its `prediction`/`predict_interval`.)
+    Returns {"dataset-level": [...], "instance-level": [...]} for the fits given.
+    """
+    N = np.atleast_1d(np.asarray(N, float))
+    note = "interval: parameter uncertainty only (no model of the target's sampling noise)"
+    out: dict[str, list] = {}
+    if ds_fit is not None:
+        boot, e = _safe(F.bootstrap_fit, ds_fit, settings.num_resamples, settings.seed)
+        point = np.asarray(ds_fit.predict(N=N), float).reshape(-1)
+        reasons = [ds_fit.reason] if ds_fit.reason else []
+        if boot is None:
+            lo, hi = np.zeros_like(point), np.ones_like(point)
+            reasons.append(f"bootstrap failed ({e}): the interval is [0, 1]")
+        else:
+            lo, hi = F.percentile_interval(boot.predict(N=N), settings.level, axis=0)
+            if boot.failures:
+                reasons.append(summarize_failures(boot.failures,
+                                                              settings.num_resamples))
+        out["dataset-level"] = [F.Prediction("pu", p, a, b, settings.level, "dataset-level",
+                                             reasons + [note], (0.0, 1.0))
+                                for p, a, b in zip(point, np.atleast_1d(lo), np.atleast_1d(hi))]
+    if inst_fit is not None:
+        _, lo, hi = inst_fit.bootstrap(N, settings.num_resamples, settings.seed,
+                                       confidence=settings.level)
+        point = np.asarray(inst_fit.predict(N), float).reshape(-1)
+        reasons = ([inst_fit.reason] if inst_fit.reason else []) + [note]
+        out["instance-level"] = [F.Prediction("pu", p, a, b, settings.level,
+                                              "instance-level", reasons, (0.0, 1.0))
+                                 for p, a, b in zip(point, lo, hi)]
+    return out
+
+
+def _pu_data(index, rungs, task):
+    """(ids, pu, answer loss, capped) [rungs, instances], complete instances only."""
     ids, pu = _instance_matrix(index, rungs, task, "estimate")
     _, loss = _instance_matrix(index, rungs, task, ANSWER_LOSS)
     _, capped = _instance_matrix(index, rungs, task, "capped")
-    if not ids:
-        out["error"] = "no per-instance PassUntil rows"
-        return out
-    complete = ~np.isnan(pu).any(axis=0)
-    if not complete.all():
-        out["note"] = f"{int((~complete).sum())} instance(s) missing on some rung were dropped"
-        pu, loss, capped = pu[:, complete], loss[:, complete], capped[:, complete]
-        ids = [i for i, c in zip(ids, complete) if c]
-    N_all = np.array([r_.N for r_ in rungs], float)
-    k = len(fit_rungs)
-    dataset = pu.mean(axis=1)
-    out["num_instances"] = len(ids)
-    out["per_rung"] = [dict(N=int(n), pu=float(p), capped_fraction=float(c))
-                       for n, p, c in zip(N_all, dataset, np.nanmean(capped, axis=1))]
-    # Growth class on the rungs where log(-log PU) exists (0 < PU < 1), all rungs included:
-    # it describes the measured curve, it predicts nothing.
+    complete = ~np.isnan(pu).any(axis=0) if ids else np.zeros(0, bool)
+    ids = [i for i, c in zip(ids, complete) if c]
+    return ids, pu[:, complete], loss[:, complete], capped[:, complete], int((~complete).sum())
+
+
+def _growth(N_all, dataset) -> dict[str, Any]:
+    """Growth class on the rungs where log(-log PU) exists (0 < PU < 1), all rungs
+    included: it describes the measured curve, it predicts nothing."""
     usable = (dataset > 0) & (dataset < 1)
     growth, gerr = _safe(F.classify_growth, N_all[usable], dataset[usable])
     on = ("all rungs" if usable.all() else
           f"the {int(usable.sum())} rungs with 0 < PU < 1 (N = "
           f"{', '.join(f'{int(n):,}' for n in N_all[usable])})")
-    out["growth"] = (dict(cls=growth.cls, description=growth.description,
-                          p_value=growth.p_value, curvature=growth.curvature,
-                          on=on) if growth is not None else dict(error=gerr))
+    return (dict(cls=growth.cls, description=growth.description, p_value=growth.p_value,
+                 curvature=growth.curvature, on=on) if growth is not None else dict(error=gerr))
+
+
+def _measured_pu_intervals(index, rungs, task, level) -> list[list[float] | None]:
+    """Per rung: the mean over instances of each instance's exact interval at `level`
+    (`lmscale.fit.passuntil.interval`; a bound on the dataset PU that holds whenever every
+    instance's does), or None when a rung lacks the counts."""
+    out = []
+    for rung in rungs:
+        bounds = []
+        for run in rung.runs:
+            for d in index.instances.get((run, rung.final_steps[run], task), {}).values():
+                iv, _ = _safe(F.interval, int(d.get("num_samples") or 0),
+                              int(d.get("num_passes") or 0), bool(d.get("capped")), level)
+                bounds.append(iv)
+        ok = bounds and all(b is not None for b in bounds)
+        out.append([float(np.mean([b[0] for b in bounds])),
+                    float(np.mean([b[1] for b in bounds]))] if ok else None)
+    return out
+
+
+def _pu_band(ds_fit, inst_fit, N_all, settings) -> dict[str, Any]:
+    """Predicted PU and its interval along a log grid of N (the PU figure's band)."""
+    grid = np.geomspace(N_all.min(), N_all.max() * 2.0, 24)
+    preds = pu_predictions(ds_fit, inst_fit, grid, settings)
+    return dict(N=grid.tolist(), **{label: dict(point=[p.point for p in ps],
+                                                low=[p.low for p in ps],
+                                                high=[p.high for p in ps])
+                                    for label, ps in preds.items()})
+
+
+def _passuntil_task(task, ctx: _Ctx, k, targets, predictions, views) -> dict[str, Any]:
+    """Hu et al.'s dataset- and instance-level PU fits on rungs[:k], growth class (of
+    every rung), predictions of the targets."""
+    out: dict[str, Any] = dict(kind="passuntil", r=ctx.r)
+    ids, pu, loss, capped, dropped = _pu_data(ctx.index, ctx.rungs, task)
+    if not ids:
+        out["error"] = "no per-instance PassUntil rows"
+        return out
+    if dropped:
+        out["note"] = f"{dropped} instance(s) missing on some rung were dropped"
+    N_all = np.array([r_.N for r_ in ctx.rungs], float)
+    dataset = pu.mean(axis=1)
+    out["num_instances"] = len(ids)
+    out["per_rung"] = [dict(N=int(n), pu=float(p), capped_fraction=float(c))
+                       for n, p, c in zip(N_all, dataset, np.nanmean(capped, axis=1))]
+    out["growth"] = _growth(N_all, dataset)
+    for row, iv in zip(out["per_rung"], _measured_pu_intervals(ctx.index, ctx.rungs, task,
+                                                               ctx.settings.level)):
+        row["interval"] = iv
     ds_fit, derr = _safe(F.fit_pu_dataset, N_all[:k], dataset[:k])
     inst_fit, ierr = _safe(F.fit_pu_instances, N_all[:k], pu[:k],
                            answer_loss=None if np.isnan(loss[:k]).any() else loss[:k])
     out["dataset_fit"] = (dict(params=ds_fit.params, reliable=ds_fit.reliable,
                                reason=ds_fit.reason) if ds_fit is not None else dict(error=derr))
-    if inst_fit is not None:
-        statuses = collections.Counter(inst_fit.status.tolist())
-        out["instance_fit"] = dict(reliable=inst_fit.reliable, reason=inst_fit.reason,
-                                   status_counts=dict(statuses))
-    else:
-        out["instance_fit"] = dict(error=ierr)
-    for j, rung in enumerate(target_rungs):
-        measured = float(dataset[k + j])
-        for label, fitted in (("dataset-level", ds_fit), ("instance-level", inst_fit)):
-            if fitted is None:
-                continue
-            if label == "dataset-level":
-                pred = float(np.asarray(fitted.predict(N=np.array([rung.N], float)))[0])
-            else:
-                pred = float(np.asarray(fitted.predict(np.array([rung.N], float)))[0])
-            predictions.append(dict(quantity="PassUntil PU", task=task, method=label,
-                                    N=rung.N, predicted=pred, measured=measured,
-                                    rel_error=_rel(pred, measured)))
+    out["instance_fit"] = (dict(reliable=inst_fit.reliable, reason=inst_fit.reason,
+                                status_counts=dict(collections.Counter(inst_fit.status.tolist())))
+                           if inst_fit is not None else dict(error=ierr))
+    measured = {(r_.N, r_.D): float(v) for r_, v in zip(ctx.rungs, dataset)}
+    preds = pu_predictions(ds_fit, inst_fit, [r_.N for r_ in targets], ctx.settings)
+    for label in ("dataset-level", "instance-level"):
+        for p, rung in zip(preds.get(label, []), targets):
+            predictions.append(_row(p, "PassUntil PU", task, rung,
+                                    measured.get((rung.N, rung.D))))
+    if views and (ds_fit is not None or inst_fit is not None):
+        out["band"] = _pu_band(ds_fit, inst_fit, N_all, ctx.settings)
+        out["fitted_rungs"] = k
     out["_fits"] = dict(dataset=ds_fit, instance=inst_fit)
     return out
 

@@ -60,8 +60,92 @@ def loss_vs_compute(analysis: Mapping[str, Any], path: pathlib.Path) -> pathlib.
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("training compute C = 6 N D (FLOPs)")
-    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_ylabel(f"validation loss ({analysis.get('loss_unit', 'nats/token')})")
     ax.set_title("Loss vs compute (training curves; finals marked)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plain_ticks(ax, axis) -> None:
+    """Plain numbers on a log axis (no 10^k mathtext)."""
+    import matplotlib.ticker as mticker
+
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    target.set_minor_formatter(mticker.NullFormatter())
+
+
+def prediction_panels(analysis: Mapping[str, Any], path: pathlib.Path) -> pathlib.Path | None:
+    """Prediction vs truth: one small panel per quantity, each prediction with its
+    interval as an error bar, y = x dashed; log axes where the quantity spans a decade."""
+    preds = [p for p in analysis["predictions"] if p["measured"] is not None]
+    quantities = list(dict.fromkeys(p["quantity"] for p in preds))
+    if not quantities:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(quantities), figsize=(3.4 * len(quantities), 3.4),
+                             squeeze=False)
+    for ax, q in zip(axes[0], quantities):
+        rows = [p for p in preds if p["quantity"] == q]
+        x = np.array([p["measured"] for p in rows], float)
+        y = np.array([p["predicted"] for p in rows], float)
+        lo = np.array([p["interval"][0] for p in rows], float)
+        hi = np.array([p["interval"][1] for p in rows], float)
+        ax.errorbar(x, y, yerr=[np.maximum(y - lo, 0), np.maximum(hi - y, 0)], fmt="o",
+                    ms=4, capsize=3)
+        for p, xi, yi in zip(rows, x, y):
+            ax.annotate(f"{p['task']} {p['method']}", (xi, yi), fontsize=6,
+                        xytext=(3, 3), textcoords="offset points")
+        vals = np.concatenate([x, lo, hi])
+        vals = vals[vals > 0]
+        span = vals.size and vals.max() / vals.min() > 10
+        ends = [min(x.min(), lo.min()), max(x.max(), hi.max())]
+        ax.plot(ends, ends, color="gray", ls="--", lw=1)
+        if span:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            _plain_ticks(ax, "x")
+            _plain_ticks(ax, "y")
+        ax.set_xlabel(f"measured {q}", fontsize=8)
+        ax.set_ylabel(f"predicted ({100 * analysis.get('level', 0.9):.0f}% interval)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.suptitle("Held-out rung: predicted vs measured", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def pu_band(info: Mapping[str, Any], level: float, path: pathlib.Path, title: str
+            ) -> pathlib.Path:
+    """Dataset PU vs N on log axes: measured points with their exact intervals as error
+    bars (fitted rungs filled, held-out hollow), each fit's predicted band."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 4.2))
+    band = info["band"]
+    for (label, b), col in zip(((k, v) for k, v in band.items() if k != "N"), ("C1", "C2")):
+        ax.plot(band["N"], b["point"], color=col, lw=1.2, label=f"{label} fit")
+        ax.fill_between(band["N"], np.maximum(b["low"], 1e-12), b["high"], color=col,
+                        alpha=0.2, label=f"{label} {100 * level:.0f}% interval")
+    for i, r in enumerate(info["per_rung"]):
+        iv = r.get("interval")
+        if r["pu"] <= 0 or iv is None:
+            continue
+        fitted = i < info.get("fitted_rungs", len(info["per_rung"]))
+        ax.errorbar([r["N"]], [r["pu"]], yerr=[[r["pu"] - max(iv[0], 1e-12)],
+                                                [iv[1] - r["pu"]]],
+                    fmt="o", color="C0", mfc="C0" if fitted else "white", capsize=3,
+                    label=("measured (exact intervals)" if i == 0 else None))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _plain_ticks(ax, "x")
+    _plain_ticks(ax, "y")
+    ax.set_xlabel("non-embedding parameters N")
+    ax.set_ylabel("dataset PU")
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -111,6 +195,10 @@ def write_figures(analysis: Mapping[str, Any], outdir: str | pathlib.Path) -> di
             keep(f"{task}/pu_scaling", F.plot_pu_scaling(
                 N[:-held], pu[:-held], outdir / f"pu_scaling_{safe}.png", fits=fits,
                 held_out=target, title=f"{task}: log(-log PU) vs log N"))
+            if info.get("band"):
+                keep(f"{task}/pu_band", pu_band(info, analysis.get("level", 0.9),
+                                                 outdir / f"pu_band_{safe}.png",
+                                                 f"{task}: PU vs N, predicted band"))
             pts = [c for c in checkpoints if c["validation_loss"] is not None
                    and c.get(f"{task}/passuntil") is not None]
             if len(pts) >= 2:
@@ -119,12 +207,7 @@ def write_figures(analysis: Mapping[str, Any], outdir: str | pathlib.Path) -> di
                     outdir / f"perf_vs_loss_{safe}_passuntil.png",
                     groups=[f"N={c['N']:,}" for c in pts], random_baseline=0.0,
                     title=f"{task}: PassUntil PU vs validation loss", ylabel="PU"))
-    preds = [p for p in analysis["predictions"] if p["measured"] is not None
-             and p["predicted"] is not None and p["measured"] != 0]
-    if preds:
-        keep("prediction_vs_truth", F.plot_prediction_vs_truth(
-            [p["predicted"] for p in preds], [p["measured"] for p in preds],
-            outdir / "prediction_vs_truth.png",
-            labels=[f"{p['task']} ({p['method']})" for p in preds],
-            title="Held-out rung: predicted vs measured"))
+    panels = prediction_panels(analysis, outdir / "prediction_vs_truth.png")
+    if panels is not None:
+        keep("prediction_vs_truth", panels)
     return written

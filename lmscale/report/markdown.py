@@ -41,91 +41,170 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return out
 
 
+def _yes_no(x) -> str:
+    return "–" if x is None else ("yes" if x else "no")
+
+
+def prediction_table(predictions: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Rows read `predicted [low, high] | measured | relative error | covered`; each row's
+    reasons (a parameter at its bound, failed bootstrap refits) follow the table."""
+    lines = _table(["quantity", "task", "method", "N", "predicted [low, high]", "level",
+                    "measured", "rel. error", "covered"],
+                   [[p["quantity"], p["task"], p["method"], p["N"],
+                     f"{_fmt(p['predicted'])} [{_fmt(p['interval'][0])}, "
+                     f"{_fmt(p['interval'][1])}]", f"{100 * p['level']:.0f}%",
+                     p["measured"], _pct(p["rel_error"]), _yes_no(p.get("covered"))]
+                    for p in predictions])
+    reasons = [f"- {p['quantity']} / {p['task']} / {p['method']} (N={p['N']:,}): {r}"
+               for p in predictions for r in p.get("reasons", [])]
+    return lines + (["", "Caveats:", ""] + reasons if reasons else [])
+
+
+def coverage_line(summary: Mapping[str, Any]) -> str:
+    """"backtests: k of n 90% intervals covered; median |rel. error| x%", then per quantity."""
+    def one(d):
+        return (f"{d['covered']} of {d['n']} {100 * summary['level']:.0f}% intervals covered; "
+                f"median |rel. error| {_pct(d['median_rel_error'])}")
+    if not summary.get("n"):
+        return "backtests: none (a backtest needs >= 3 rungs below the predicted one)"
+    per = "; ".join(f"{q}: {one(d)}" for q, d in summary.get("per_quantity", {}).items())
+    return f"backtests: {one(summary)}" + (f" ({per})" if per else "")
+
+
+def targets_table(analysis) -> list[str]:
+    targets = analysis.get("targets") or []
+    if not targets:
+        return []
+    lines = ["## Targets (never trained)", ""]
+    lines += _table(["target", "quantity", "task", "method", "N", "D",
+                     "predicted [low, high]", "level"],
+                    [[p.get("target") or "–", p["quantity"], p["task"], p["method"], p["N"],
+                      p["D"], f"{_fmt(p['predicted'])} [{_fmt(p['interval'][0])}, "
+                      f"{_fmt(p['interval'][1])}]", f"{100 * p['level']:.0f}%"]
+                     for p in targets])
+    reasons = [f"- {p.get('target')} / {p['quantity']} / {p['method']}: {r}"
+               for p in targets for r in p.get("reasons", [])]
+    return lines + (["", "Caveats:", ""] + reasons if reasons else []) + [""]
+
+
+def _backtests_section(analysis) -> list[str]:
+    bt = analysis.get("backtests")
+    if not bt:
+        return []
+    lines = ["", "## Backtests (each rung predicted from the rungs below it)", "",
+             coverage_line(bt["summary"]), ""]
+    lines += _table(["quantity", "task", "method", "N", "fitted on", "predicted [low, high]",
+                     "measured", "rel. error", "covered"],
+                    [[p["quantity"], p["task"], p["method"], p["N"],
+                      f"{p.get('fitted_on')} rungs", f"{_fmt(p['predicted'])} "
+                      f"[{_fmt(p['interval'][0])}, {_fmt(p['interval'][1])}]", p["measured"],
+                      _pct(p["rel_error"]), _yes_no(p.get("covered"))] for p in bt["rows"]])
+    return lines
+
+
+def _runs_section(analysis) -> list[str]:
+    lines = ["", "## Runs", ""]
+    return lines + _table(["N (non-emb.)", "N (total)", "D (tokens)", "C (FLOPs)", "seeds",
+                           "final val. loss", "std over seeds", "train wall (s)", "role"],
+                          [[r["N"], r["N_total"], r["D"], r["C"], r["num_seeds"],
+                            r["validation_loss"], r["validation_loss_std"], r["wall_s"],
+                            "held out" if r["held_out"] else "fit"]
+                           for r in analysis["rungs"]])
+
+
+def _loss_law_section(law, figures) -> list[str]:
+    lines = ["", f"## Loss law ({law.get('form')})", ""]
+    if not law.get("params"):
+        return lines + [f"Not fitted: {law.get('error')}"]
+    if law.get("backtest_error"):
+        errs = ", ".join(f"{k} {_pct(v)}" for k, v in law["backtest_error"].items())
+        lines += [f"Chosen by backtest (mean |rel. error| predicting the largest fitted "
+                  f"rungs from those below): {errs}; chosen: **{law['form']}**."]
+        lines += [f"- {k} failed: {'; '.join(v)}" for k, v in law.get("failures", {}).items()]
+    params = ", ".join(f"{k} = {_fmt(v)}" for k, v in law["params"].items())
+    lines += [f"Fitted by {law.get('method')} on {law.get('num_points')} runs: {params}."]
+    if not law.get("reliable", True):
+        lines += [f"Flagged unreliable: {law.get('reason')}."]
+    if "loss_vs_compute" in figures:
+        lines += ["", f"![loss vs compute]({figures['loss_vs_compute']})"]
+    return lines
+
+
+def _figures(task, figures, keys) -> list[str]:
+    return [line for key in keys if f"{task}/{key}" in figures
+            for line in ("", f"![{task} {key}]({figures[f'{task}/{key}']})")]
+
+
+def _mc_section(task, info, figures) -> list[str]:
+    lines = [f"Random-guess accuracy: {_fmt(info.get('random_baseline'))}.", ""]
+    lines += _table(["N", "accuracy", "CorrectChoiceProb", "Brier"],
+                    [[r["N"], r["accuracy"], r["correct_choice_prob"], r["brier_score"]]
+                     for r in info["per_rung"]])
+    corr = info.get("correlations", {}).get("accuracy")
+    if corr:
+        lines += ["", "Across all checkpoints, loss vs accuracy: Spearman "
+                  f"{_fmt(corr['spearman'][0])} (p {_fmt(corr['spearman'][1])}), "
+                  f"Pearson {_fmt(corr['pearson'][0])} (p {_fmt(corr['pearson'][1])})."]
+    thr = info.get("threshold")
+    if thr and thr.get("params"):
+        lines += [f"Loss threshold (Du et al.): eta = {_fmt(thr['params']['eta'])} nats"
+                  + ("" if thr.get("reliable") else f" (unreliable: {thr.get('reason')})") + "."]
+    if info.get("error_law", {}).get("error"):
+        lines += [f"Err(L) not fitted: {info['error_law']['error']}"]
+    return lines + _figures(task, figures, ("accuracy", "correct_choice_prob"))
+
+
+def _pu_section(task, info, figures) -> list[str]:
+    if info.get("error"):
+        return [f"No PassUntil data: {info['error']}"]
+    lines = [f"{info['num_instances']} instances, r = {info.get('r')}.", ""]
+    lines += _table(["N", "dataset PU", "exact interval (instance mean)", "capped fraction"],
+                    [[r["N"], r["pu"], "–" if not r.get("interval") else
+                      f"[{_fmt(r['interval'][0])}, {_fmt(r['interval'][1])}]",
+                      r["capped_fraction"]] for r in info["per_rung"]])
+    g = info.get("growth", {})
+    if g.get("cls"):
+        lines += ["", f"Growth class ({g['on']}): **{g['cls']}** ({g['description']}), "
+                  f"curvature {_fmt(g['curvature'])}, p = {_fmt(g['p_value'])}."]
+    elif g.get("error"):
+        lines += ["", f"Growth class not decided: {g['error']}"]
+    for label, key in (("dataset-level", "dataset_fit"), ("instance-level", "instance_fit")):
+        d = info.get(key, {})
+        if d.get("error"):
+            lines += [f"- {label} fit failed: {d['error']}"]
+        elif d:
+            extra = (", ".join(f"{k} = {_fmt(v)}" for k, v in d.get("params", {}).items())
+                     or ", ".join(f"{k}: {v}" for k, v in d.get("status_counts", {}).items()))
+            flag = "" if d.get("reliable", True) else f" (unreliable: {d.get('reason')})"
+            lines += [f"- {label} fit: {extra}{flag}"]
+    return lines + _figures(task, figures, ("pu_band", "pu_scaling", "pu_vs_loss"))
+
+
 def render(analysis: Mapping[str, Any], figures: Mapping[str, str], *, title: str,
            setup: Mapping[str, Any]) -> str:
     """The markdown text of the report."""
+    level = analysis.get("level", 0.9)
     lines = [f"# {title}", ""]
     lines += ["Predict-before-you-train on a ladder of small decoders: every law below is "
               f"fitted on all but the {analysis['held_out']} largest rung(s); the held-out "
-              "rung is then compared with its prediction.", ""]
+              f"rung is then compared with its prediction and its {100 * level:.0f}% "
+              "interval.", ""]
+    if analysis.get("backtests"):
+        lines += [coverage_line(analysis["backtests"]["summary"]), ""]
+    lines += targets_table(analysis)
     lines += ["## Prediction vs measurement (held-out rung)", ""]
-    lines += _table(["quantity", "task", "method", "N", "predicted", "measured", "rel. error"],
-                    [[p["quantity"], p["task"], p["method"], p["N"], p["predicted"],
-                      p["measured"], _pct(p["rel_error"])] for p in analysis["predictions"]])
+    lines += prediction_table(analysis["predictions"])
     if "prediction_vs_truth" in figures:
         lines += ["", f"![prediction vs truth]({figures['prediction_vs_truth']})"]
-    lines += ["", "## Setup", ""]
-    lines += [f"- {k}: {v}" for k, v in setup.items()]
-    lines += ["", "## Runs", ""]
-    lines += _table(["N (non-emb.)", "N (total)", "D (tokens)", "C (FLOPs)", "seeds",
-                     "final val. loss", "std over seeds", "train wall (s)", "role"],
-                    [[r["N"], r["N_total"], r["D"], r["C"], r["num_seeds"],
-                      r["validation_loss"], r["validation_loss_std"], r["wall_s"],
-                      "held out" if r["held_out"] else "fit"] for r in analysis["rungs"]])
-    law = analysis["loss_law"]
-    lines += ["", f"## Loss law ({law['form']})", ""]
-    if law.get("params"):
-        params = ", ".join(f"{k} = {_fmt(v)}" for k, v in law["params"].items())
-        lines += [f"Fitted by {law.get('method')} on {law.get('num_points')} rungs: {params}."]
-        if not law.get("reliable", True):
-            lines += [f"Flagged unreliable: {law.get('reason')}."]
-        if law.get("prediction_interval"):
-            lo, hi = law["prediction_interval"][0]
-            lines += [f"Bootstrap 95% band of the held-out prediction: [{_fmt(lo)}, {_fmt(hi)}] "
-                      f"({law.get('bootstrap_failed', 0)} of 200 resamples failed)."]
-    else:
-        lines += [f"Not fitted: {law.get('error')}"]
-    if "loss_vs_compute" in figures:
-        lines += ["", f"![loss vs compute]({figures['loss_vs_compute']})"]
+    lines += _backtests_section(analysis)
+    lines += ["", "## Setup", ""] + [f"- {k}: {v}" for k, v in setup.items()]
+    lines += _runs_section(analysis)
+    lines += _loss_law_section(analysis["loss_law"], figures)
     lines += ["", "## Tasks", ""]
     for task, info in analysis["tasks"].items():
         lines += [f"### {task} ({info['kind']})", ""]
-        if info["kind"] == "multiple_choice":
-            lines += [f"Random-guess accuracy: {_fmt(info.get('random_baseline'))}.", ""]
-            lines += _table(["N", "accuracy", "CorrectChoiceProb", "Brier"],
-                            [[r["N"], r["accuracy"], r["correct_choice_prob"],
-                              r["brier_score"]] for r in info["per_rung"]])
-            corr = info.get("correlations", {}).get("accuracy")
-            if corr:
-                lines += ["", "Across all checkpoints, loss vs accuracy: Spearman "
-                          f"{_fmt(corr['spearman'][0])} (p {_fmt(corr['spearman'][1])}), "
-                          f"Pearson {_fmt(corr['pearson'][0])} (p {_fmt(corr['pearson'][1])})."]
-            thr = info.get("threshold")
-            if thr and thr.get("params"):
-                lines += [f"Loss threshold (Du et al.): eta = {_fmt(thr['params']['eta'])} nats"
-                          + ("" if thr.get("reliable") else f" (unreliable: {thr.get('reason')})")
-                          + "."]
-            for key in ("accuracy", "correct_choice_prob"):
-                if f"{task}/{key}" in figures:
-                    lines += ["", f"![{task} {key}]({figures[f'{task}/{key}']})"]
-        else:
-            if info.get("error"):
-                lines += [f"No PassUntil data: {info['error']}", ""]
-                continue
-            lines += [f"{info['num_instances']} instances, r = {info.get('r')}.", ""]
-            lines += _table(["N", "dataset PU", "capped fraction"],
-                            [[r["N"], r["pu"], r["capped_fraction"]] for r in info["per_rung"]])
-            g = info.get("growth", {})
-            if g.get("cls"):
-                lines += ["", f"Growth class ({g['on']}): **{g['cls']}** ({g['description']}), "
-                          f"curvature {_fmt(g['curvature'])}, p = {_fmt(g['p_value'])}."]
-            elif g.get("error"):
-                lines += ["", f"Growth class not decided: {g['error']}"]
-            for label, key in (("dataset-level", "dataset_fit"),
-                               ("instance-level", "instance_fit")):
-                d = info.get(key, {})
-                if d.get("error"):
-                    lines += [f"- {label} fit failed: {d['error']}"]
-                elif d:
-                    extra = (", ".join(f"{k} = {_fmt(v)}" for k, v in d.get("params", {}).items())
-                             or ", ".join(f"{k}: {v}" for k, v in
-                                          d.get("status_counts", {}).items()))
-                    flag = "" if d.get("reliable", True) else f" (unreliable: {d.get('reason')})"
-                    lines += [f"- {label} fit: {extra}{flag}"]
-            for key in ("pu_scaling", "pu_vs_loss"):
-                if f"{task}/{key}" in figures:
-                    lines += ["", f"![{task} {key}]({figures[f'{task}/{key}']})"]
-        lines += [""]
+        section = _mc_section if info["kind"] == "multiple_choice" else _pu_section
+        lines += section(task, info, figures) + [""]
     if analysis.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in analysis["notes"]]
     return "\n".join(lines) + "\n"

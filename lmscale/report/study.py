@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import pathlib
 import time
 from typing import Any, Sequence
@@ -31,6 +32,7 @@ from lmscale.train import loop as train_loop
 from lmscale.train import optim
 from lmscale.train import spec as spec_lib
 from lmscale.train import state as state_lib
+from lmscale.train import record as record_lib
 from lmscale.train.record import RunRecord
 
 
@@ -57,6 +59,11 @@ class StudyConfig:
       passuntil: PassUntil settings on final checkpoints.
       intermediate_k_max: sample cap on intermediate checkpoints (cheaper; None: same).
       validation: validation-loss settings.
+      targets: never-trained models to predict (the report's first table), each a string:
+        "d_model=W" (the ladder's shape family at width W: heads and MLP scaled with
+        the width, D = M N), "N=<non-embedding N>,D=<tokens>" or "N=<N>,M=<multiplier>";
+        an optional "name=..." part names it.
+      level: nominal coverage of every prediction interval.
     """
 
     name: str = "lmscale study"
@@ -76,8 +83,13 @@ class StudyConfig:
     passuntil: runner.PassUntilConfig = runner.PassUntilConfig()
     intermediate_k_max: int | None = None
     validation: runner.ValidationConfig = runner.ValidationConfig()
+    targets: tuple[str, ...] = ()
+    level: float = 0.9
 
     def __post_init__(self):
+        object.__setattr__(self, "targets", tuple(self.targets))
+        if not 0 < self.level < 1:
+            raise ConfigError(f"StudyConfig.level={self.level}: must lie in (0, 1)")
         object.__setattr__(self, "models", tuple(self.models))
         object.__setattr__(self, "seeds", tuple(self.seeds))
         object.__setattr__(self, "mc_tasks", tuple(self.mc_tasks))
@@ -109,6 +121,10 @@ class StudyConfig:
         if self.instances is not None and self.instances < 1:
             raise ConfigError(f"StudyConfig.instances={self.instances}: >= 1 or None")
 
+    def resolved_targets(self) -> list[tuple[str, int, int]]:
+        """The targets as (name, non-embedding N, D); raises ConfigError naming a bad one."""
+        return [resolve_target(t, self.models[-1], self.token_multiplier) for t in self.targets]
+
     def ladder(self) -> ladder_lib.LadderConfig:
         """The study's ladder: one run per (model, seed) at the study's M."""
         template = spec_lib.RunSpec(model=self.models[0], seq_len=self.seq_len,
@@ -122,6 +138,52 @@ class StudyConfig:
     def specs(self) -> list[spec_lib.RunSpec]:
         """One run spec per (model, seed), smallest model first."""
         return self.ladder().specs()
+
+
+def resolve_target(text: str, family: ModelConfig, token_multiplier: float
+                   ) -> tuple[str, int, int]:
+    """One target string (see `StudyConfig.targets`) -> (name, non-embedding N, D).
+
+    "d_model=W" takes `family` (the ladder's largest model) at width W with n_heads and
+    d_ff scaled by W / d_model (head_dim kept); D = token_multiplier * N.
+    """
+    where = f"StudyConfig.targets entry {text!r}"
+    try:
+        parts = dict(kv.split("=", 1) for kv in str(text).replace(" ", "").split(",") if kv)
+    except ValueError:
+        raise ConfigError(f"{where}: expected key=value parts separated by commas") from None
+    name = parts.pop("name", None)
+    unknown = set(parts) - {"d_model", "N", "D", "M"}
+    if unknown or not parts:
+        raise ConfigError(f"{where}: unknown or missing keys {sorted(unknown)}; use d_model=W, "
+                          "N=..,D=.. or N=..,M=..")
+    try:
+        vals = {k: float(v) for k, v in parts.items()}
+    except ValueError:
+        raise ConfigError(f"{where}: every value must be a number") from None
+    if "d_model" in vals:
+        width = int(vals["d_model"])
+        if width % family.head_dim:
+            raise ConfigError(f"{where}: d_model must be a multiple of head_dim "
+                              f"{family.head_dim}")
+        heads = width // family.head_dim
+        # Multi-head attention stays multi-head; grouped-query keeps its kv heads.
+        kv = heads if family.n_kv_heads in (None, family.n_heads) else family.n_kv_heads
+        if heads % kv:
+            raise ConfigError(f"{where}: {heads} heads are not divisible by the family's "
+                              f"n_kv_heads={kv}")
+        model = family.replace(d_model=width, n_heads=heads, n_kv_heads=kv,
+                               d_ff=int(round(family.d_ff * width / family.d_model)),
+                               name=name or f"d_model={width}")
+        n = model.num_params.non_embedding
+        return name or f"d_model={width}", n, int(round(token_multiplier * n))
+    if "N" not in vals or ("D" in vals) == ("M" in vals):
+        raise ConfigError(f"{where}: give N with exactly one of D or M")
+    n = int(vals["N"])
+    d = int(vals["D"]) if "D" in vals else int(round(vals["M"] * n))
+    if n <= 0 or d <= 0:
+        raise ConfigError(f"{where}: N and D must be positive")
+    return name or f"N={n:,}", n, d
 
 
 class _Stage:
@@ -197,18 +259,54 @@ def analyze_and_report(config: StudyConfig, workdir: pathlib.Path, infos: dict[s
     analysis = analysis_lib.analyze(
         rows, infos, mc_tasks=config.mc_tasks,
         passuntil_tasks=config.passuntil_tasks, random_baselines=baselines,
-        held_out=config.held_out, passuntil_r=config.passuntil.r)
+        held_out=config.held_out, passuntil_r=config.passuntil.r,
+        targets=config.resolved_targets(), level=config.level)
     figures = figures_lib.write_figures(analysis, workdir)
     markdown.write_report(analysis, figures, workdir, title=config.name, setup=setup)
     return analysis
+
+
+def predict_workdir(config: StudyConfig, workdir: str | pathlib.Path,
+                    targets: Sequence[str] | None = None) -> dict[str, Any]:
+    """Refits an existing study workdir and predicts `config.targets` (or `targets`, which
+    replace them); trains and evaluates nothing. Reads `runs/*/run.json` and `results.jsonl`, rewrites report.md,
+    results.json and the figures; returns the analysis.
+
+    Raises:
+      FileNotFoundError: no run records or no results file in the workdir.
+    """
+    if targets:
+        config = dataclasses.replace(config, targets=tuple(targets))
+    root = pathlib.Path(workdir).absolute()
+    results_path = root / runner.RESULTS_FILE
+    run_dirs = sorted(p.parent for p in (root / "runs").glob(f"*/{record_lib.RUN_FILE}"))
+    if not run_dirs or not results_path.exists():
+        raise FileNotFoundError(f"predict: {root} has no finished study (need runs/*/"
+                                f"{record_lib.RUN_FILE} and {runner.RESULTS_FILE})")
+    names = {spec.name for spec in config.specs()}
+    infos = {d.name: RunRecord.load(d) for d in run_dirs if d.name in names}
+    if len(infos) < len(names):
+        raise FileNotFoundError(f"predict: {root}/runs lacks run(s) "
+                                f"{sorted(names - set(infos))} of the configured ladder")
+    setup: dict[str, Any] = {}
+    saved = root / "results.json"
+    if saved.exists():
+        setup = dict(json.loads(saved.read_text(encoding="utf-8")).get("setup") or {})
+    setup["targets"] = list(config.targets)
+    return analyze_and_report(config, root, infos, results_lib.read_rows(results_path), setup)
 
 
 def run_study(config: StudyConfig, workdir: str,
               optimizer: optim.OptimizerConfig = optim.OptimizerConfig(),
               mesh: state_lib.MeshConfig = state_lib.MeshConfig(),
               loop: train_loop.LoopConfig = train_loop.LoopConfig(),
-              config_text: str | None = None) -> dict[str, Any]:
+              config_text: str | None = None, mode: str = "run",
+              targets: Sequence[str] | None = None) -> dict[str, Any]:
     """Runs (or resumes) the whole study; returns the analysis dict.
+
+    mode "plan" trains nothing and returns {"plan": text of `lmscale.report.plan.dry_run`};
+    mode "predict" trains and evaluates nothing: `predict_workdir(config, workdir,
+    targets)` on the finished workdir.
 
     Args:
       config: the ladder, tasks and evaluation settings.
@@ -216,6 +314,13 @@ def run_study(config: StudyConfig, workdir: str,
       optimizer, mesh, loop: training settings shared by every run.
       config_text: the resolved gin configuration, saved with each run and the report.
     """
+    if mode == "plan":
+        from lmscale.report import plan as plan_lib  # pylint: disable=g-import-not-at-top
+        return {"plan": plan_lib.dry_run(config, optimizer, mesh)}
+    if mode == "predict":
+        return predict_workdir(config, workdir, targets)
+    if mode != "run":
+        raise ValueError(f"run_study: mode={mode!r}; use 'run', 'plan' or 'predict'")
     import jax
 
     start = time.time()
@@ -256,9 +361,8 @@ def run_study(config: StudyConfig, workdir: str,
     analysis = analyze_and_report(config, root, infos, results.rows, setup)
     logging.info("study %r: report written to %s (%.0fs in all)", config.name,
                  root / "report.md", time.time() - start)
-    for p in analysis["predictions"]:
-        logging.info("prediction %s %s %s: predicted %.6g measured %.6g rel. error %s",
-                     p["quantity"], p["task"], p["method"], p["predicted"],
-                     p["measured"] if p["measured"] is not None else float("nan"),
-                     "n/a" if p["rel_error"] is None else f"{100 * p['rel_error']:.2f}%")
+    for p in analysis["targets"] + analysis["predictions"]:
+        logging.info("prediction %s %s %s N=%d: %.6g [%.6g, %.6g] measured %s covered %s",
+                     p["quantity"], p["task"], p["method"], p["N"], p["predicted"],
+                     *p["interval"], p["measured"], p["covered"])
     return analysis

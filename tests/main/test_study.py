@@ -74,3 +74,33 @@ def test_micro_study_end_to_end_and_resume(tmp_path, monkeypatch):
     again = study.run_study(config, tmp_path.name, optimizer=opt, loop=loop)
     assert (tmp_path / "results.jsonl").read_text() == rows_before
     assert again["predictions"] == analysis["predictions"]
+
+
+def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path):
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTHONPATH=os.getcwd(), JAX_PLATFORMS="cpu")
+    workdir = tmp_path / "w"
+    proc = subprocess.run([sys.executable, "-m", "lmscale.main.study",
+                           "--gin_file=experiments/default.gin", f"--workdir={workdir}",
+                           "--dry_run"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("w32", "w96", "py_next_line_mc:n200", "Totals"):
+        assert name in proc.stdout, name
+    assert not (workdir / "runs").exists()
+
+
+def test_default_study_targets_are_the_familys_next_widths():
+    import gin
+    from lmscale.report import plan as plan_lib
+    try:
+        config = plan_lib.load_gin(["experiments/default.gin"], search_path=".")["study_config"]
+    finally:
+        gin.clear_config()
+    targets = config.resolved_targets()
+    assert [t[0] for t in targets] == ["d_model=128", "d_model=160"]
+    largest = config.models[-1].num_params.non_embedding
+    assert largest < targets[0][1] < targets[1][1]
+    assert targets[0][2] == round(config.token_multiplier * targets[0][1])
+    assert config.level == 0.9 and len(config.specs()) == 5

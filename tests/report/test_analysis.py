@@ -65,8 +65,9 @@ def test_predictions_recover_known_laws():
     rows, runs = synthetic()
     out = analysis.analyze(rows, runs, mc_tasks=["mc"], passuntil_tasks=["gen"],
                            random_baselines={"mc": 0.25}, held_out=1, passuntil_r=2)
-    preds = {(p["task"], p["method"]): p for p in out["predictions"]}
-    loss = preds[("validation", "kaplan law L(N)")]
+    preds = {(p["task"], p["method"] if p["task"] == "gen" else p["quantity"]): p
+             for p in out["predictions"]}
+    loss = preds[("validation", "validation loss (nats/token)")]
     assert loss["measured"] == pytest.approx(kaplan(SIZES[-1]))
     assert loss["rel_error"] < 1e-4
     law = out["loss_law"]["params"]
@@ -79,7 +80,8 @@ def test_predictions_recover_known_laws():
     assert 0 < preds[("gen", "dataset-level")]["rel_error"] < 0.05
     assert out["tasks"]["gen"]["growth"]["cls"] in ("linear", "convex", "concave")
     # Error law chained on the predicted loss: accuracy follows Err(L) exactly here.
-    acc = preds[("mc", "Err(L) chained on predicted L")]
+    acc = preds[("mc", "accuracy")]
+    assert acc["method"].endswith("-> Err(L)")
     assert acc["rel_error"] < 0.01
     held = [r for r in out["rungs"] if r["held_out"]]
     assert [r["N"] for r in held] == [SIZES[-1]]
@@ -160,3 +162,117 @@ def test_loss_is_labelled_with_the_records_unit():
     assert out["predictions"][0]["quantity"] == "validation loss (nats/byte)"
     spm = {k: dict(v, vocab_spec="/x/spm.model") for k, v in runs.items()}
     assert analysis.loss_unit(spm) == "nats/token"
+
+
+def test_every_prediction_has_an_interval_at_the_stated_level():
+    rows, runs = synthetic(acc_noise=0.01)
+    out = analysis.analyze(rows, runs, mc_tasks=["mc"], passuntil_tasks=["gen"],
+                           random_baselines={"mc": 0.25}, held_out=1, passuntil_r=2,
+                           level=0.8, num_resamples=50)
+    quantities = {p["quantity"] for p in out["predictions"]}
+    assert quantities == {"validation loss (nats/token)", "accuracy", "PassUntil PU"}
+    for p in out["predictions"]:
+        lo, hi = p["interval"]
+        assert p["level"] == 0.8 and lo <= hi, p
+        assert p["covered"] == (lo <= p["measured"] <= hi), p
+        assert isinstance(p["reasons"], list)
+    # PU and accuracy intervals stay inside [0, 1].
+    assert all(0 <= v <= 1 for p in out["predictions"]
+               if "loss" not in p["quantity"] for v in p["interval"])
+    # The law was chosen by backtest among the candidates, each one's error reported.
+    law = out["loss_law"]
+    assert set(law["backtest_error"]) == {"kaplan", "kaplan_floor", "compute"}
+    assert law["form"] == min(law["backtest_error"], key=lambda k: law["backtest_error"][k]
+                              if law["backtest_error"][k] is not None else np.inf)
+    # PU intervals say they are parameter uncertainty only: reasons are kept, not dropped.
+    pu = [p for p in out["predictions"] if p["quantity"] == "PassUntil PU"]
+    assert all(any("parameter uncertainty" in r for r in p["reasons"]) for p in pu)
+
+
+def test_report_rows_show_interval_measurement_and_coverage():
+    rows, runs = synthetic(acc_noise=0.01)
+    out = analysis.analyze(rows, runs, mc_tasks=["mc"], held_out=1, num_resamples=50)
+    text = markdown.render(out, {}, title="t", setup={})
+    loss = next(p for p in out["predictions"] if p["task"] == "validation")
+    lo, hi = loss["interval"]
+    expected = (f"{markdown._fmt(loss['predicted'])} [{markdown._fmt(lo)}, {markdown._fmt(hi)}]"
+                f" | 90% | {markdown._fmt(loss['measured'])} | {100 * loss['rel_error']:.2f}% | "
+                f"{'yes' if loss['covered'] else 'no'} |")
+    assert expected in text
+    assert "Chosen by backtest" in text and "kaplan_floor" in text
+    for p in out["predictions"]:
+        for reason in p["reasons"]:
+            assert reason in text
+
+
+def test_loss_axis_uses_the_records_unit_and_panels_are_drawn(tmp_path, monkeypatch):
+    rows, runs = synthetic()
+    for info in runs.values():
+        info["loss_unit"] = "nats/byte"
+    out = analysis.analyze(rows, runs, passuntil_tasks=["gen"], held_out=1, num_resamples=30)
+    labels = []
+    import matplotlib.axes
+    orig = matplotlib.axes.Axes.set_ylabel
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_ylabel",
+                        lambda self, text, *a, **k: (labels.append(text), orig(self, text, *a, **k))[1])
+    figs = figures.write_figures(out, tmp_path)
+    assert "validation loss (nats/byte)" in labels
+    assert (tmp_path / figs["prediction_vs_truth"]).stat().st_size > 5000
+    assert sum(label.startswith("predicted (90% interval)") for label in labels) == 2
+
+
+def test_targets_are_predicted_first_and_every_rung_is_backtested():
+    rows, runs = synthetic(acc_noise=0.01)
+    big = 2 * SIZES[-1]
+    out = analysis.analyze(rows, runs, mc_tasks=["mc"], passuntil_tasks=["gen"],
+                           held_out=1, passuntil_r=2, num_resamples=50,
+                           targets=[("next", big, STEPS * 1000)])
+    # The never-trained target: loss, accuracy and two PU predictions, no measurement.
+    assert {(p["quantity"], p["method"]) for p in out["targets"]} >= {
+        ("validation loss (nats/token)", out["targets"][0]["method"])}
+    assert len(out["targets"]) == 4 and all(p["measured"] is None for p in out["targets"])
+    loss_t = next(p for p in out["targets"] if p["task"] == "validation")
+    assert loss_t["N"] == big and loss_t["target"] == "next"
+    assert loss_t["predicted"] == pytest.approx(kaplan(big), rel=1e-3)
+    assert loss_t["interval"][0] <= loss_t["predicted"] <= loss_t["interval"][1]
+    # Backtests: rung 4 from rungs 1-3, rung 5 (the held-out one) from rungs 1-4.
+    bt = out["backtests"]
+    assert sorted({(p["N"], p["fitted_on"]) for p in bt["rows"]}) == [(SIZES[3], 3),
+                                                                      (SIZES[4], 4)]
+    s = bt["summary"]
+    assert s["n"] == len(bt["rows"]) and s["covered"] == sum(p["covered"] for p in bt["rows"])
+    text = markdown.render(out, {}, title="t", setup={})
+    line = markdown.coverage_line(s)
+    assert line.startswith(f"backtests: {s['covered']} of {s['n']} 90% intervals covered")
+    assert text.index("## Targets (never trained)") < text.index("## Prediction vs measurement")
+    assert line in text and "| next |" in text
+
+
+def test_pu_figure_has_measured_exact_intervals_and_a_band(tmp_path):
+    rows, runs = synthetic()
+    out = analysis.analyze(rows, runs, passuntil_tasks=["gen"], held_out=1, passuntil_r=2,
+                           num_resamples=40)
+    info = out["tasks"]["gen"]
+    # Instances pass 2 times in 2/p samples: each exact interval contains its p.
+    for r, n in zip(info["per_rung"], SIZES):
+        lo, hi = r["interval"]
+        assert lo < r["pu"] < hi, r
+    band = info["band"]
+    assert set(band) == {"N", "dataset-level", "instance-level"}
+    assert all(a <= p <= b for a, p, b in zip(band["instance-level"]["low"],
+                                            band["instance-level"]["point"],
+                                            band["instance-level"]["high"]))
+    figs = figures.write_figures(out, tmp_path)
+    assert (tmp_path / figs["gen/pu_band"]).stat().st_size > 5000
+    assert figs["gen/pu_band"] in markdown.render(out, figs, title="t", setup={})
+
+
+def test_three_rungs_fall_back_to_kaplan_and_flag_a_zero_width_interval():
+    rows, runs = synthetic()
+    small = {k: v for k, v in runs.items() if v["num_params_non_embedding"] <= SIZES[3]}
+    out = analysis.analyze(rows, small, held_out=1, num_resamples=30)
+    loss = out["predictions"][0]
+    assert out["loss_law"]["form"] == "kaplan" and out["loss_law"]["backtest_error"] == {}
+    assert loss["predicted"] == pytest.approx(kaplan(SIZES[3]), rel=1e-3)
+    assert any("zero width" in r for r in loss["reasons"])
+    assert any("too few to choose the loss law" in n for n in out["notes"])
