@@ -155,6 +155,48 @@ def _simulate(rng, base_fit, base_target, seed_sd, r, k_max, target_k_max, num, 
     return pu_lib.pu_from_counts(K, x, r), pu_lib.pu_from_counts(Kt, xt, r), idx
 
 
+def _shrink_slopes(rng, inst_fit, base_fit, base_target, N_out, r, k_max, num=200):
+    """Base curves with each instance's slope shrunk toward the instances' mean.
+
+    Fitted slopes b_i = true slope + sampling error (var se_i^2), so their spread
+    overstates the instances' heterogeneity, and a bootstrap from the raw fitted curves
+    extrapolates a too-heterogeneous truth (too wide a band). se_i^2 is the slope's
+    variance over PassUntil redraws from the fitted curves (refit as the fit does);
+    tau^2 = var(b) - mean(se^2) (>= 0) the heterogeneity; b_i' = mean + tau^2 /
+    (tau^2 + se_i^2) (b_i - mean) (empirical Bayes), each line pivoting about the centre
+    of its fitted log N so that its level where measured is kept.
+    """
+    own = inst_fit.status == "fit"
+    if own.sum() < 3:
+        return base_fit, base_target
+    x = np.log(inst_fit.N)
+    K, xs = pu_lib.sample_passuntil(rng, np.broadcast_to(base_fit, (num,) + base_fit.shape),
+                                    r, k_max)
+    sim = pu_lib.pu_from_counts(K, xs, r)
+    valid = (sim > 0) & (sim < 1)
+    _, b_sim, sxx = _ols(x, np.where(valid, _F(sim), 0.0), valid.astype(float))
+    b_sim = np.where((valid.sum(-2) >= 2) & (sxx > 1e-12), b_sim, np.nan)
+    with np.errstate(invalid="ignore"):
+        se2 = np.nanvar(b_sim[:, own], axis=0)
+    b = inst_fit.slope[own]
+    ok = np.isfinite(se2) & np.isfinite(b)
+    if ok.sum() < 3:
+        return base_fit, base_target
+    se2 = np.where(ok, se2, np.nanmax(se2[ok]))
+    tau2 = max(0.0, float(np.var(b[ok], ddof=1) - np.mean(se2[ok])))
+    w = 1.0 / (tau2 + se2)
+    mean = float(np.sum(w[ok] * b[ok]) / np.sum(w[ok]))
+    b_new = mean + tau2 / (tau2 + se2) * (b - mean)
+    b_new = np.where(ok, b_new, b)
+    v = (inst_fit.pu[:, own] > 0) & (inst_fit.pu[:, own] < 1)
+    xc = (v * x[:, None]).sum(0) / np.maximum(v.sum(0), 1)
+    a_new = inst_fit.intercept[own] + (b - b_new) * xc
+    base_fit, base_target = base_fit.copy(), base_target.copy()
+    base_fit[:, own] = np.exp(-np.exp(a_new + b_new * x[:, None]))
+    base_target[:, own] = np.exp(-np.exp(a_new + b_new * np.log(N_out)[:, None]))
+    return base_fit, base_target
+
+
 def predictive_errors(inst_fit, N_out, *, which: str, r: int, k_max: int,
                       target_k_max: int | None = None, answer_loss=None,
                       seed_sd: float | None = None, num_resamples: int = 1000,
@@ -182,6 +224,8 @@ def predictive_errors(inst_fit, N_out, *, which: str, r: int, k_max: int,
     not_own = inst_fit.status != "fit"
     base_fit[:, not_own] = inst_fit.pu[:, not_own]
     base_target = inst_fit.predict_instances(N_out)
+    base_fit, base_target = _shrink_slopes(rng, inst_fit, base_fit, base_target, N_out,
+                                           r, k_max)
     mode = "all" if getattr(inst_fit, "loss_mode", "missing") == "all" else "missing"
     source = "given"
     if seed_sd is None:
