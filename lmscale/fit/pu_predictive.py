@@ -33,6 +33,7 @@ than 3 rungs it cannot be estimated and is left out (the result says so).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 
@@ -74,7 +75,8 @@ def _ols(x, y, w):
     return ym - slope * xm, slope, sxx
 
 
-def instance_predictions(N, pu, N_out, answer_loss=None, loss_assisted="missing"):
+def instance_predictions(N, pu, N_out, answer_loss=None, loss_assisted="missing",
+                         stat_weights=None):
     """Vectorised `fit_pu_instances(...).predict_instances`, over a batch of data sets.
 
     Args:
@@ -113,9 +115,10 @@ def instance_predictions(N, pu, N_out, answer_loss=None, loss_assisted="missing"
     full = own & valid.all(-2)
     if x.size >= 3:
         resid = np.where(full[:, None], y - (a[:, None] + b[:, None] * x[None, :, None]), 0.0)
-        cnt = full.sum(-1)
+        sw = full * (1.0 if stat_weights is None else stat_weights)
+        cnt = sw.sum(-1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            rung_mean = resid.sum(-1) / cnt[:, None]
+            rung_mean = (sw[:, None] * resid).sum(-1) / cnt[:, None]
             stat = np.where(cnt > 0, (rung_mean ** 2).sum(-1) / (x.size - 2), np.nan)
     else:
         stat = np.full(pu.shape[0], np.nan)
@@ -200,7 +203,7 @@ def _shrink_slopes(rng, inst_fit, base_fit, base_target, N_out, r, k_max, num=20
 def predictive_errors(inst_fit, N_out, *, which: str, r: int, k_max: int,
                       target_k_max: int | None = None, answer_loss=None,
                       seed_sd: float | None = None, num_resamples: int = 1000,
-                      resample_instances: bool = True, seed: int = 0) -> Errors:
+                      resample_instances: bool = False, seed: int = 0) -> Errors:
     """Bootstrap error samples of the dataset ("dataset") or instance ("instance") fit.
 
     Args:
@@ -229,13 +232,21 @@ def predictive_errors(inst_fit, N_out, *, which: str, r: int, k_max: int,
     mode = "all" if getattr(inst_fit, "loss_mode", "missing") == "all" else "missing"
     source = "given"
     if seed_sd is None:
-        _, obs = instance_predictions(N, inst_fit.pu[None], N_out, answer_loss, mode)
+        sim, _, _ = _simulate(rng, base_fit, base_target, 0.0, r, k_max, target_k_max,
+                              max(200, num_resamples // 4), False)
+        # Precision weights: an instance's F is measured with a variance that varies
+        # ~50-fold with its PU; the unweighted mean residual is dominated by the noisiest
+        # instances, and its noise, truncated at 0 below, biased seed_sd^2 upwards.
+        ok = (sim > 0) & (sim < 1)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            var_f = np.nanmean(np.nanvar(np.where(ok, _F(sim), np.nan), axis=0), axis=0)
+        w = np.where(np.isfinite(var_f) & (var_f > 0), 1.0 / var_f, 0.0)
+        _, obs = instance_predictions(N, inst_fit.pu[None], N_out, answer_loss, mode, w)
         if np.isnan(obs[0]):
             seed_sd, source = 0.0, "unavailable"
         else:
-            sim, _, _ = _simulate(rng, base_fit, base_target, 0.0, r, k_max, target_k_max,
-                                  max(200, num_resamples // 4), False)
-            _, null = instance_predictions(N, sim, N_out, answer_loss, mode)
+            _, null = instance_predictions(N, sim, N_out, answer_loss, mode, w)
             seed_sd = float(np.sqrt(max(0.0, obs[0] - np.nanmean(null))))
             source = "residuals"
     sim, tgt, idx = _simulate(rng, base_fit, base_target, seed_sd, r, k_max, target_k_max,
