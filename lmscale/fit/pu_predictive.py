@@ -13,7 +13,12 @@ How (a parametric bootstrap of the prediction error, with instances resampled):
      through their answer loss). The smooth curve, not the measured PU, is the base:
      redrawing measurements around measured values would count each instance's sampling
      noise twice (once in the measured value, once in the redraw).
-  2. Per resample b: draw instances with replacement; shift every instance's
+     Each fitted slope is shrunk toward the instances' mean (empirical Bayes,
+     `_shrink_slopes`): the raw fitted slopes add sampling noise to the instances' true
+     spread, and a too-heterogeneous base widened the dataset band.
+  2. Per resample b (the study's own instances; `resample_instances=True` draws them
+     with replacement instead, which adds the between-set variance that the target,
+     measured on these instances, does not have): shift every instance's
      F = log(-log PU) on each rung (fitted rungs and target) by a common seed term
      z ~ N(0, seed_sd^2); simulate the PassUntil measurement of every (rung, instance)
      (`passuntil.sample_passuntil`, study r and cap); refit the whole chain (instance
@@ -25,7 +30,8 @@ How (a parametric bootstrap of the prediction error, with instances resampled):
      dropped), a bias of the method shows up in e and shifts the interval.
 Training noise (`seed_sd`, the sd of a rung's common shift in F): given (e.g. the sd of
 F across extra seeds of a cheap rung), or estimated from the instance fits' residuals:
-the mean residual per rung over instances fitted on every rung, S = sum_j m_j^2 /
+the precision-weighted mean residual per rung over instances fitted on every rung
+(weights 1 / the instance's F measurement variance, from the null redraws), S = sum_j m_j^2 /
 (m - 2), minus the S that measurement noise alone produces (the same statistic over
 resamples with seed_sd = 0); the excess is seed_sd^2 (0 when negative). With fewer
 than 3 rungs it cannot be estimated and is left out (the result says so).
