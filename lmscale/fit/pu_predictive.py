@@ -23,7 +23,7 @@ How (a parametric bootstrap of the prediction error, with instances resampled):
      z ~ N(0, seed_sd^2); simulate the PassUntil measurement of every (rung, instance)
      (`passuntil.sample_passuntil`, study r and cap); refit the whole chain (instance
      lines, loss map, dataset line) on the simulated measurements and predict the target;
-     simulate the target's measurement on the same resampled instances (target cap).
+     simulate the target's measurement on the same (resampled) instances (target cap).
   3. The error e_b = log(pred_b / target_b) is the pivot; the interval at level q is
      [point / exp(e_(1+q)/2), point / exp(e_(1-q)/2)], inside [0, 1]. Because the refit
      sees the same selection effects as the real fit (capped instances, PU of 0 or 1
