@@ -151,6 +151,23 @@ def _noise_scale(resid: np.ndarray, num_params: int, num_resamples: int, rng,
     return np.sqrt(var * dof / rng.chisquare(dof, num_resamples)), dof
 
 
+def _excess_scale(resid: np.ndarray, num_params: int, num_resamples: int,
+                  floor_var: float) -> np.ndarray:
+    """[B] sd of the scatter beyond the binomial `floor_var`: a point estimate.
+
+    The excess S / dof - floor_var is a difference of two variances, truncated at 0;
+    under no real excess it is positive half the time, and drawing it from a chi-square
+    posterior (as `_noise_scale` does for a directly measured variance) scales that
+    truncated value by dof / chi2 (mean dof / (dof - 2)), inflating it further. The
+    moment estimate is used as is.
+    """
+    dof = resid.size - num_params
+    if dof <= 0:
+        return np.zeros(num_resamples)
+    var = max(float(np.sum(resid ** 2)) / dof - floor_var, 0.0)
+    return np.full(num_resamples, np.sqrt(var))
+
+
 def _loss_draws(fit, num_resamples: int, rng, inputs):
     """([B, t] law predictions, [B] noise sd, failures) for a loss-law `fit`."""
     N, D, loss = fit.data["N"], fit.data["D"], fit.data["loss"]
@@ -188,7 +205,7 @@ def _err_draws(fit, loss_bt: np.ndarray, rng, target_questions=None):
     base = np.clip(np.asarray(fit.predict(loss=x), float), 0.0, 1.0)
     binvar = 0.0 if q is None else float(np.mean(base * (1 - base) / q))
     B, t = loss_bt.shape
-    scale, _ = _noise_scale(y - base, 3, B, rng, floor_var=binvar)
+    scale = _excess_scale(y - base, 3, B, binvar)
     q_t = None
     if q is not None:
         q_t = np.broadcast_to(np.median(q) if target_questions is None

@@ -13,19 +13,25 @@ How (a parametric bootstrap of the prediction error, with instances resampled):
      through their answer loss). The smooth curve, not the measured PU, is the base:
      redrawing measurements around measured values would count each instance's sampling
      noise twice (once in the measured value, once in the redraw).
-  2. Per resample b: draw instances with replacement; shift every instance's
+     Each fitted slope is shrunk toward the instances' mean (empirical Bayes,
+     `_shrink_slopes`): the raw fitted slopes add sampling noise to the instances' true
+     spread, and a too-heterogeneous base widened the dataset band.
+  2. Per resample b (the study's own instances; `resample_instances=True` draws them
+     with replacement instead, which adds the between-set variance that the target,
+     measured on these instances, does not have): shift every instance's
      F = log(-log PU) on each rung (fitted rungs and target) by a common seed term
      z ~ N(0, seed_sd^2); simulate the PassUntil measurement of every (rung, instance)
      (`passuntil.sample_passuntil`, study r and cap); refit the whole chain (instance
      lines, loss map, dataset line) on the simulated measurements and predict the target;
-     simulate the target's measurement on the same resampled instances (target cap).
+     simulate the target's measurement on the same (resampled) instances (target cap).
   3. The error e_b = log(pred_b / target_b) is the pivot; the interval at level q is
      [point / exp(e_(1+q)/2), point / exp(e_(1-q)/2)], inside [0, 1]. Because the refit
      sees the same selection effects as the real fit (capped instances, PU of 0 or 1
      dropped), a bias of the method shows up in e and shifts the interval.
 Training noise (`seed_sd`, the sd of a rung's common shift in F): given (e.g. the sd of
 F across extra seeds of a cheap rung), or estimated from the instance fits' residuals:
-the mean residual per rung over instances fitted on every rung, S = sum_j m_j^2 /
+the precision-weighted mean residual per rung over instances fitted on every rung
+(weights 1 / the instance's F measurement variance, from the null redraws), S = sum_j m_j^2 /
 (m - 2), minus the S that measurement noise alone produces (the same statistic over
 resamples with seed_sd = 0); the excess is seed_sd^2 (0 when negative). With fewer
 than 3 rungs it cannot be estimated and is left out (the result says so).
@@ -33,6 +39,7 @@ than 3 rungs it cannot be estimated and is left out (the result says so).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 
@@ -74,7 +81,8 @@ def _ols(x, y, w):
     return ym - slope * xm, slope, sxx
 
 
-def instance_predictions(N, pu, N_out, answer_loss=None, loss_assisted="missing"):
+def instance_predictions(N, pu, N_out, answer_loss=None, loss_assisted="missing",
+                         stat_weights=None):
     """Vectorised `fit_pu_instances(...).predict_instances`, over a batch of data sets.
 
     Args:
@@ -113,9 +121,10 @@ def instance_predictions(N, pu, N_out, answer_loss=None, loss_assisted="missing"
     full = own & valid.all(-2)
     if x.size >= 3:
         resid = np.where(full[:, None], y - (a[:, None] + b[:, None] * x[None, :, None]), 0.0)
-        cnt = full.sum(-1)
+        sw = full * (1.0 if stat_weights is None else stat_weights)
+        cnt = sw.sum(-1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            rung_mean = resid.sum(-1) / cnt[:, None]
+            rung_mean = (sw[:, None] * resid).sum(-1) / cnt[:, None]
             stat = np.where(cnt > 0, (rung_mean ** 2).sum(-1) / (x.size - 2), np.nan)
     else:
         stat = np.full(pu.shape[0], np.nan)
@@ -155,10 +164,52 @@ def _simulate(rng, base_fit, base_target, seed_sd, r, k_max, target_k_max, num, 
     return pu_lib.pu_from_counts(K, x, r), pu_lib.pu_from_counts(Kt, xt, r), idx
 
 
+def _shrink_slopes(rng, inst_fit, base_fit, base_target, N_out, r, k_max, num=200):
+    """Base curves with each instance's slope shrunk toward the instances' mean.
+
+    Fitted slopes b_i = true slope + sampling error (var se_i^2), so their spread
+    overstates the instances' heterogeneity, and a bootstrap from the raw fitted curves
+    extrapolates a too-heterogeneous truth (too wide a band). se_i^2 is the slope's
+    variance over PassUntil redraws from the fitted curves (refit as the fit does);
+    tau^2 = var(b) - mean(se^2) (>= 0) the heterogeneity; b_i' = mean + tau^2 /
+    (tau^2 + se_i^2) (b_i - mean) (empirical Bayes), each line pivoting about the centre
+    of its fitted log N so that its level where measured is kept.
+    """
+    own = inst_fit.status == "fit"
+    if own.sum() < 3:
+        return base_fit, base_target
+    x = np.log(inst_fit.N)
+    K, xs = pu_lib.sample_passuntil(rng, np.broadcast_to(base_fit, (num,) + base_fit.shape),
+                                    r, k_max)
+    sim = pu_lib.pu_from_counts(K, xs, r)
+    valid = (sim > 0) & (sim < 1)
+    _, b_sim, sxx = _ols(x, np.where(valid, _F(sim), 0.0), valid.astype(float))
+    b_sim = np.where((valid.sum(-2) >= 2) & (sxx > 1e-12), b_sim, np.nan)
+    with np.errstate(invalid="ignore"):
+        se2 = np.nanvar(b_sim[:, own], axis=0)
+    b = inst_fit.slope[own]
+    ok = np.isfinite(se2) & np.isfinite(b)
+    if ok.sum() < 3:
+        return base_fit, base_target
+    se2 = np.where(ok, se2, np.nanmax(se2[ok]))
+    tau2 = max(0.0, float(np.var(b[ok], ddof=1) - np.mean(se2[ok])))
+    w = 1.0 / (tau2 + se2)
+    mean = float(np.sum(w[ok] * b[ok]) / np.sum(w[ok]))
+    b_new = mean + tau2 / (tau2 + se2) * (b - mean)
+    b_new = np.where(ok, b_new, b)
+    v = (inst_fit.pu[:, own] > 0) & (inst_fit.pu[:, own] < 1)
+    xc = (v * x[:, None]).sum(0) / np.maximum(v.sum(0), 1)
+    a_new = inst_fit.intercept[own] + (b - b_new) * xc
+    base_fit, base_target = base_fit.copy(), base_target.copy()
+    base_fit[:, own] = np.exp(-np.exp(a_new + b_new * x[:, None]))
+    base_target[:, own] = np.exp(-np.exp(a_new + b_new * np.log(N_out)[:, None]))
+    return base_fit, base_target
+
+
 def predictive_errors(inst_fit, N_out, *, which: str, r: int, k_max: int,
                       target_k_max: int | None = None, answer_loss=None,
                       seed_sd: float | None = None, num_resamples: int = 1000,
-                      resample_instances: bool = True, seed: int = 0) -> Errors:
+                      resample_instances: bool = False, seed: int = 0) -> Errors:
     """Bootstrap error samples of the dataset ("dataset") or instance ("instance") fit.
 
     Args:
@@ -182,16 +233,26 @@ def predictive_errors(inst_fit, N_out, *, which: str, r: int, k_max: int,
     not_own = inst_fit.status != "fit"
     base_fit[:, not_own] = inst_fit.pu[:, not_own]
     base_target = inst_fit.predict_instances(N_out)
+    base_fit, base_target = _shrink_slopes(rng, inst_fit, base_fit, base_target, N_out,
+                                           r, k_max)
     mode = "all" if getattr(inst_fit, "loss_mode", "missing") == "all" else "missing"
     source = "given"
     if seed_sd is None:
-        _, obs = instance_predictions(N, inst_fit.pu[None], N_out, answer_loss, mode)
+        sim, _, _ = _simulate(rng, base_fit, base_target, 0.0, r, k_max, target_k_max,
+                              max(200, num_resamples // 4), False)
+        # Precision weights: an instance's F is measured with a variance that varies
+        # ~50-fold with its PU; the unweighted mean residual is dominated by the noisiest
+        # instances, and its noise, truncated at 0 below, biased seed_sd^2 upwards.
+        ok = (sim > 0) & (sim < 1)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            var_f = np.nanmean(np.nanvar(np.where(ok, _F(sim), np.nan), axis=0), axis=0)
+        w = np.where(np.isfinite(var_f) & (var_f > 0), 1.0 / var_f, 0.0)
+        _, obs = instance_predictions(N, inst_fit.pu[None], N_out, answer_loss, mode, w)
         if np.isnan(obs[0]):
             seed_sd, source = 0.0, "unavailable"
         else:
-            sim, _, _ = _simulate(rng, base_fit, base_target, 0.0, r, k_max, target_k_max,
-                                  max(200, num_resamples // 4), False)
-            _, null = instance_predictions(N, sim, N_out, answer_loss, mode)
+            _, null = instance_predictions(N, sim, N_out, answer_loss, mode, w)
             seed_sd = float(np.sqrt(max(0.0, obs[0] - np.nanmean(null))))
             source = "residuals"
     sim, tgt, idx = _simulate(rng, base_fit, base_target, seed_sd, r, k_max, target_k_max,
