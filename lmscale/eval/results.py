@@ -31,6 +31,9 @@ ACCURACY_NORM_TOKENS = "accuracy_norm_tokens"  # argmax of loglik / tokens
 CORRECT_CHOICE_PROB = "correct_choice_prob"  # softmax over choices, gold's probability
 BRIER_SCORE = "brier_score"  # sum over choices of (p - onehot)^2
 ANSWER_LOSS = "answer_loss"  # NLL per token of the gold / target continuation, nats
+# Per-instance detail of generative units: NLL of the target summed over its tokens, nats (the
+# `answer_loss` input of `lmscale.fit.fit_pu_instances`, loss-assisted PassUntil).
+ANSWER_LOSS_SUM = "answer_loss_sum"
 PASSUNTIL = "passuntil"  # mean over instances of the unbiased PassUntil estimate
 PASSUNTIL_NAIVE = "passuntil_naive"  # mean over instances of r/K (Hu et al.'s printed form)
 PASSUNTIL_CAPPED = "passuntil_capped"  # fraction of instances that hit k_max

@@ -334,17 +334,19 @@ class _TaskUnit:
         self.results.append([self._row(R.INSTANCE, s.loglik[s.gold], s.id, s.detail())
                              for s in scores])
 
-    def _answer_losses(self, todo) -> dict[str, float]:
+    def _answer_losses(self, todo) -> dict[str, dict[str, float]]:
+        """Per instance: target NLL per token (`ANSWER_LOSS`) and summed (`ANSWER_LOSS_SUM`)."""
         questions = [scorer_lib.encode_question(self.vocab, i.id, i.prompt, [i.target], 0)
                      for i in todo]
         scores = self.scorer.score(questions) if questions else []
-        return {s.id: s.metrics()[R.ANSWER_LOSS] for s in scores}
+        return {s.id: {R.ANSWER_LOSS: s.metrics()[R.ANSWER_LOSS],
+                       R.ANSWER_LOSS_SUM: float(-s.loglik[0])} for s in scores}
 
     def _generative(self, todo) -> None:
         losses = self._answer_losses(todo)
         if self.task.checker is None:
-            self.results.append([self._row(R.INSTANCE, losses[i.id], i.id,
-                                           {R.ANSWER_LOSS: losses[i.id]}) for i in todo])
+            self.results.append([self._row(R.INSTANCE, losses[i.id][R.ANSWER_LOSS], i.id,
+                                           dict(losses[i.id])) for i in todo])
             return
         from lmscale.eval import passuntil  # needs lmscale.fit; only PassUntil units do
 
@@ -380,7 +382,7 @@ class _TaskUnit:
                       "capped": res.capped, "estimate": res.estimate,
                       "naive_estimate": res.naive_estimate, "interval": list(res.interval),
                       "r": pu.r, "k_max": pu.k_max, "seed": seed, "truncated": int(truncated),
-                      R.ANSWER_LOSS: losses[inst.id]}
+                      **losses[inst.id]}
             self.results.append([self._row(R.INSTANCE, res.estimate, inst.id, detail)])
             elapsed = time.monotonic() - start
             logging.info("%s@%d %s: instance %d/%d %s K=%d passes=%d%s | ETA %.0fs",

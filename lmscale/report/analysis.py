@@ -24,8 +24,9 @@ import numpy as np
 
 from lmscale import fit as F
 from lmscale.train import record as record_lib
-from lmscale.eval.results import (ACCURACY, ANSWER_LOSS, BRIER_SCORE, CORRECT_CHOICE_PROB,
-                                  INSTANCE, PASSUNTIL, VALIDATION_LOSS, VALIDATION_TASK)
+from lmscale.eval.results import (ACCURACY, ANSWER_LOSS, ANSWER_LOSS_SUM, BRIER_SCORE,
+                                  CORRECT_CHOICE_PROB, INSTANCE, PASSUNTIL, VALIDATION_LOSS,
+                                  VALIDATION_TASK)
 
 MC_METRICS = (ACCURACY, CORRECT_CHOICE_PROB, BRIER_SCORE)
 
@@ -307,7 +308,7 @@ def _passuntil_task(task, index, rungs, fit_rungs, target_rungs, checkpoints, pr
     """Hu et al.'s dataset- and instance-level PU fits, growth class, held-out prediction."""
     out: dict[str, Any] = dict(kind="passuntil", r=r)
     ids, pu = _instance_matrix(index, rungs, task, "estimate")
-    _, loss = _instance_matrix(index, rungs, task, ANSWER_LOSS)
+    _, loss = _instance_matrix(index, rungs, task, ANSWER_LOSS_SUM)
     _, capped = _instance_matrix(index, rungs, task, "capped")
     if not ids:
         out["error"] = "no per-instance PassUntil rows"

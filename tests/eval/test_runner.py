@@ -270,3 +270,27 @@ def test_evaluate_gin_configures_the_binary_entry(tmp_path):
         assert results.path == str(tmp_path / runner.RESULTS_FILE)
     finally:
         gin.clear_config()
+
+
+def test_passuntil_rows_carry_the_summed_answer_loss(tmp_path):
+    """Loss-assisted PU (`fit_pu_instances(answer_loss=...)`) takes the answer's NLL summed
+    over its tokens; the per-token mean stays the unit aggregate."""
+    _write_runs(tmp_path, names=("a",), steps=(10,))
+    gen = [registry.Instance(f"g{i}", f"say {i}:", target=t)
+           for i, t in enumerate(["abc", "hello", "xy"])]
+    task = registry.EvalTask("stand_in_gen", registry.GENERATIVE, "contains", 0.0, ("\n",), 4,
+                             loader=lambda split: gen)
+    runner.evaluate(str(tmp_path), [task], source=_Source().as_source(), passuntil_config=PU,
+                    draw_factory=lambda s, p, c, seed: (lambda n: np.ones(n, bool)),
+                    validation=runner.ValidationConfig(enabled=False))
+    rows = {r.instance: r for r in R.read_rows(tmp_path / runner.RESULTS_FILE)
+            if r.metric == R.INSTANCE}
+    params = _restore(str(tmp_path / "a"), 10, CONFIG)
+    vocab = runner._vocab("byte")
+    scores = {s.id: s for s in S.Scorer(CONFIG, params).score(
+        [S.encode_question(vocab, i.id, i.prompt, [i.target], 0) for i in gen])}
+    for i in gen:
+        total, n = -float(scores[i.id].loglik[0]), int(scores[i.id].num_tokens[0])
+        assert n == len(i.target) > 1
+        assert rows[i.id].detail[R.ANSWER_LOSS_SUM] == pytest.approx(total, rel=1e-5)
+        assert rows[i.id].detail[R.ANSWER_LOSS] == pytest.approx(total / n, rel=1e-5)
