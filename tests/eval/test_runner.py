@@ -25,7 +25,7 @@ from lmscale.eval import scorer as S
 from lmscale.models import count_params, init_params
 from lmscale.testing import tiny_config
 
-jax.config.update("jax_disable_most_optimizations", True)
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 CONFIG = tiny_config(vocab_size=259, max_seq_len=64)
 TOKENS_PER_STEP = 128
