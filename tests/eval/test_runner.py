@@ -24,6 +24,7 @@ from lmscale.eval import runner
 from lmscale.eval import scorer as S
 from lmscale.models import count_params, init_params
 from lmscale.testing import tiny_config
+from lmscale.train.record import RunRecord
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
 
@@ -36,12 +37,14 @@ def _write_runs(workdir, names=("a", "b"), steps=(10, 20)):
     for name in names:
         d = pathlib.Path(workdir) / name
         d.mkdir(parents=True)
-        info = {"run_name": name, "model_config": dataclasses.asdict(CONFIG),
-                "num_params": n.total, "num_params_non_embedding": n.non_embedding,
-                "num_tokens": steps[-1] * TOKENS_PER_STEP, "tokens_per_step": TOKENS_PER_STEP,
-                "seq_len": 32, "num_steps": steps[-1], "vocab_spec": "byte",
-                "corpus": "stand_in", "steps": list(steps)}
-        (d / "run.json").write_text(json.dumps(info))
+        RunRecord(run_name=name, model_config=dataclasses.asdict(CONFIG), num_params=n.total,
+                  num_params_non_embedding=n.non_embedding,
+                  num_tokens=steps[-1] * TOKENS_PER_STEP,
+                  flops=6.0 * n.non_embedding * steps[-1] * TOKENS_PER_STEP,
+                  token_multiplier=None, tokens_per_step=TOKENS_PER_STEP, batch_size=4,
+                  seq_len=32, num_steps=steps[-1], vocab_spec="byte", loss_unit="nats/byte",
+                  corpus="stand_in", seed=0, status="done",
+                  checkpoints=list(steps)).save(d)
 
 
 def _restore(run_dir, step, config):
@@ -59,10 +62,8 @@ class _Source:
             self.restored.append((pathlib.Path(run_dir).name, step))
             return _restore(run_dir, step, config)
 
-        def info(run_dir):
-            return json.loads((pathlib.Path(run_dir) / "run.json").read_text())
-
-        return runner.CheckpointSource(run_info=info, list_steps=lambda d: info(d)["steps"],
+        return runner.CheckpointSource(load_record=RunRecord.load,
+                                       list_steps=lambda d: RunRecord.load(d).checkpoints,
                                        restore_params=restore)
 
 
@@ -217,12 +218,12 @@ def _killed_run(workdir, kill_at_instance):
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
+def test_resume_after_sigkill_equals_uninterrupted(tmp_path, fast_compile_env):
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     for d in (clean, killed):
         _write_runs(d, names=("a",), steps=(10,))
     proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, __file__, str(killed), "3"],
-                          env=dict(os.environ), capture_output=True, text=True, timeout=300)
+                          env={**os.environ, **fast_compile_env}, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     partial = R.read_rows(killed / runner.RESULTS_FILE)
     done = {r.unit for r in partial if r.metric == R.UNIT_COMPLETE}
@@ -239,8 +240,12 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
 
 
 def test_missing_run_json_field_is_named(tmp_path):
-    with pytest.raises(ValueError, match=r"run.json: lacks field 'tokens_per_step'"):
-        runner.run_point(str(tmp_path), {"num_params": 1}, 10)
+    _write_runs(tmp_path, names=("a",), steps=(10,))
+    info = RunRecord.load(tmp_path / "a").to_dict()
+    del info["tokens_per_step"]
+    with pytest.raises(ValueError, match=r"run.json: lacks field.*'tokens_per_step'"):
+        runner.run_point(str(tmp_path / "a"), info, 10)
+    (tmp_path / "a" / "run.json").unlink()
     with pytest.raises(FileNotFoundError, match="no run directory"):
         runner.find_runs(str(tmp_path), None)
     with pytest.raises(ValueError, match="k_max=1 < r=2"):
