@@ -31,6 +31,9 @@ ACCURACY_NORM_TOKENS = "accuracy_norm_tokens"  # argmax of loglik / tokens
 CORRECT_CHOICE_PROB = "correct_choice_prob"  # softmax over choices, gold's probability
 BRIER_SCORE = "brier_score"  # sum over choices of (p - onehot)^2
 ANSWER_LOSS = "answer_loss"  # NLL per token of the gold / target continuation, nats
+# Per-instance detail of generative units: NLL of the target summed over its tokens, nats (the
+# `answer_loss` input of `lmscale.fit.fit_pu_instances`, loss-assisted PassUntil).
+ANSWER_LOSS_SUM = "answer_loss_sum"
 PASSUNTIL = "passuntil"  # mean over instances of the unbiased PassUntil estimate
 PASSUNTIL_NAIVE = "passuntil_naive"  # mean over instances of r/K (Hu et al.'s printed form)
 PASSUNTIL_CAPPED = "passuntil_capped"  # fraction of instances that hit k_max
@@ -127,13 +130,38 @@ def _row_from_dict(d: Mapping[str, Any], where: str) -> ResultRow:
 
 
 def read_rows(path: str | os.PathLike) -> list[ResultRow]:
-    """All rows of a results file (a torn last line is ignored, not removed)."""
-    rows, _ = _read(os.fspath(path))
+    """All rows of a results file, the one public JSONL reader.
+
+    Raises:
+      ValueError: a line (a cut last line included) is not a JSON row, or a row is invalid;
+        the message names the file and line and says how to repair it.
+    """
+    path = os.fspath(path)
+    rows, torn = _read(path)
+    if torn is not None:
+        with open(path, "rb") as f:
+            lineno = f.read(torn).count(b"\n") + 1
+            raw = f.read()
+        try:
+            json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise ValueError(_cut_line_message(f"{path}:{lineno}", e.msg, lineno, rows)) from None
+        raise ValueError(_cut_line_message(f"{path}:{lineno}", "no final newline", lineno, rows))
     return rows
 
 
+def _cut_line_message(where: str, msg: str, lineno: int, rows: list[ResultRow]) -> str:
+    hint = (f" (probably {rows[-1].unit}, the unit of the row before it)" if rows else "")
+    return (f"{where}: not a JSON row ({msg}); the line is cut or corrupt: delete line "
+            f"{lineno} and the other rows of its (run, step, task) unit{hint}, then rerun the "
+            f"evaluator: it redoes every unit that has no {UNIT_COMPLETE} row")
+
+
 def _read(path: str) -> tuple[list[ResultRow], int | None]:
-    """Rows, and the byte offset of a torn last line (None if the file ends cleanly)."""
+    """Rows, and the byte offset of a torn last line (None if the file ends cleanly).
+
+    A torn last line (no final newline: killed mid-write) is returned as an offset, for
+    `ResultsFile` to drop on resume; `read_rows` raises on it."""
     rows: list[ResultRow] = []
     with open(path, "rb") as f:
         data = f.read()
@@ -149,7 +177,7 @@ def _read(path: str) -> tuple[list[ResultRow], int | None]:
             try:
                 d = json.loads(raw)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not a JSON row ({e.msg})") from None
+                raise ValueError(_cut_line_message(where, e.msg, lineno, rows)) from None
             rows.append(_row_from_dict(d, where))
         offset = end + 1
     return rows, None
@@ -207,6 +235,3 @@ class ResultsFile:
         return {r.instance: r for r in self._rows
                 if r.metric == INSTANCE and r.unit == (run, step, task)
                 and r.instance is not None}
-
-    def complete_units(self) -> set[tuple[str, int, str]]:
-        return set(self._complete)

@@ -38,6 +38,7 @@ from lmscale.eval import results as R
 from lmscale.eval import sampler as sampler_lib
 from lmscale.eval import scorer as scorer_lib
 from lmscale.models import ModelConfig
+from lmscale.train import record as record_lib
 
 RESULTS_FILE = "results.jsonl"
 
@@ -112,21 +113,20 @@ class CheckpointSource:
     """Where runs and their parameters come from (default: `lmscale.train`).
 
     Attributes:
-      run_info: run_dir -> run.json dict.
+      load_record: run_dir -> its `lmscale.train.record.RunRecord`.
       list_steps: run_dir -> eval checkpoint steps.
       restore_params: (run_dir, step, config) -> unboxed params.
     """
 
-    run_info: Callable[[str], dict]
+    load_record: Callable[[str], Any]
     list_steps: Callable[[str], list[int]]
     restore_params: Callable[[str, int, ModelConfig], Any]
 
 
 def train_source() -> CheckpointSource:
-    import lmscale.train as train_lib
     from lmscale.train import checkpoints
 
-    return CheckpointSource(run_info=train_lib.run_info,
+    return CheckpointSource(load_record=record_lib.RunRecord.load,
                             list_steps=checkpoints.list_eval_checkpoints,
                             restore_params=lambda d, s, c: checkpoints.restore_params(d, s, c))
 
@@ -141,29 +141,26 @@ def find_runs(workdir_or_run_dirs: str | os.PathLike | Sequence[str | os.PathLik
     """Run directories: the given list, or every child of a workdir holding a run.json."""
     if isinstance(workdir_or_run_dirs, (str, os.PathLike)):
         root = pathlib.Path(workdir_or_run_dirs)
-        if (root / "run.json").is_file():
+        if (root / record_lib.RUN_FILE).is_file():
             return [str(root)]
         if not root.is_dir():
             raise FileNotFoundError(f"evaluate: {root} is not a directory")
-        runs = sorted(str(p) for p in root.iterdir() if (p / "run.json").is_file())
+        runs = sorted(str(p) for p in root.iterdir() if (p / record_lib.RUN_FILE).is_file())
         if not runs:
             raise FileNotFoundError(f"evaluate: no run directory (with run.json) in {root}")
         return runs
     return [str(p) for p in workdir_or_run_dirs]
 
 
-def run_point(run_dir: str, info: dict, step: int) -> R.RunPoint:
-    """Scaling coordinates of one checkpoint from its run.json."""
-    where = f"{pathlib.Path(run_dir) / 'run.json'}"
-    try:
-        tokens = int(step) * int(info["tokens_per_step"])
-        n_non_emb = int(info["num_params_non_embedding"])
-        return R.RunPoint(run=str(info.get("run_name") or pathlib.Path(run_dir).name),
-                          step=int(step), tokens=tokens, num_params=int(info["num_params"]),
-                          num_params_non_embedding=n_non_emb,
-                          num_tokens=int(info["num_tokens"]), flops=6.0 * n_non_emb * tokens)
-    except KeyError as e:
-        raise ValueError(f"{where}: lacks field {e}") from None
+def run_point(run_dir: str, rec, step: int) -> R.RunPoint:
+    """Scaling coordinates of one checkpoint from its run record (a `RunRecord`, or the
+    run.json dict, checked by `RunRecord.from_dict`)."""
+    if isinstance(rec, dict):
+        rec = record_lib.RunRecord.from_dict(rec, where=str(record_lib.RunRecord.path(run_dir)))
+    return R.RunPoint(run=rec.run_name or pathlib.Path(run_dir).name, step=int(step),
+                      tokens=rec.tokens_at(step), num_params=rec.num_params,
+                      num_params_non_embedding=rec.N, num_tokens=rec.D,
+                      flops=rec.flops_at(step))
 
 
 class _Progress:
@@ -234,31 +231,31 @@ def evaluate(workdir_or_run_dirs, tasks: Sequence = (), *, results_path: str | N
     results = R.ResultsFile(results_path, writable=jax.process_index() == 0)
     plan = []
     for run_dir in runs:
-        info = source.run_info(run_dir)
+        rec = source.load_record(run_dir)
         run_steps = source.list_steps(run_dir)
         if steps is not None:
             run_steps = [s for s in run_steps if s in set(steps)]
         for step in run_steps:
-            plan.append((run_dir, info, step))
+            plan.append((run_dir, rec, step))
     unit_names = ([R.VALIDATION_TASK] if validation.enabled else []) + [t.name for t in task_objs]
     progress = _Progress(len(plan) * len(unit_names))
     logging.info("evaluate: %d runs, %d checkpoints, %d units -> %s", len(runs), len(plan),
                  progress.total, results_path)
-    for run_dir, info, step in plan:
-        point = run_point(run_dir, info, step)
+    for run_dir, rec, step in plan:
+        point = run_point(run_dir, rec, step)
         todo = [u for u in unit_names if not results.is_complete(point.run, step, u)]
         for u in unit_names:
             if u not in todo:
                 progress.unit(f"{point.run}@{step} {u}", skipped=True)
         if not todo:
             continue
-        config = ModelConfig(**info["model_config"])
+        config = ModelConfig(**rec.model_config)
         params = source.restore_params(run_dir, step, config)
-        vocab = _vocab(info.get("vocab_spec", "byte"))
+        vocab = _vocab(rec.vocab_spec)
         if validation.enabled and R.VALIDATION_TASK in todo:
-            batches = stream_factory(validation.corpus or info["corpus"], validation.split,
-                                     validation.sequence_length or int(info["seq_len"]),
-                                     validation.batch_size, info.get("vocab_spec", "byte"))
+            batches = stream_factory(validation.corpus or rec.corpus, validation.split,
+                                     validation.sequence_length or rec.seq_len,
+                                     validation.batch_size, rec.vocab_spec)
             loss = scorer_lib.validation_loss(config, params, batches,
                                               max_batches=validation.max_batches)
             results.append([
@@ -334,17 +331,19 @@ class _TaskUnit:
         self.results.append([self._row(R.INSTANCE, s.loglik[s.gold], s.id, s.detail())
                              for s in scores])
 
-    def _answer_losses(self, todo) -> dict[str, float]:
+    def _answer_losses(self, todo) -> dict[str, dict[str, float]]:
+        """Per instance: target NLL per token (`ANSWER_LOSS`) and summed (`ANSWER_LOSS_SUM`)."""
         questions = [scorer_lib.encode_question(self.vocab, i.id, i.prompt, [i.target], 0)
                      for i in todo]
         scores = self.scorer.score(questions) if questions else []
-        return {s.id: s.metrics()[R.ANSWER_LOSS] for s in scores}
+        return {s.id: {R.ANSWER_LOSS: s.metrics()[R.ANSWER_LOSS],
+                       R.ANSWER_LOSS_SUM: float(-s.loglik[0])} for s in scores}
 
     def _generative(self, todo) -> None:
         losses = self._answer_losses(todo)
         if self.task.checker is None:
-            self.results.append([self._row(R.INSTANCE, losses[i.id], i.id,
-                                           {R.ANSWER_LOSS: losses[i.id]}) for i in todo])
+            self.results.append([self._row(R.INSTANCE, losses[i.id][R.ANSWER_LOSS], i.id,
+                                           dict(losses[i.id])) for i in todo])
             return
         from lmscale.eval import passuntil  # needs lmscale.fit; only PassUntil units do
 
@@ -380,7 +379,7 @@ class _TaskUnit:
                       "capped": res.capped, "estimate": res.estimate,
                       "naive_estimate": res.naive_estimate, "interval": list(res.interval),
                       "r": pu.r, "k_max": pu.k_max, "seed": seed, "truncated": int(truncated),
-                      R.ANSWER_LOSS: losses[inst.id]}
+                      **losses[inst.id]}
             self.results.append([self._row(R.INSTANCE, res.estimate, inst.id, detail)])
             elapsed = time.monotonic() - start
             logging.info("%s@%d %s: instance %d/%d %s K=%d passes=%d%s | ETA %.0fs",

@@ -358,22 +358,19 @@ class ValidationLoss(NamedTuple):
 
 
 @functools.lru_cache(maxsize=None)
-def _nll_fn(model: nn.Module):
-    def nll(params, inputs, targets, weights, positions, segment_ids):
-        # All [B, T] int32 (weights too: seqio's loss weights are 0/1 ints).
-        logits = model.apply({"params": params}, inputs, positions, segment_ids)
-        logp = jax.nn.log_softmax(logits)
-        token_nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-        w = weights.astype(jnp.float32)
-        return jnp.sum(token_nll * w), jnp.sum(w)
+def _eval_step_fn(config: ModelConfig):
+    """Training's eval step, jitted once per model configuration."""
+    from lmscale.train import step as step_lib
 
-    return jax.jit(nll)
+    return jax.jit(lambda params, batch: step_lib.eval_step(params, batch, config=config))
 
 
 def validation_loss(config: ModelConfig, params, batches: Iterable[dict[str, np.ndarray]],
-                    *, max_batches: int | None = None,
-                    model: nn.Module | None = None) -> ValidationLoss:
+                    *, max_batches: int | None = None) -> ValidationLoss:
     """Token-weighted mean NLL over `batches` (e.g. `LMStream(..., repeat=False)`).
+
+    Each batch goes through `lmscale.train.step.eval_step`, the function training's periodic
+    validation uses, so the evaluator and training measure validation loss identically.
 
     Args:
       config: the model's configuration.
@@ -382,7 +379,6 @@ def validation_loss(config: ModelConfig, params, batches: Iterable[dict[str, np.
         `decoder_loss_weights`, `decoder_positions`, `decoder_segment_ids` (seqio's
         DecoderFeatureConverter); packed rows attend only within their segment.
       max_batches: stop after this many batches (None: the whole finite stream).
-      model: as in `Scorer`.
 
     Returns:
       `ValidationLoss`; sums are accumulated in float64 on the host.
@@ -390,21 +386,21 @@ def validation_loss(config: ModelConfig, params, batches: Iterable[dict[str, np.
     Raises:
       ValueError: the stream held no weighted token, or a batch lacks a feature.
     """
-    fn = _nll_fn(model if model is not None else Decoder(config))
+    fn = _eval_step_fn(config)
     params = _as_params(params)
+    keys = ("decoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights",
+            "decoder_positions", "decoder_segment_ids")
     total, count, n = 0.0, 0.0, 0
     for batch in batches:
         if max_batches is not None and n >= max_batches:
             break
         try:
-            args = [np.asarray(batch[k], np.int32) for k in (
-                "decoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights",
-                "decoder_positions", "decoder_segment_ids")]
+            feats = {k: np.asarray(batch[k], np.int32) for k in keys}
         except KeyError as e:
             raise ValueError(f"validation_loss: batch {n} lacks feature {e}") from None
-        s, c = fn(params, *args)
-        total += float(s)
-        count += float(c)
+        sums = fn(params, feats)
+        total += float(sums["nll_sum"])
+        count += float(sums["weight_sum"])
         n += 1
     if count == 0:
         raise ValueError(f"validation_loss: no weighted target token in {n} batches")

@@ -25,8 +25,9 @@ import numpy as np
 from lmscale import fit as F
 from lmscale.fit.bootstrap import summarize_failures
 from lmscale.train import record as record_lib
-from lmscale.eval.results import (ACCURACY, ANSWER_LOSS, BRIER_SCORE, CORRECT_CHOICE_PROB,
-                                  INSTANCE, NUM_INSTANCES, PASSUNTIL, VALIDATION_LOSS,
+from lmscale.eval.results import (ACCURACY, ANSWER_LOSS, ANSWER_LOSS_SUM, BRIER_SCORE,
+                                  CORRECT_CHOICE_PROB, INSTANCE, NUM_INSTANCES, PASSUNTIL,
+                                  VALIDATION_LOSS,
                                   VALIDATION_TASK)
 
 MC_METRICS = (ACCURACY, CORRECT_CHOICE_PROB, BRIER_SCORE)
@@ -463,7 +464,7 @@ def pu_predictions(ds_fit, inst_fit, N, settings: Settings) -> dict[str, list]:
 def _pu_data(index, rungs, task):
     """(ids, pu, answer loss, capped) [rungs, instances], complete instances only."""
     ids, pu = _instance_matrix(index, rungs, task, "estimate")
-    _, loss = _instance_matrix(index, rungs, task, ANSWER_LOSS)
+    _, loss = _instance_matrix(index, rungs, task, ANSWER_LOSS_SUM)
     _, capped = _instance_matrix(index, rungs, task, "capped")
     complete = ~np.isnan(pu).any(axis=0) if ids else np.zeros(0, bool)
     ids = [i for i, c in zip(ids, complete) if c]

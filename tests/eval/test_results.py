@@ -70,3 +70,14 @@ def test_read_only_file_does_not_write(tmp_path):
     f.append([_inst(1)])
     assert path.read_bytes() == before
     assert len(f.rows) == 2
+
+
+def test_read_rows_on_a_cut_last_line_says_how_to_repair(tmp_path):
+    path = tmp_path / "results.jsonl"
+    R.ResultsFile(path).append([_inst(0)])
+    path.write_bytes(path.read_bytes() + _inst(1).to_json().encode()[:25])  # cut mid-write
+    with pytest.raises(ValueError, match=r"results.jsonl:2: not a JSON row \(.*\); the line is "
+                       r"cut or corrupt: delete line 2 and the other rows of its \(run, step, "
+                       r"task\) unit .*then rerun the evaluator: it redoes every unit that has "
+                       r"no unit_complete row"):
+        R.read_rows(path)

@@ -24,8 +24,9 @@ from lmscale.eval import runner
 from lmscale.eval import scorer as S
 from lmscale.models import count_params, init_params
 from lmscale.testing import tiny_config
+from lmscale.train.record import RunRecord
 
-jax.config.update("jax_disable_most_optimizations", True)
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 CONFIG = tiny_config(vocab_size=259, max_seq_len=64)
 TOKENS_PER_STEP = 128
@@ -36,12 +37,14 @@ def _write_runs(workdir, names=("a", "b"), steps=(10, 20)):
     for name in names:
         d = pathlib.Path(workdir) / name
         d.mkdir(parents=True)
-        info = {"run_name": name, "model_config": dataclasses.asdict(CONFIG),
-                "num_params": n.total, "num_params_non_embedding": n.non_embedding,
-                "num_tokens": steps[-1] * TOKENS_PER_STEP, "tokens_per_step": TOKENS_PER_STEP,
-                "seq_len": 32, "num_steps": steps[-1], "vocab_spec": "byte",
-                "corpus": "stand_in", "steps": list(steps)}
-        (d / "run.json").write_text(json.dumps(info))
+        RunRecord(run_name=name, model_config=dataclasses.asdict(CONFIG), num_params=n.total,
+                  num_params_non_embedding=n.non_embedding,
+                  num_tokens=steps[-1] * TOKENS_PER_STEP,
+                  flops=6.0 * n.non_embedding * steps[-1] * TOKENS_PER_STEP,
+                  token_multiplier=None, tokens_per_step=TOKENS_PER_STEP, batch_size=4,
+                  seq_len=32, num_steps=steps[-1], vocab_spec="byte", loss_unit="nats/byte",
+                  corpus="stand_in", seed=0, status="done",
+                  checkpoints=list(steps)).save(d)
 
 
 def _restore(run_dir, step, config):
@@ -59,10 +62,8 @@ class _Source:
             self.restored.append((pathlib.Path(run_dir).name, step))
             return _restore(run_dir, step, config)
 
-        def info(run_dir):
-            return json.loads((pathlib.Path(run_dir) / "run.json").read_text())
-
-        return runner.CheckpointSource(run_info=info, list_steps=lambda d: info(d)["steps"],
+        return runner.CheckpointSource(load_record=RunRecord.load,
+                                       list_steps=lambda d: RunRecord.load(d).checkpoints,
                                        restore_params=restore)
 
 
@@ -217,12 +218,12 @@ def _killed_run(workdir, kill_at_instance):
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
+def test_resume_after_sigkill_equals_uninterrupted(tmp_path, fast_compile_env):
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     for d in (clean, killed):
         _write_runs(d, names=("a",), steps=(10,))
     proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, __file__, str(killed), "3"],
-                          env=dict(os.environ), capture_output=True, text=True, timeout=300)
+                          env={**os.environ, **fast_compile_env}, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     partial = R.read_rows(killed / runner.RESULTS_FILE)
     done = {r.unit for r in partial if r.metric == R.UNIT_COMPLETE}
@@ -239,8 +240,12 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
 
 
 def test_missing_run_json_field_is_named(tmp_path):
-    with pytest.raises(ValueError, match=r"run.json: lacks field 'tokens_per_step'"):
-        runner.run_point(str(tmp_path), {"num_params": 1}, 10)
+    _write_runs(tmp_path, names=("a",), steps=(10,))
+    info = RunRecord.load(tmp_path / "a").to_dict()
+    del info["tokens_per_step"]
+    with pytest.raises(ValueError, match=r"run.json: lacks field.*'tokens_per_step'"):
+        runner.run_point(str(tmp_path / "a"), info, 10)
+    (tmp_path / "a" / "run.json").unlink()
     with pytest.raises(FileNotFoundError, match="no run directory"):
         runner.find_runs(str(tmp_path), None)
     with pytest.raises(ValueError, match="k_max=1 < r=2"):
@@ -270,3 +275,27 @@ def test_evaluate_gin_configures_the_binary_entry(tmp_path):
         assert results.path == str(tmp_path / runner.RESULTS_FILE)
     finally:
         gin.clear_config()
+
+
+def test_passuntil_rows_carry_the_summed_answer_loss(tmp_path):
+    """Loss-assisted PU (`fit_pu_instances(answer_loss=...)`) takes the answer's NLL summed
+    over its tokens; the per-token mean stays the unit aggregate."""
+    _write_runs(tmp_path, names=("a",), steps=(10,))
+    gen = [registry.Instance(f"g{i}", f"say {i}:", target=t)
+           for i, t in enumerate(["abc", "hello", "xy"])]
+    task = registry.EvalTask("stand_in_gen", registry.GENERATIVE, "contains", 0.0, ("\n",), 4,
+                             loader=lambda split: gen)
+    runner.evaluate(str(tmp_path), [task], source=_Source().as_source(), passuntil_config=PU,
+                    draw_factory=lambda s, p, c, seed: (lambda n: np.ones(n, bool)),
+                    validation=runner.ValidationConfig(enabled=False))
+    rows = {r.instance: r for r in R.read_rows(tmp_path / runner.RESULTS_FILE)
+            if r.metric == R.INSTANCE}
+    params = _restore(str(tmp_path / "a"), 10, CONFIG)
+    vocab = runner._vocab("byte")
+    scores = {s.id: s for s in S.Scorer(CONFIG, params).score(
+        [S.encode_question(vocab, i.id, i.prompt, [i.target], 0) for i in gen])}
+    for i in gen:
+        total, n = -float(scores[i.id].loglik[0]), int(scores[i.id].num_tokens[0])
+        assert n == len(i.target) > 1
+        assert rows[i.id].detail[R.ANSWER_LOSS_SUM] == pytest.approx(total, rel=1e-5)
+        assert rows[i.id].detail[R.ANSWER_LOSS] == pytest.approx(total / n, rel=1e-5)
