@@ -127,6 +127,7 @@ class Settings:
     level: float = 0.9
     num_resamples: int = 200
     seed: int = 0
+    k_max: int | None = None  # the PassUntil cap of final checkpoints (predictive PU bands)
 
 
 def _row(pred: F.Prediction, label: str, task: str, rung: "_Rung",
@@ -172,7 +173,8 @@ def analyze(rows: Iterable, runs: Mapping[str, Mapping[str, Any]], *,
             mc_tasks: Sequence[str] = (), passuntil_tasks: Sequence[str] = (),
             random_baselines: Mapping[str, float] | None = None, held_out: int = 1,
             passuntil_r: int | None = None, targets: Sequence = (), level: float = 0.9,
-            num_resamples: int = 200, seed: int = 0) -> dict[str, Any]:
+            num_resamples: int = 200, seed: int = 0,
+            passuntil_k_max: int | None = None) -> dict[str, Any]:
     """Fits the ladder's laws on all but the largest rung(s); predicts the targets and
     the held-out rung(s); backtests every rung from the fourth up from the rungs below.
 
@@ -184,7 +186,8 @@ def analyze(rows: Iterable, runs: Mapping[str, Mapping[str, Any]], *,
       passuntil_tasks: generative task names evaluated by PassUntil.
       random_baselines: task -> random-guess accuracy (MC) for normalised performance.
       held_out: number of largest rungs excluded from every fit and predicted.
-      passuntil_r: the r used (reported).
+      passuntil_r: the r used (reported; with passuntil_k_max it gives PU predictive bands).
+      passuntil_k_max: the PassUntil cap of the final checkpoints.
       targets: never-trained models to predict: (name, N, D) triples or dicts with
         name, N, D (non-embedding N, training tokens D).
       level: nominal coverage of every prediction interval.
@@ -206,7 +209,7 @@ def analyze(rows: Iterable, runs: Mapping[str, Mapping[str, Any]], *,
         raise ValueError(f"analyze: {len(rungs)} rung(s) (distinct (N, D)) for held_out={held_out}; "
                          f"the loss law needs >= 3 fitted rungs")
     ctx = _Ctx(index, rungs, _checkpoints(rungs, runs, index, mc_tasks, passuntil_tasks),
-               loss_unit(runs), Settings(level, num_resamples, seed), mc_tasks,
+               loss_unit(runs), Settings(level, num_resamples, seed, passuntil_k_max), mc_tasks,
                passuntil_tasks, dict(random_baselines or {}), passuntil_r, [])
     rung_rows = _rung_rows(rungs, runs, index)
     for row in rung_rows[-held_out:]:
@@ -423,42 +426,52 @@ def _instance_matrix(index: _Index, rungs, task: str, key: str) -> tuple[list[st
 
 
 def pu_predictions(ds_fit, inst_fit, N, settings: Settings) -> dict[str, list]:
-    """Dataset- and instance-level PU `Prediction`s at sizes N, with bootstrap intervals.
+    """Dataset- and instance-level PU `Prediction`s at sizes N, with predictive intervals.
 
-    The one place the report turns PU fits into `Prediction`s: the dataset-level band
-    resamples the fitted models (`bootstrap_fit`), the instance-level band is
-    `InstancePUFit.bootstrap` (models and instances). Both are parameter uncertainty
-    only, which the reasons say. (To switch to `lmscale.fit.passuntil`'s predictive
-    intervals, replace the two bodies below with its `prediction`/`predict_interval`.)
+    The one place the report turns PU fits into `Prediction`s: each fit's
+    `prediction(N, level)` (lmscale.fit.passuntil: a parametric bootstrap of the
+    prediction error that refits the chain and simulates the target's own PassUntil
+    measurement with the study's r and cap). Where that is impossible (no r or cap known,
+    no per-instance data) the legacy parameter-only band is used and the reasons say so.
     Returns {"dataset-level": [...], "instance-level": [...]} for the fits given.
     """
     N = np.atleast_1d(np.asarray(N, float))
-    note = "interval: parameter uncertainty only (no model of the target's sampling noise)"
     out: dict[str, list] = {}
-    if ds_fit is not None:
-        boot, e = _safe(F.bootstrap_fit, ds_fit, settings.num_resamples, settings.seed)
-        point = np.asarray(ds_fit.predict(N=N), float).reshape(-1)
-        reasons = [ds_fit.reason] if ds_fit.reason else []
-        if boot is None:
-            lo, hi = np.zeros_like(point), np.ones_like(point)
-            reasons.append(f"bootstrap failed ({e}): the interval is [0, 1]")
-        else:
-            lo, hi = F.percentile_interval(boot.predict(N=N), settings.level, axis=0)
-            if boot.failures:
-                reasons.append(summarize_failures(boot.failures,
-                                                              settings.num_resamples))
-        out["dataset-level"] = [F.Prediction("pu", p, a, b, settings.level, "dataset-level",
-                                             reasons + [note], (0.0, 1.0))
-                                for p, a, b in zip(point, np.atleast_1d(lo), np.atleast_1d(hi))]
-    if inst_fit is not None:
-        _, lo, hi = inst_fit.bootstrap(N, settings.num_resamples, settings.seed,
-                                       confidence=settings.level)
-        point = np.asarray(inst_fit.predict(N), float).reshape(-1)
-        reasons = ([inst_fit.reason] if inst_fit.reason else []) + [note]
-        out["instance-level"] = [F.Prediction("pu", p, a, b, settings.level,
-                                              "instance-level", reasons, (0.0, 1.0))
-                                 for p, a, b in zip(point, lo, hi)]
+    for label, fit in (("dataset-level", ds_fit), ("instance-level", inst_fit)):
+        if fit is None:
+            continue
+        preds = []
+        for n in N:
+            pred, err = _safe(fit.prediction, float(n), settings.level,
+                              num_resamples=settings.num_resamples, seed=settings.seed)
+            preds.append(pred if pred is not None else _legacy_pu_prediction(
+                label, fit, float(n), settings, err))
+        out[label] = [dataclasses.replace(p, method=label) for p in preds]
     return out
+
+
+def _legacy_pu_prediction(label, fit, n, settings: Settings, why) -> F.Prediction:
+    """The parameter-only band (models resampled), for fits without the counts that the
+    predictive interval needs."""
+    N = np.array([n])
+    point = float(np.asarray(fit.predict(N=N) if label == "dataset-level"
+                             else fit.predict(N), float).reshape(-1)[0])
+    reasons = ([fit.reason] if fit.reason else []) + [
+        f"interval: parameter uncertainty only (predictive interval unavailable: {why})"]
+    if label == "dataset-level":
+        boot, e = _safe(F.bootstrap_fit, fit, settings.num_resamples, settings.seed)
+        if boot is None:
+            return F.Prediction("pu", point, 0.0, 1.0, settings.level, label,
+                                reasons + [f"bootstrap failed ({e}): the interval is [0, 1]"],
+                                (0.0, 1.0))
+        lo, hi = F.percentile_interval(boot.predict(N=N), settings.level, axis=0)
+        if boot.failures:
+            reasons.append(summarize_failures(boot.failures, settings.num_resamples))
+    else:
+        _, lo, hi = fit.bootstrap(N, settings.num_resamples, settings.seed,
+                                  confidence=settings.level)
+    return F.Prediction("pu", point, float(np.atleast_1d(lo)[0]), float(np.atleast_1d(hi)[0]),
+                        settings.level, label, reasons, (0.0, 1.0))
 
 
 def _pu_data(index, rungs, task):
@@ -530,9 +543,11 @@ def _passuntil_task(task, ctx: _Ctx, k, targets, predictions, views) -> dict[str
     for row, iv in zip(out["per_rung"], _measured_pu_intervals(ctx.index, ctx.rungs, task,
                                                                ctx.settings.level)):
         row["interval"] = iv
-    ds_fit, derr = _safe(F.fit_pu_dataset, N_all[:k], dataset[:k])
-    inst_fit, ierr = _safe(F.fit_pu_instances, N_all[:k], pu[:k],
-                           answer_loss=None if np.isnan(loss[:k]).any() else loss[:k])
+    assist = None if np.isnan(loss[:k]).any() else loss[:k]
+    ds_fit, derr = _safe(F.fit_pu_dataset, N_all[:k], pu[:k], r=ctx.r,
+                         k_max=ctx.settings.k_max, answer_loss=assist)
+    inst_fit, ierr = _safe(F.fit_pu_instances, N_all[:k], pu[:k], r=ctx.r,
+                           k_max=ctx.settings.k_max, answer_loss=assist)
     out["dataset_fit"] = (dict(params=ds_fit.params, reliable=ds_fit.reliable,
                                reason=ds_fit.reason) if ds_fit is not None else dict(error=derr))
     out["instance_fit"] = (dict(reliable=inst_fit.reliable, reason=inst_fit.reason,

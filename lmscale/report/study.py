@@ -260,6 +260,7 @@ def analyze_and_report(config: StudyConfig, workdir: pathlib.Path, infos: dict[s
         rows, infos, mc_tasks=config.mc_tasks,
         passuntil_tasks=config.passuntil_tasks, random_baselines=baselines,
         held_out=config.held_out, passuntil_r=config.passuntil.r,
+        passuntil_k_max=config.passuntil.k_max,
         targets=config.resolved_targets(), level=config.level)
     figures = figures_lib.write_figures(analysis, workdir)
     markdown.write_report(analysis, figures, workdir, title=config.name, setup=setup)

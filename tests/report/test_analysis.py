@@ -184,9 +184,22 @@ def test_every_prediction_has_an_interval_at_the_stated_level():
     assert set(law["backtest_error"]) == {"kaplan", "kaplan_floor", "compute"}
     assert law["form"] == min(law["backtest_error"], key=lambda k: law["backtest_error"][k]
                               if law["backtest_error"][k] is not None else np.inf)
-    # PU intervals say they are parameter uncertainty only: reasons are kept, not dropped.
+    # Without the PassUntil cap the PU intervals fall back to parameter uncertainty only,
+    # and the reasons say so (kept, not dropped).
     pu = [p for p in out["predictions"] if p["quantity"] == "PassUntil PU"]
     assert all(any("parameter uncertainty" in r for r in p["reasons"]) for p in pu)
+
+
+def test_pu_intervals_are_predictive_when_r_and_the_cap_are_known():
+    rows, runs = synthetic(acc_noise=0.01)
+    out = analysis.analyze(rows, runs, passuntil_tasks=["gen"], held_out=1, passuntil_r=2,
+                           passuntil_k_max=20000, num_resamples=50)
+    pu = [p for p in out["predictions"] if p["quantity"] == "PassUntil PU"]
+    assert {p["method"] for p in pu} == {"dataset-level", "instance-level"}
+    for p in pu:
+        lo, hi = p["interval"]
+        assert 0 <= lo <= hi <= 1 and lo < hi, p
+        assert not any("parameter uncertainty" in r for r in p["reasons"]), p
 
 
 def test_report_rows_show_interval_measurement_and_coverage():
