@@ -26,7 +26,9 @@ def test_tiny_ladder_leaves_checkpoints_and_metrics_and_skips_done_runs(tmp_path
                XLA_FLAGS="--xla_force_host_platform_device_count=2")
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    names = sorted(p.name for p in tmp_path.iterdir())
+    # Run directories (the workdir also holds logs/ and the compilation cache .jax_cache/).
+    names = sorted(p.name for p in tmp_path.iterdir() if RunRecord.exists(p))
+    assert (tmp_path / "logs").is_dir() and (tmp_path / ".jax_cache").is_dir()
     assert names == sorted(f"{m}_M{x}_s0" for m in ("tiny_s", "tiny_m", "tiny_l")
                            for x in ("0.05", "0.1"))
     sizes = {}
