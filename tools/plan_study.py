@@ -19,7 +19,8 @@ import sys
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lmscale.report import plan as plan_lib  # noqa: E402
+from lmscale.report import plan as plan_lib
+from lmscale.report import study as study_lib  # noqa: E402
 from lmscale.report.plan import core, hu2023  # noqa: E402
 
 
@@ -63,7 +64,7 @@ def main() -> None:
         return
     if not a.gin_file:
         raise SystemExit("--gin_file or --hu2023 is required")
-    configs = plan_lib.load_gin(a.gin_file, a.gin_bindings, search_path=str(REPO))
+    configs = study_lib.load_gin(a.gin_file, a.gin_bindings, search_path=str(REPO))
     print(plan_lib.dry_run(configs["study_config"], configs["optimizer"], configs["mesh_config"],
                            probe=a.probe, json_path=a.json, **common), end="")
 

@@ -43,7 +43,7 @@ import warnings
 
 import numpy as np
 
-from lmscale.fit import passuntil as pu_lib
+from lmscale.fit import pu_counts as pu_lib
 
 _TINY = 1e-300
 

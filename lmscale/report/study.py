@@ -367,3 +367,21 @@ def run_study(config: StudyConfig, workdir: str,
                      p["quantity"], p["task"], p["method"], p["N"], p["predicted"],
                      *p["interval"], p["measured"], p["covered"])
     return analysis
+
+
+def load_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),
+             search_path: str | None = None) -> dict[str, Any]:
+    """Parses study gin files; returns {"study_config", "optimizer", "mesh_config"} as the
+    study binary would build them (its `run_study` bindings), nothing trained."""
+    import gin
+
+    from lmscale.train import optim
+    from lmscale.train import state as state_lib
+
+    if search_path:
+        gin.add_config_file_search_path(search_path)
+    gin.parse_config_files_and_bindings(list(gin_files), list(gin_bindings),
+                                        finalize_config=False)
+    return {"study_config": gin.get_configurable(StudyConfig)(),
+            "optimizer": gin.get_configurable(optim.OptimizerConfig)(),
+            "mesh_config": gin.get_configurable(state_lib.MeshConfig)()}

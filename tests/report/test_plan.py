@@ -11,6 +11,7 @@ import pytest
 from lmscale.models import families
 from lmscale.models.config import ModelConfig
 from lmscale.report import plan as plan_lib
+from lmscale.report import study as study_lib
 from lmscale.report.plan import core, costs
 
 # Shape A: the default study's w32 (byte vocabulary, 2 layers, 2 heads of 16, d_ff 80).
@@ -144,7 +145,7 @@ def test_eval_fraction_warning_and_json():
 def test_default_study_dry_run_prints_the_plan():
     import gin
     try:
-        configs = plan_lib.load_gin(["experiments/default.gin"], search_path=".")
+        configs = study_lib.load_gin(["experiments/default.gin"], search_path=".")
         text = plan_lib.dry_run(configs["study_config"], configs["optimizer"],
                                 configs["mesh_config"], use_jax=False,
                                 prior_pu={"py_import_completion:n24:c96":

@@ -7,10 +7,10 @@ reach it from a `StudyConfig`; `probe.time_plan` (optional, runs JAX) times it.
 docs/planning.md explains how to read a plan.
 """
 
-from lmscale.report.plan.adapter import dry_run, load_gin, plan_study_config
+from lmscale.report.plan.adapter import dry_run, plan_study_config
 from lmscale.report.plan.core import (Device, Mesh, Plan, Rung, Task, Thresholds,
                                       build_plan)
 from lmscale.report.plan.render import format_plan, plan_to_json
 
 __all__ = ["Device", "Mesh", "Plan", "Rung", "Task", "Thresholds", "build_plan", "dry_run",
-           "format_plan", "load_gin", "plan_study_config", "plan_to_json"]
+           "format_plan", "plan_study_config", "plan_to_json"]

@@ -3,7 +3,7 @@
 Stage: report. `plan_study_config(study_config, ...)` builds the `Rung`s from the study's
 run specs and the `Task`s from its evaluation settings (token counts from the task
 registry, through the study's vocabulary), then `core.build_plan`. `dry_run(...)` is the
-function a binary's `--dry_run` calls: it returns the printed plan. `load_gin` reads a
+function a binary's `--dry_run` calls: it returns the printed plan. `lmscale.report.study.load_gin` reads a
 study gin file into the configs the binaries would build, without training anything.
 """
 
@@ -197,22 +197,3 @@ def dry_run(study_config_or_ladder, optimizer=None, mesh_config=None, *, probe: 
                                            encoding="utf-8")
         logging.info("plan written to %s", json_path)
     return render.format_plan(plan)
-
-
-def load_gin(gin_files: Sequence[str], gin_bindings: Sequence[str] = (),
-             search_path: str | None = None) -> dict[str, Any]:
-    """Parses study gin files; returns {"study_config", "optimizer", "mesh_config"} as the
-    study binary would build them (its `run_study` bindings), nothing trained."""
-    import gin
-
-    from lmscale.report import study
-    from lmscale.train import optim
-    from lmscale.train import state as state_lib
-
-    if search_path:
-        gin.add_config_file_search_path(search_path)
-    gin.parse_config_files_and_bindings(list(gin_files), list(gin_bindings),
-                                        finalize_config=False)
-    return {"study_config": gin.get_configurable(study.StudyConfig)(),
-            "optimizer": gin.get_configurable(optim.OptimizerConfig)(),
-            "mesh_config": gin.get_configurable(state_lib.MeshConfig)()}
