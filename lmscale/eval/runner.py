@@ -380,6 +380,8 @@ class _TaskUnit:
                       "naive_estimate": res.naive_estimate, "interval": list(res.interval),
                       "r": pu.r, "k_max": pu.k_max, "seed": seed, "truncated": int(truncated),
                       **losses[inst.id]}
+            if getattr(checker, "isolation", None):  # code execution: the sandbox level used
+                detail["isolation"] = checker.isolation
             self.results.append([self._row(R.INSTANCE, res.estimate, inst.id, detail)])
             elapsed = time.monotonic() - start
             logging.info("%s@%d %s: instance %d/%d %s K=%d passes=%d%s | ETA %.0fs",
