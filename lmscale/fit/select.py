@@ -120,7 +120,11 @@ def choose_loss_law(N, D, loss, candidates=CANDIDATES, num_held_out: int = 2,
             try:
                 f = _fit(name, N[below], D[below], loss[below], floor)
                 pred = f.predict(N=N[at], D=D[at])
-                errs.append(float(np.mean(np.abs(pred - loss[at]) / loss[at])))
+                err = float(np.mean(np.abs(pred - loss[at]) / loss[at]))
+                if not np.isfinite(err):
+                    raise ValueError(f"non-finite prediction at N={size:g} from "
+                                     f"{int(np.unique(N[below]).size)} sizes")
+                errs.append(err)
             except (ValueError, RuntimeError) as e:
                 failures[name].append(f"{type(e).__name__}: {e}")
         errors[name] = float(np.mean(errs)) if len(errs) == num_held_out else np.inf

@@ -307,13 +307,17 @@ def _fit_loss(N, D, L, notes):
     """The loss law chosen by backtest (`choose_loss_law`) when the rungs allow one
     (>= 4 sizes); otherwise Kaplan L(N). Returns (fit, law dict)."""
     sizes = np.unique(N).size
+    why = f"{sizes} fitted sizes: too few to choose the loss law by backtest"
     if sizes >= 4:
-        choice = F.choose_loss_law(N, D, L, num_held_out=min(2, sizes - 3))
-        backtest = {k: _num(v) for k, v in choice.backtest_error.items()}
-        return choice.fit, dict(form=choice.name, backtest_error=backtest,
-                                failures={k: v for k, v in choice.failures.items() if v})
-    notes.append(f"{sizes} fitted sizes: too few to choose the loss law by backtest; "
-                 "Kaplan L(N) used (Huber fit: L_inf kept positive)")
+        try:
+            choice = F.choose_loss_law(N, D, L, num_held_out=min(2, sizes - 3))
+        except ValueError as e:  # every candidate failed its backtest
+            why = f"no candidate law survived the backtest ({e})"
+        else:
+            backtest = {k: _num(v) for k, v in choice.backtest_error.items()}
+            return choice.fit, dict(form=choice.name, backtest_error=backtest,
+                                    failures={k: v for k, v in choice.failures.items() if v})
+    notes.append(f"{why}; Kaplan L(N) used (Huber fit: L_inf kept positive)")
     return (F.fit_loss_law(N, None, L, form="kaplan", method="huber"),
             dict(form="kaplan", backtest_error={}))
 

@@ -289,3 +289,16 @@ def test_three_rungs_fall_back_to_kaplan_and_flag_a_zero_width_interval():
     assert loss["predicted"] == pytest.approx(kaplan(SIZES[3]), rel=1e-3)
     assert any("zero width" in r for r in loss["reasons"])
     assert any("too few to choose the loss law" in n for n in out["notes"])
+
+
+def test_loss_law_falls_back_to_kaplan_when_no_candidate_survives_the_backtest(monkeypatch):
+    rows, runs = synthetic(acc_noise=0.01)
+
+    def all_fail(*args, **kwargs):
+        raise ValueError("choose_loss_law: every candidate failed")
+    monkeypatch.setattr(analysis.F, "choose_loss_law", all_fail)
+    out = analysis.analyze(rows, runs, held_out=1, num_resamples=50)
+    assert out["loss_law"]["form"] == "kaplan"
+    assert any("no candidate law survived the backtest" in n for n in out["notes"])
+    loss = [p for p in out["predictions"] if "loss" in p["quantity"]]
+    assert loss and all(p["interval"][0] <= p["interval"][1] for p in loss)
