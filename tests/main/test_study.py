@@ -93,10 +93,8 @@ def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path):
 
 def test_default_study_targets_are_the_familys_next_widths():
     import gin
-    from lmscale.report import plan as plan_lib
-from lmscale.report import study as study_lib
     try:
-        config = study_lib.load_gin(["experiments/default.gin"], search_path=".")["study_config"]
+        config = study.load_gin(["experiments/default.gin"], search_path=".")["study_config"]
     finally:
         gin.clear_config()
     targets = config.resolved_targets()

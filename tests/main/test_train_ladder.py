@@ -45,6 +45,8 @@ def test_tiny_ladder_leaves_checkpoints_and_metrics_and_skips_done_runs(tmp_path
         sizes[info["model_config"]["name"]] = info["num_params_non_embedding"]
     assert sizes["tiny_s"] < sizes["tiny_m"] < sizes["tiny_l"]
     # A second launch finds every run done and trains nothing.
-    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    # --console=info: the per-run lines go to the console too (by default only the log file).
+    again = subprocess.run(cmd + ["--console=info"], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("already done, skipping") == 6
