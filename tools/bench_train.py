@@ -39,14 +39,12 @@ import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from jax.sharding import PartitionSpec  # noqa: E402
 
 from lmscale import runtime  # noqa: E402
 from lmscale.models import ops  # noqa: E402
 from lmscale.models.config import ModelConfig  # noqa: E402
 from lmscale.train import metrics, optim  # noqa: E402
 from lmscale.train import spec as spec_lib  # noqa: E402
-from lmscale.train import state as state_lib  # noqa: E402
 from lmscale.train import step as step_lib  # noqa: E402
 
 N_LAYERS, HEAD_DIM, VOCAB = 4, 32, 256
@@ -73,16 +71,8 @@ def lmscale_stepper(config: ModelConfig, batch: int, seq: int, total_steps: int)
     """`run(n)`: n steps of the jitted, donated lmscale train step on one device, synced."""
     spec = spec_lib.RunSpec(config, seq_len=seq, batch_size=batch,
                             num_tokens=(total_steps + 10) * batch * seq)
-    opt = optim.OptimizerConfig(warmup_steps=1)
-    tx, schedule = optim.make_optimizer(opt, spec.num_steps, config.d_model)
-    mesh_config = state_lib.MeshConfig(data=1, fsdp=1, tensor=1)
-    mesh = state_lib.make_mesh(mesh_config, jax.devices()[:1])
-    rules = mesh_config.logical_rules()
-    _, shardings = state_lib.state_shardings(spec, tx, mesh, rules)
-    state = state_lib.create_train_state(spec, tx, opt, mesh, shardings)
-    batch_sharding = nn.logical_to_mesh_sharding(PartitionSpec("batch", "length"), mesh, rules)
-    train_step = step_lib.make_train_step(config, tx, schedule, mesh, rules, shardings,
-                                          batch_sharding)
+    state, train_step, batch_sharding = step_lib.one_device_train_step(
+        spec, optim.OptimizerConfig(warmup_steps=1))
     data = jax.device_put(synthetic_batch(batch, seq), batch_sharding)
     params0 = jax.device_get(state.params)
     probe = jax.jit(jax.value_and_grad(lambda p: _mean_loss(config, p, data)))

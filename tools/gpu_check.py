@@ -33,7 +33,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import PartitionSpec
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_score  # noqa: E402  (the scorer benchmark's reference and timing)
@@ -44,7 +43,6 @@ from lmscale.eval import scorer as scorer_lib  # noqa: E402
 from lmscale.models import ModelConfig, cache_bytes_per_slot, families, init_params  # noqa: E402
 from lmscale.train import metrics, optim  # noqa: E402
 from lmscale.train import spec as spec_lib  # noqa: E402
-from lmscale.train import state as state_lib  # noqa: E402
 from lmscale.train import step as step_lib  # noqa: E402
 
 # H100 and H200 (SXM): 989 dense bf16 TFLOP/s both; HBM 3.35 TB/s (H100), 4.8 TB/s (H200).
@@ -63,16 +61,8 @@ def time_train(config: ModelConfig, batch: int, seq: int, steps: int) -> float:
     """Best seconds per step over two blocks of `steps` of the jitted, donated step."""
     spec = spec_lib.RunSpec(config, seq_len=seq, batch_size=batch,
                             num_tokens=(2 * steps + 10) * batch * seq)
-    opt = optim.OptimizerConfig(warmup_steps=1)
-    tx, schedule = optim.make_optimizer(opt, spec.num_steps, config.d_model)
-    mesh_config = state_lib.MeshConfig(data=1, fsdp=1, tensor=1)
-    mesh = state_lib.make_mesh(mesh_config, jax.devices()[:1])
-    rules = mesh_config.logical_rules()
-    _, shardings = state_lib.state_shardings(spec, tx, mesh, rules)
-    state = state_lib.create_train_state(spec, tx, opt, mesh, shardings)
-    batch_sharding = nn.logical_to_mesh_sharding(PartitionSpec("batch", "length"), mesh, rules)
-    train_step = step_lib.make_train_step(config, tx, schedule, mesh, rules, shardings,
-                                          batch_sharding)
+    state, train_step, batch_sharding = step_lib.one_device_train_step(
+        spec, optim.OptimizerConfig(warmup_steps=1))
     rng = np.random.default_rng(0)
     toks = rng.integers(1, config.vocab_size, (batch, seq + 1)).astype(np.int32)
     data = jax.device_put({

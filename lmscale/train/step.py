@@ -158,3 +158,21 @@ def make_eval_step(config: ModelConfig, mesh: jax.sharding.Mesh, rules, param_sh
         with _mesh_context(mesh, constrain_activations):
             return jitted(params, batch)
     return run
+
+
+def one_device_train_step(spec, optimizer, device=None):
+    """(state, jitted train step, batch sharding) of `spec` on one device, as the trainer
+    builds them (benchmarks, the GPU check and the planner's probe time this)."""
+    from lmscale.train import optim  # pylint: disable=g-import-not-at-top
+    from lmscale.train import state as state_lib  # pylint: disable=g-import-not-at-top
+    tx, schedule = optim.make_optimizer(optimizer, spec.num_steps, spec.model.d_model)
+    mesh_config = state_lib.MeshConfig(data=1, fsdp=1, tensor=1)
+    mesh = state_lib.make_mesh(mesh_config, [device or jax.devices()[0]])
+    rules = mesh_config.logical_rules()
+    _, shardings = state_lib.state_shardings(spec, tx, mesh, rules)
+    state = state_lib.create_train_state(spec, tx, optimizer, mesh, shardings)
+    batch_sharding = nn.logical_to_mesh_sharding(jax.sharding.PartitionSpec("batch", "length"),
+                                                 mesh, rules)
+    train_step = make_train_step(spec.model, tx, schedule, mesh, rules, shardings,
+                                 batch_sharding)
+    return state, train_step, batch_sharding
