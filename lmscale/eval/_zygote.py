@@ -23,9 +23,12 @@ from lmscale.eval import _nsserver
 
 _SERVER_SOURCE = None
 _START_TIMEOUT_S = 30.0
-# Remounts every mount read-only (keeping each one's locked flags), then execs the server.
+# Forbids nested user namespaces (in one, a program would own new mount namespaces and
+# could mount an uncapped tmpfs), remounts every mount read-only (keeping each one's
+# locked flags), then execs the server.
 _SERVER_INIT = r"""
 fail() { echo "%s unshare init: $*" >&2; exit %d; }
+echo 0 > /proc/sys/user/max_user_namespaces || fail "user.max_user_namespaces = 0"
 for m in $(cut -d" " -f5 /proc/self/mountinfo); do
   mount -o remount,bind,ro "$m" || fail "read-only remount of $m"
 done

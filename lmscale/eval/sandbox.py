@@ -540,9 +540,11 @@ def isolation_level() -> str:
             RuntimeWarning, stacklevel=2)
     if not _is_root():
         warnings.warn(
-            "lmscale sandbox: not running as root, so programs keep the caller's uid: "
-            "the process cap counts all of this user's processes and, without a pid "
-            "namespace, a program can signal this user's processes.",
+            "lmscale sandbox: not running as root, so programs run under the caller's "
+            "uid (mapped into a user namespace at the bwrap and unshare levels): they can "
+            "read every file this user can read (writes: read-only mounts there). At the "
+            "rlimits level they can also write and delete all of this user's files and "
+            "signal its processes.",
             RuntimeWarning, stacklevel=2)
     return level
 

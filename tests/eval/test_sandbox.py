@@ -400,7 +400,7 @@ def test_files_dropped_everywhere_stay_off_the_host(level, no_leftovers):
     _assert_uid_clean(r)
 
 
-@pytest.mark.parametrize("where", ["/tmp", "/dev/shm", "."])
+@pytest.mark.parametrize("where", ["/tmp", "/var/tmp", "/dev/shm", "."])
 def test_filling_disk_is_capped_and_leaves_nothing(level, where, no_leftovers):
     if level not in _NS_LEVELS:
         pytest.skip("rlimits has no private tmpfs (opt-in level, documented)")
