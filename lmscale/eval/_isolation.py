@@ -27,7 +27,8 @@ _POLL_S = 0.05
 
 
 def bwrap_argv(scratch: str, tmp_mb: int, env: Mapping[str, str]) -> list[str]:
-    argv = [shutil.which("bwrap") or "bwrap",
+    bwrap = shutil.which("bwrap")  # real path: the uid may not traverse a link's dir
+    argv = [os.path.realpath(bwrap) if bwrap else "bwrap",
             "--unshare-all", "--unshare-user", "--disable-userns",
             "--die-with-parent", "--new-session",
             "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]

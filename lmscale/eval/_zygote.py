@@ -50,8 +50,9 @@ class Server:
                 _SERVER_SOURCE = f.read()
         self.uid = cfg["uid"]
         ours, theirs = socket.socketpair()
-        cfg = dict(cfg, argv=[shutil.which("unshare") or "unshare", "--user",
-                              "--map-root-user", "--mount", "--net", "--ipc", "--uts",
+        unshare = shutil.which("unshare")  # real path: the uid may not traverse a link's dir
+        cfg = dict(cfg, argv=[os.path.realpath(unshare) if unshare else "unshare",
+                              "--user", "--map-root-user", "--mount", "--net", "--ipc", "--uts",
                               "--", "/bin/sh", "-c", _SERVER_INIT, "sh", python, "-I",
                               "-S", "-c", _SERVER_SOURCE, str(theirs.fileno())])
         try:

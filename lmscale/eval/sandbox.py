@@ -64,7 +64,7 @@ ISOLATION_LEVELS = (ISOLATION_BWRAP, ISOLATION_UNSHARE, ISOLATION_RLIMITS)
 # Default minimum: file-system + network + pid isolation (both namespace levels give it).
 MIN_ISOLATION = ISOLATION_UNSHARE
 _HOW_TO_GET = ("install bubblewrap (the system package 'bubblewrap'), or util-linux's "
-               "unshare + setpriv with user namespaces enabled (sysctl "
+               "unshare with user namespaces enabled (sysctl "
                "user.max_user_namespaces > 0, kernel.unprivileged_userns_clone=1, "
                "kernel.apparmor_restrict_unprivileged_userns=0)")
 
@@ -514,7 +514,10 @@ def execute_many(programs: Iterable[str], timeout_s: float = 10.0, max_workers: 
 
 
 def _probe(level: str) -> bool:
-    result = _run("print(6 * 7)", 10.0, 256, 1024, 8, 1, 16, level, _default_python())
+    try:
+        result = _run("print(6 * 7)", 10.0, 256, 1024, 8, 1, 16, level, _default_python())
+    except SandboxError:
+        return False
     return result.passed and result.stdout.strip() == "42"
 
 
