@@ -269,7 +269,7 @@ def execute(program: str, timeout_s: float = 10.0, memory_mb: int = 512,
       max_processes: cap on processes + threads of the sandbox (RLIMIT_NPROC; exact when
         the caller is root, on top of the user's own tasks otherwise).
       max_file_mb: largest file the program may write (RLIMIT_FSIZE), in MiB; also the
-        size of each private tmpfs under "bwrap".
+        size of each private tmpfs at the namespace levels.
       max_open_files: RLIMIT_NOFILE.
       isolation: force one of `ISOLATION_LEVELS`; None picks `isolation_level()`.
       python_executable: interpreter for the program; default the base interpreter of
