@@ -266,8 +266,8 @@ def execute(program: str, timeout_s: float = 10.0, memory_mb: int = 512,
       memory_mb: address-space limit (RLIMIT_AS) in MiB, per process.
       max_output_bytes: bound on captured stdout and on stderr, each, in bytes; more
         output stops the program with status "output_limit".
-      max_processes: cap on processes + threads of the sandbox (RLIMIT_NPROC; exact when
-        the caller is root, on top of the user's own tasks otherwise).
+      max_processes: cap on processes + threads of the sandbox (RLIMIT_NPROC; exact at
+        "unshare" and for a root caller, else on top of the user's own tasks).
       max_file_mb: largest file the program may write (RLIMIT_FSIZE), in MiB; also the
         size of each private tmpfs at the namespace levels.
       max_open_files: RLIMIT_NOFILE.
