@@ -74,6 +74,23 @@ for level in (None, "unshare", "bwrap"):
         report[str(level)] = [r.isolation, r.status, r.stdout.strip()]
     except sandbox.SandboxError as e:
         report[str(level)] = ["refused", str(e)]
+cap = ("import os, time\n"
+       "n = 0\n"
+       "for _ in range(200):\n"
+       "    try:\n"
+       "        pid = os.fork()\n"
+       "    except OSError:\n"
+       "        break\n"
+       "    if pid == 0:\n"
+       "        time.sleep(30)\n"
+       "        os._exit(0)\n"
+       "    n += 1\n"
+       "print(n)\n")
+try:  # the process cap (counted per user namespace, so exact without root too)
+    r = sandbox.execute(cap, timeout_s=10.0, isolation="unshare", max_processes=12)
+    report["cap"] = [r.status, r.stdout.strip()]
+except sandbox.SandboxError as e:
+    report["cap"] = ["refused", str(e)]
 print(json.dumps(report))
 """
 
@@ -148,6 +165,8 @@ def test_non_root_works_in_user_namespaces_or_refuses_clearly(tmp_path, hidden):
             assert "failed to start" in report[level][1], report[level]
         else:
             _assert_contained(report[level], level)
+    if report["cap"][0] != "refused":
+        assert report["cap"][0] == "passed" and 0 < int(report["cap"][1]) < 12, report["cap"]
 
 
 @pytest.mark.slow
