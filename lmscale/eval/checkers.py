@@ -62,8 +62,11 @@ def _code_checker(task, instance, timeout_s: float, sandbox_kwargs) -> CheckerFn
         program = code_program(task, instance, text)
         return sandbox.execute(program, timeout_s=timeout_s, **sandbox_kwargs).passed
 
-    # The level every sample of this checker runs under (for result rows and the report).
+    # The level every sample of this checker runs under (for result rows and the report);
+    # below the minimum the evaluation stops here, before any sampling.
     check.isolation = sandbox_kwargs.get("isolation") or sandbox.isolation_level()
+    sandbox.require_isolation(check.isolation,
+                              sandbox_kwargs.get("min_isolation", sandbox.MIN_ISOLATION))
     return check
 
 
@@ -83,6 +86,8 @@ def make_checker(task, instance, *, timeout_s: float = 10.0, **sandbox_kwargs) -
     Raises:
       ValueError: the task names no checker or an unknown one, or the instance lacks what
         its checker needs.
+      lmscale.eval.sandbox.SandboxError: "code", and the sandbox level is below the
+        minimum (names what is missing and how to get it).
     """
     kind = task.checker
     if kind in kinds.STRING_CHECKS:

@@ -5,28 +5,27 @@ and produces an `ExecResult` per program: a status, the exit code, bounded stdou
 stderr, the wall time and the isolation that was in force. The PassUntil evaluator binds
 the "code execution" pass checker of a task to `check_humaneval` / `execute`.
 
-Every program runs in a fresh process tree, started through a tiny launcher
-(``python -I -S -c _LAUNCHER``) that applies, before the program starts:
+Every program runs in a fresh process tree with, before it starts:
 
 * resource limits: address space (``RLIMIT_AS``), CPU seconds, file size, open files,
   core dumps off, and a process/thread cap (``RLIMIT_NPROC``);
-* when the caller is root, a switch to a fresh unprivileged uid/gid, unique to this
-  execution. ``RLIMIT_NPROC`` is not enforced for root, so this is what makes the
-  process cap (and so fork bombs) bounded; it also means the program cannot signal the
-  caller, read its ``/proc/<pid>/environ`` or write any file not writable by "others";
-* the strongest namespace isolation the machine offers (`isolation_level`, command lines
-  in `lmscale.eval._isolation`): ``"bwrap"`` or ``"unshare"`` (user, pid, net, ipc, uts
-  and mount namespaces; every mount read-only, fresh size-capped tmpfs on /tmp, /var/tmp
-  and /dev/shm, only the scratch dir writable), else ``"rlimits"`` (no namespaces; only
-  with ``min_isolation="rlimits"``, see docs/reliability.md). Below the minimum, or when
-  the sandbox cannot start, `SandboxError` is raised: never a failed sample.
+* when the caller is root, an unprivileged uid of its own (per program, or per pooled
+  server at the unshare level), so the process cap binds and the program cannot signal
+  the caller, read its ``/proc/<pid>/environ`` or write any file not writable by others;
+* the strongest namespace isolation the machine offers (`isolation_level`): ``"bwrap"``
+  (command line in `lmscale.eval._isolation`) or ``"unshare"`` (a pooled server in user,
+  net, ipc and uts namespaces with every mount read-only, `lmscale.eval._zygote`, forks a
+  fresh mount, IPC and pid namespace per program with fresh size-capped tmpfs on /tmp,
+  /var/tmp and /dev/shm, scratch dir included, and no capabilities), else ``"rlimits"``
+  (no namespaces; only with ``min_isolation="rlimits"``, see docs/reliability.md). Below
+  the minimum, or when the sandbox cannot start, `SandboxError` is raised: never a
+  failed sample.
 
-The environment is scrubbed (only PATH, HOME, TMPDIR and LANG are set, HOME and TMPDIR
-pointing at the scratch directory), stdin is ``/dev/null`` and output is read through
-non-blocking pipes up to ``max_output_bytes`` per stream, so a flood never deadlocks
-the reader. At the end the whole tree is killed: the launcher's process group, the pid
-namespace (its init dying takes every member with it) and, when a uid was switched,
-every process still owned by that uid.
+The environment is scrubbed (only PATH, HOME, TMPDIR and LANG, HOME and TMPDIR the
+scratch dir), stdin is ``/dev/null`` and output is read through non-blocking pipes up to
+``max_output_bytes`` per stream. At the end the whole tree is killed: the pid namespace
+(its init dying takes every member with it), the launcher's process group and, when a
+uid was switched per program, every process still owned by that uid.
 
 This module imports only the standard library: the launcher runs it under ``-S``.
 """
@@ -41,7 +40,6 @@ import json
 import math
 import os
 import re
-import selectors
 import shutil
 import signal
 import subprocess
@@ -52,8 +50,11 @@ import time
 import warnings
 from typing import Iterable, Mapping, Sequence
 
-from lmscale.eval import _isolation
+from lmscale.eval import _isolation, _nsserver, _zygote
+from lmscale.eval._isolation import count_tasks_of_uid as _count_tasks_of_uid
 from lmscale.eval._isolation import default_python as _default_python
+from lmscale.eval._isolation import pids_of_uid as _pids_of_uid
+from lmscale.eval._isolation import sweep_uid as _sweep_uid
 
 # Isolation levels, strongest first.
 ISOLATION_BWRAP = "bwrap"
@@ -63,7 +64,7 @@ ISOLATION_LEVELS = (ISOLATION_BWRAP, ISOLATION_UNSHARE, ISOLATION_RLIMITS)
 # Default minimum: file-system + network + pid isolation (both namespace levels give it).
 MIN_ISOLATION = ISOLATION_UNSHARE
 _HOW_TO_GET = ("install bubblewrap (the system package 'bubblewrap'), or util-linux's "
-               "unshare + setpriv with user namespaces enabled (sysctl "
+               "unshare with user namespaces enabled (sysctl "
                "user.max_user_namespaces > 0, kernel.unprivileged_userns_clone=1, "
                "kernel.apparmor_restrict_unprivileged_userns=0)")
 
@@ -91,9 +92,9 @@ def require_isolation(level: str, min_isolation: str = MIN_ISOLATION) -> None:
 # Statuses of an `ExecResult`.
 STATUS_PASSED = "passed"  # exit code 0
 STATUS_FAILED = "failed"  # non-zero exit (an exception, a failed assert)
-STATUS_TIMEOUT = "timeout"  # wall-clock limit, or CPU-time limit (SIGXCPU)
+STATUS_TIMEOUT = _isolation.STATUS_TIMEOUT  # wall-clock limit, or CPU-time limit (SIGXCPU)
 STATUS_MEMORY = "memory"  # MemoryError under RLIMIT_AS
-STATUS_OUTPUT_LIMIT = "output_limit"  # stdout or stderr exceeded max_output_bytes
+STATUS_OUTPUT_LIMIT = _isolation.STATUS_OUTPUT_LIMIT  # stdout or stderr exceeded max_output_bytes
 STATUS_KILLED = "killed"  # ended by a signal (not by the sandbox's own limits)
 STATUS_ERROR = "error"  # the sandbox itself could not run the program
 STATUSES = (STATUS_PASSED, STATUS_FAILED, STATUS_TIMEOUT, STATUS_MEMORY,
@@ -132,10 +133,7 @@ except BaseException as e:
 """
 
 _MEMORY_ERROR_RE = re.compile(r"^MemoryError\b", re.MULTILINE)
-# Grace period for the last output after the program's process has exited.
-_DRAIN_S = 0.2
-# How often the reader checks whether the program's process has exited.
-_POLL_S = 0.05
+_collect = _isolation.collect_output
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,60 +204,11 @@ def _next_uid() -> int | None:
     return _UID_BASE + os.getpid() * _UID_SLOTS_PER_PROCESS + slot
 
 
-def _pids_of_uid(uid: int) -> list[int]:
-    """Live (non-zombie) pids, in the host pid namespace, whose real uid is `uid`.
-
-    Zombies are left out: they hold no resources and cannot be killed; those of a pid
-    namespace's init are reparented to the host's init, which may reap them late.
-    """
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/status", "rb") as f:
-                fields = dict(line.split(b":", 1) for line in f if b":" in line)
-            if int(fields[b"Uid"].split()[0]) == uid and fields[b"State"].split()[0] not in (
-                    b"Z", b"X"):
-                pids.append(int(entry))
-        except (OSError, ValueError, KeyError, IndexError):
-            continue  # the process ended while we read it
-    return pids
-
-
-def _count_tasks_of_uid(uid: int) -> int:
-    """Threads + processes of `uid`: what RLIMIT_NPROC counts against a non-root user."""
-    total = 0
-    for pid in _pids_of_uid(uid):
-        try:
-            total += len(os.listdir(f"/proc/{pid}/task"))
-        except OSError:
-            continue
-    return total
-
-
-def _sweep_uid(uid: int, budget_s: float = 5.0) -> None:
-    """SIGKILLs every process of `uid` until none is left (the process cap bounds it)."""
-    end = time.monotonic() + budget_s
-    while True:
-        pids = _pids_of_uid(uid)
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if time.monotonic() > end:
-            raise RuntimeError(f"sandbox: processes of uid {uid} survive SIGKILL: {pids}")
-        time.sleep(0.005)
-
-
 def _rlimits(timeout_s: float, memory_mb: int, max_processes: int, max_file_mb: int,
-             max_open_files: int, uid: int | None) -> list[tuple[str, int]]:
+             max_open_files: int, count_user_tasks: bool) -> list[tuple[str, int]]:
     nproc = max_processes
-    if uid is None:
-        # Not root: RLIMIT_NPROC counts every task of the calling user.
+    if count_user_tasks:
+        # Not root and no user namespace: RLIMIT_NPROC counts every task of the user.
         nproc += _count_tasks_of_uid(os.getuid())
     return [("RLIMIT_AS", memory_mb << 20),
             ("RLIMIT_CPU", int(math.ceil(timeout_s)) + 1),
@@ -267,57 +216,6 @@ def _rlimits(timeout_s: float, memory_mb: int, max_processes: int, max_file_mb: 
             ("RLIMIT_NOFILE", max_open_files),
             ("RLIMIT_CORE", 0),
             ("RLIMIT_NPROC", nproc)]
-
-
-def _collect(proc: subprocess.Popen, deadline: float, max_output_bytes: int):
-    """Reads both pipes until EOF, exit + drain, the deadline or the output bound.
-
-    Returns:
-      (stdout bytes, stderr bytes, stop reason: None, STATUS_TIMEOUT or
-      STATUS_OUTPUT_LIMIT).
-    """
-    bufs = {"stdout": bytearray(), "stderr": bytearray()}
-    sel = selectors.DefaultSelector()
-    for name in bufs:
-        stream = getattr(proc, name)
-        os.set_blocking(stream.fileno(), False)
-        sel.register(stream, selectors.EVENT_READ, name)
-    reason = None
-    exited_at = None
-    try:
-        while sel.get_map():
-            now = time.monotonic()
-            if now >= deadline:
-                reason = STATUS_TIMEOUT
-                break
-            if exited_at is None and proc.poll() is not None:
-                exited_at = now
-            if exited_at is not None and now - exited_at > _DRAIN_S:
-                break  # a leftover descendant holds the pipe open; it is killed next
-            for key, _ in sel.select(min(deadline - now, _POLL_S)):
-                try:
-                    chunk = os.read(key.fileobj.fileno(), 1 << 16)
-                except BlockingIOError:
-                    continue
-                if not chunk:
-                    sel.unregister(key.fileobj)
-                    continue
-                buf = bufs[key.data]
-                buf += chunk[:max_output_bytes + 1 - len(buf)]
-                if len(buf) > max_output_bytes:
-                    reason = STATUS_OUTPUT_LIMIT
-            if reason is not None:
-                break
-    finally:
-        sel.close()
-    if reason is None:
-        # Both pipes at EOF (or drained): the launcher may still be collecting its
-        # child's status (bwrap, unshare), so wait rather than kill it.
-        try:
-            proc.wait(timeout=max(deadline - time.monotonic(), 0.0))
-        except subprocess.TimeoutExpired:
-            reason = STATUS_TIMEOUT
-    return bytes(bufs["stdout"]), bytes(bufs["stderr"]), reason
 
 
 def _classify(returncode: int, stderr: str, isolation: str) -> str:
@@ -368,10 +266,10 @@ def execute(program: str, timeout_s: float = 10.0, memory_mb: int = 512,
       memory_mb: address-space limit (RLIMIT_AS) in MiB, per process.
       max_output_bytes: bound on captured stdout and on stderr, each, in bytes; more
         output stops the program with status "output_limit".
-      max_processes: cap on processes + threads of the sandbox (RLIMIT_NPROC; exact when
-        the caller is root, on top of the user's own tasks otherwise).
+      max_processes: cap on processes + threads of the sandbox (RLIMIT_NPROC; exact at
+        "unshare" and for a root caller, else on top of the user's own tasks).
       max_file_mb: largest file the program may write (RLIMIT_FSIZE), in MiB; also the
-        size of each private tmpfs under "bwrap".
+        size of each private tmpfs at the namespace levels.
       max_open_files: RLIMIT_NOFILE.
       isolation: force one of `ISOLATION_LEVELS`; None picks `isolation_level()`.
       python_executable: interpreter for the program; default the base interpreter of
@@ -409,6 +307,9 @@ def execute(program: str, timeout_s: float = 10.0, memory_mb: int = 512,
 
 def _run(program, timeout_s, memory_mb, max_output_bytes, max_processes, max_file_mb,
          max_open_files, isolation, python) -> ExecResult:
+    if isolation == ISOLATION_UNSHARE:
+        return _run_unshare(program, timeout_s, memory_mb, max_output_bytes, max_processes,
+                            max_file_mb, max_open_files, python)
     start = time.monotonic()
     uid = _next_uid()
     scratch = tempfile.mkdtemp(prefix="lmscale-sandbox-")
@@ -419,15 +320,12 @@ def _run(program, timeout_s, memory_mb, max_output_bytes, max_processes, max_fil
         if uid is not None:
             os.chown(scratch, uid, uid)
             os.chmod(scratch, 0o700)
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch,
-               "LANG": "C.UTF-8"}
+        env = _env(scratch)
         argv = [python, "-I", "-B", prog_path]
         if isolation == ISOLATION_BWRAP:
             argv = _isolation.bwrap_argv(scratch, max_file_mb, env) + argv
-        elif isolation == ISOLATION_UNSHARE:
-            argv = _isolation.unshare_argv(scratch, max_file_mb) + argv
         cfg = {"rlimits": _rlimits(timeout_s, memory_mb, max_processes, max_file_mb,
-                                   max_open_files, uid),
+                                   max_open_files, uid is None),
                "uid": uid, "argv": argv, "env": env}
         try:
             proc = subprocess.Popen(
@@ -443,18 +341,80 @@ def _run(program, timeout_s, memory_mb, max_output_bytes, max_processes, max_fil
             _kill_tree(proc, uid)
             proc.stdout.close()
             proc.stderr.close()
-        returncode = proc.returncode
-        stdout = out[:max_output_bytes].decode("utf-8", errors="replace")
-        stderr = err[:max_output_bytes].decode("utf-8", errors="replace")
-        if reason is None:
-            status = _classify(returncode, stderr, isolation)
-        else:
-            status, returncode = reason, None
-        return ExecResult(status, returncode, stdout, stderr, time.monotonic() - start,
-                          isolation, uid, len(out) > max_output_bytes
-                          or len(err) > max_output_bytes)
+        return _result(out, err, reason, proc.returncode, max_output_bytes, start,
+                       isolation, uid)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _env(scratch: str) -> dict[str, str]:
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch,
+            "LANG": "C.UTF-8"}
+
+
+def _result(out, err, reason, returncode, max_output_bytes, start, isolation, uid):
+    stdout = out[:max_output_bytes].decode("utf-8", errors="replace")
+    stderr = err[:max_output_bytes].decode("utf-8", errors="replace")
+    if reason is None:
+        status = _classify(returncode, stderr, isolation)
+    else:
+        status, returncode = reason, None
+    return ExecResult(status, returncode, stdout, stderr, time.monotonic() - start,
+                      isolation, uid, len(out) > max_output_bytes
+                      or len(err) > max_output_bytes)
+
+
+# Servers of the unshare level get uids of their own range (so no per-program uid of the
+# other levels equals a live server's): base + 2^29 + (pid * 64 + server index).
+_server_counter = itertools.count()
+
+
+def _start_server() -> _zygote.Server:
+    uid = None
+    if _is_root():
+        with _uid_lock:
+            slot = next(_server_counter) % _UID_SLOTS_PER_PROCESS
+        uid = _UID_BASE + (1 << 29) + os.getpid() * _UID_SLOTS_PER_PROCESS + slot
+    cfg = {"rlimits": [("RLIMIT_CORE", 0)], "uid": uid, "env": _env("/")}
+    try:
+        return _zygote.Server([sys.executable, "-I", "-S", "-c", _LAUNCHER], cfg,
+                              _default_python())
+    except _zygote.StartError as e:
+        raise SandboxError(f"sandbox: level 'unshare' failed to start its namespace "
+                           f"server: {e}. {_HOW_TO_GET}") from e
+
+
+def _run_unshare(program, timeout_s, memory_mb, max_output_bytes, max_processes,
+                 max_file_mb, max_open_files, python) -> ExecResult:
+    """One program in a fresh mount + IPC + pid namespace of a pooled server."""
+    start = time.monotonic()
+    server = _zygote.POOL.checkout(_start_server)
+    healthy = False
+    try:
+        # The server, C and I count against the program's RLIMIT_NPROC: it is counted
+        # per user namespace, which holds only this sandbox's processes.
+        request = {"program": program, "python": python, "tmp_mb": max_file_mb,
+                   "env": _env(_nsserver.SCRATCH),
+                   "rlimits": _rlimits(timeout_s, memory_mb, max_processes + 3,
+                                       max_file_mb, max_open_files, False)}
+        job = server.start(request)
+        try:
+            out, err, reason = _collect(job, start + timeout_s, max_output_bytes)
+        finally:
+            job.kill()
+            job.stdout.close()
+            job.stderr.close()
+        if job.broken:
+            raise SandboxError("sandbox: the namespace server of level 'unshare' died "
+                               "while running a program")
+        healthy = True
+        return _result(out, err, reason, job.returncode, max_output_bytes, start,
+                       ISOLATION_UNSHARE, server.uid)
+    except OSError as e:
+        raise SandboxError(f"sandbox: level 'unshare': lost its namespace server: {e!r}") \
+            from e
+    finally:
+        _zygote.POOL.checkin(server, healthy, _sweep_uid)
 
 
 def _kill_tree(proc: subprocess.Popen, uid: int | None) -> None:
@@ -554,7 +514,10 @@ def execute_many(programs: Iterable[str], timeout_s: float = 10.0, max_workers: 
 
 
 def _probe(level: str) -> bool:
-    result = _run("print(6 * 7)", 10.0, 256, 1024, 8, 1, 16, level, _default_python())
+    try:
+        result = _run("print(6 * 7)", 10.0, 256, 1024, 8, 1, 16, level, _default_python())
+    except SandboxError:
+        return False
     return result.passed and result.stdout.strip() == "42"
 
 
@@ -580,9 +543,11 @@ def isolation_level() -> str:
             RuntimeWarning, stacklevel=2)
     if not _is_root():
         warnings.warn(
-            "lmscale sandbox: not running as root, so programs keep the caller's uid: "
-            "the process cap counts all of this user's processes and, without a pid "
-            "namespace, a program can signal this user's processes.",
+            "lmscale sandbox: not running as root, so programs run under the caller's "
+            "uid (mapped into a user namespace at the bwrap and unshare levels): they can "
+            "read every file this user can read (writes: read-only mounts there). At the "
+            "rlimits level they can also write and delete all of this user's files and "
+            "signal its processes.",
             RuntimeWarning, stacklevel=2)
     return level
 

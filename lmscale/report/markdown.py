@@ -11,6 +11,7 @@ import math
 import pathlib
 from typing import Any, Mapping, Sequence
 
+from lmscale.eval import sandbox
 from lmscale.report.analysis import strip_private
 
 
@@ -180,6 +181,44 @@ def _pu_section(task, info, figures) -> list[str]:
     return lines + _figures(task, figures, ("pu_band", "pu_scaling", "pu_vs_loss"))
 
 
+def isolation_levels(rows) -> dict[str, list[str]]:
+    """Per code-execution task, the sandbox isolation levels its result rows record.
+
+    Args:
+      rows: result rows (dicts or `ResultRow`s); per-instance rows of a "code" task carry
+        ``detail["isolation"]`` (set by the evaluation runner).
+
+    Returns:
+      {task: sorted distinct levels}; tasks whose rows name no level are absent.
+    """
+    levels: dict[str, set[str]] = {}
+    for row in rows:
+        get = row.get if isinstance(row, Mapping) else lambda k, r=row: getattr(r, k, None)
+        level = (get("detail") or {}).get("isolation")
+        if level is not None:
+            levels.setdefault(str(get("task")), set()).add(str(level))
+    return {task: sorted(found) for task, found in sorted(levels.items())}
+
+
+def isolation_section(levels: Mapping[str, Sequence[str]]) -> list[str]:
+    """The report lines naming the sandbox isolation each code-execution task ran under."""
+    if not levels:
+        return []
+    lines = ["", "## Code execution isolation", "",
+             "Sandbox level of every executed sample (lmscale.eval.sandbox; what each level "
+             "contains: docs/reliability.md, threat model).", ""]
+    order = sandbox.ISOLATION_LEVELS
+    for task, found in levels.items():
+        weak = [lv for lv in found if lv not in order
+                or order.index(lv) > order.index(sandbox.MIN_ISOLATION)]
+        note = (f" ({', '.join(weak)} is below the default minimum "
+                f"{sandbox.MIN_ISOLATION!r}: explicitly opted in, weaker containment)"
+                if weak else "")
+        mixed = " (mixed: rows ran under different levels)" if len(found) > 1 else ""
+        lines.append(f"- {task}: {', '.join(found)}{mixed}{note}")
+    return lines
+
+
 def render(analysis: Mapping[str, Any], figures: Mapping[str, str], *, title: str,
            setup: Mapping[str, Any]) -> str:
     """The markdown text of the report."""
@@ -199,6 +238,7 @@ def render(analysis: Mapping[str, Any], figures: Mapping[str, str], *, title: st
     lines += _backtests_section(analysis)
     lines += ["", "## Setup", ""] + [f"- {k}: {v}" for k, v in setup.items()]
     lines += _runs_section(analysis)
+    lines += isolation_section(analysis.get("isolation") or {})
     lines += _loss_law_section(analysis["loss_law"], figures)
     lines += ["", "## Tasks", ""]
     for task, info in analysis["tasks"].items():

@@ -262,6 +262,7 @@ def analyze_and_report(config: StudyConfig, workdir: pathlib.Path, infos: dict[s
         held_out=config.held_out, passuntil_r=config.passuntil.r,
         passuntil_k_max=config.passuntil.k_max,
         targets=config.resolved_targets(), level=config.level)
+    analysis["isolation"] = markdown.isolation_levels(rows)  # code tasks' sandbox levels
     figures = figures_lib.write_figures(analysis, workdir)
     markdown.write_report(analysis, figures, workdir, title=config.name, setup=setup)
     return analysis
