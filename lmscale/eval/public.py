@@ -86,7 +86,8 @@ class PublicLadder:
 
     Attributes:
       name: title of the study (report heading).
-      root: directory that relative checkpoint paths start from.
+      root: directory that relative checkpoint paths start from (None: every path must
+        be absolute; checked when the checkpoints are read).
       checkpoints: `Checkpoint`s or dicts with their fields, in any order.
       corpus: validation corpus task (`lmscale.data.corpora`); None: no corpus recorded
         (validation loss then needs `ValidationConfig.corpus`, or `enabled=False`).
@@ -97,7 +98,7 @@ class PublicLadder:
     """
 
     name: str = "public ladder"
-    root: str = ""
+    root: str | None = None
     checkpoints: tuple = ()
     corpus: str | None = None
     seq_len: int = 512
@@ -133,8 +134,17 @@ class PublicLadder:
             seen[key] = i
 
     def checkpoint_dir(self, entry: Checkpoint) -> pathlib.Path:
+        """The entry's directory; raises PublicLadderError for a relative path without a
+        root."""
         path = pathlib.Path(entry.path).expanduser()
-        return path if path.is_absolute() else pathlib.Path(self.root).expanduser() / path
+        if path.is_absolute():
+            return path
+        if not self.root:
+            raise PublicLadderError(f"PublicLadder.root is unset and checkpoint "
+                                    f"{entry.model!r} has the relative path {entry.path!r}: "
+                                    f"set the root (PUBLIC_ROOT in experiments/public_ladder"
+                                    f".gin) or give absolute paths")
+        return pathlib.Path(self.root).expanduser() / path
 
     def models(self) -> dict[str, list[Checkpoint]]:
         """Model name -> its checkpoints in step order."""

@@ -74,9 +74,25 @@ class PublicStudyConfig:
             raise ConfigError(f"PublicStudyConfig.intermediate_k_max={self.intermediate_k_max}"
                               f" < PassUntil r={self.passuntil.r}")
 
+        if not self.validation.enabled or not (self.validation.corpus or self.ladder.corpus):
+            raise ConfigError("PublicStudyConfig: the report needs validation loss; set "
+                              "PublicLadder.corpus (or ValidationConfig.corpus) and keep "
+                              "ValidationConfig.enabled")
+
     @property
     def tasks(self) -> list[str]:
         return list(self.mc_tasks) + list(self.passuntil_tasks)
+
+
+def check_rungs(config: PublicStudyConfig, runs: dict[str, public_lib.PublicRun]) -> None:
+    """Fails before any evaluation when the runs give too few rungs for the analysis."""
+    rungs = {(r.record.N, r.record.D) for r in runs.values()}
+    if len(rungs) < config.held_out + 3:
+        raise ConfigError(
+            f"PublicStudyConfig: {len(runs)} run(s) give {len(rungs)} rung(s) (distinct N, "
+            f"final D); with held_out={config.held_out} the loss law needs "
+            f">= {config.held_out + 3}: add models, or set PublicLadder.per_checkpoint_runs "
+            f"= True to make every checkpoint a rung")
 
 
 def evaluate_runs(config: PublicStudyConfig, runs: dict[str, public_lib.PublicRun],
@@ -169,6 +185,7 @@ def evaluate_public_ladder(config: PublicStudyConfig, workdir: str | pathlib.Pat
     if config_text and jax.process_index() == 0:
         (root / "config.gin").write_text(config_text, encoding="utf-8")
     runs = public_lib.build_runs(config.ladder)
+    check_rungs(config, runs)
     results = evaluate_runs(config, runs, root / runner.RESULTS_FILE)
     if jax.process_index() != 0:
         return {}
