@@ -71,7 +71,8 @@ def test_errors_name_the_file(tmp_path):
     with pytest.raises(hf_vocab.HFTokenizerError, match="no EOS token"):
         hf_vocab.HFVocabulary(tmp_path)
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<nope>"}))
-    with pytest.raises(hf_vocab.HFTokenizerError, match="tokenizer_config.json: eos_token '<nope>'"):
+    with pytest.raises(hf_vocab.HFTokenizerError,
+                       match="tokenizer_config.json: eos_token '<nope>'"):
         hf_vocab.HFVocabulary(tmp_path)
     (tmp_path / "tokenizer_config.json").unlink()
     (tmp_path / "config.json").write_text(json.dumps({"eos_token_id": 10**6}))

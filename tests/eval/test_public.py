@@ -163,12 +163,17 @@ def test_public_ladder_matches_transformers(family, fixtures, tmp_path):
     results = runner.evaluate(list(runs), [MC_TASK], source=public.public_source(runs),
                               results_path=str(tmp_path / "results.jsonl"),
                               validation=runner.ValidationConfig(batch_size=4))
-    tok = tokenizers.Tokenizer.from_file(str(tmp_path / "hub" / f"{family}-0/step10/tokenizer.json"))
+    tok = tokenizers.Tokenizer.from_file(
+        str(tmp_path / "hub" / f"{family}-0" / "step10" / "tokenizer.json"))
     from lmscale.data.pipeline import LMStream
 
     batches = list(LMStream(CORPUS, "validation", SEQ_LEN, 4, seed=0,
                             vocab_spec=small.vocab_spec, repeat=False))
     by_key = {(r.run, r.step, r.task, r.metric, r.instance): r for r in results.rows}
+    losses = [by_key[(n, s, R.VALIDATION_TASK, R.VALIDATION_LOSS, None)].value
+              for n, s in models]
+    # Every checkpoint was loaded (the losses differ far beyond the tolerance below).
+    assert min(abs(a - b) for i, a in enumerate(losses) for b in losses[i + 1:]) > 1e-3
     for (name, step), model in models.items():
         rec = runs[name].record
         row = by_key[(name, step, R.VALIDATION_TASK, R.VALIDATION_LOSS, None)]

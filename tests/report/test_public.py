@@ -92,6 +92,11 @@ def test_config_errors_name_the_culprit(hub, tmp_path):
     missing = [dict(entries[0], path="nowhere")]
     with pytest.raises(public.PublicLadderError, match="nowhere/config.json"):
         public.build_runs(public.PublicLadder(root=str(hub_dir), checkpoints=missing))
+    mixed = [dict(e, path="llama-1/step20") if e["path"] == "llama-0/step10" else e
+             for e in entries]
+    with pytest.raises(public.PublicLadderError, match="llama-1/step20/config.json: model "
+                                                       "'llama-0' differs"):
+        public.build_runs(public.PublicLadder(root=str(hub_dir), checkpoints=mixed))
     # Without steps a checkpoint's step is its token count.
     no_steps = [{k: v for k, v in e.items() if k != "step"} for e in entries]
     run = public.build_runs(public.PublicLadder(root=str(hub_dir), checkpoints=no_steps))
