@@ -34,14 +34,15 @@ from absl import logging
 
 from lmscale.data import vocab as vocab_lib
 from lmscale.eval import runner
-from lmscale.models import ModelConfig, count_params
+from lmscale.models import ConfigError, ModelConfig, count_params
 from lmscale.models import convert
 from lmscale.train import record as record_lib
 
 
-class PublicLadderError(ValueError):
+class PublicLadderError(ConfigError):
     """A public-ladder description is inconsistent or names a missing checkpoint; the
-    message names the entry or file."""
+    message names the entry or file (a ConfigError: the binaries print it without a
+    traceback)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -120,3 +120,20 @@ def test_example_gin_file_builds_the_study_config():
     assert all(c.tokens == c.step * 2048 * 1024 for c in ladder.checkpoints)
     assert ladder.checkpoint_dir(ladder.checkpoints[0]) == pathlib.Path(
         "/data/pythia/pythia-70m/step71000")
+
+
+def test_binary_names_an_unset_root(tmp_path, fast_compile_env):
+    """The one command of docs/public_ladders.md, without PUBLIC_ROOT: one message, no
+    traceback, before any checkpoint is read."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "lmscale.main.public_ladder",
+         "--gin_file=experiments/public_ladder.gin", f"--workdir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, **fast_compile_env, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode != 0
+    assert "FATAL PublicLadderError: PublicLadder.root is unset" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
