@@ -4,6 +4,8 @@ Specs:
   "byte"                      seqio.ByteVocabulary (259 ids: pad 0, eos 1, unk 2, byte b -> b+3).
   "/path/to/model.model"      any SentencePiece model (e.g. one from tools/train_tokenizer.py).
   "tokenizers:/path/tok.json" a Hugging Face `tokenizers` JSON file (GPT-NeoX / Pythia).
+  "hf:/path/to/checkpoint"    a Hugging Face checkpoint's tokenizer.json (or the file), EOS
+                              from its tokenizer config (`hf_vocab.HFVocabulary`).
 
 Consumed by `corpora.py` (task output features), `pipeline.py` and the evaluator, which
 tokenises prompts and choices itself.
@@ -20,6 +22,7 @@ import tensorflow as tf
 
 BYTE = "byte"
 TOKENIZERS_PREFIX = "tokenizers:"
+HF_PREFIX = "hf:"
 
 
 class TokenizersVocabulary(seqio.Vocabulary):
@@ -100,12 +103,17 @@ def get_vocabulary(spec: str = BYTE) -> seqio.Vocabulary:
         return seqio.ByteVocabulary()
     if spec.startswith(TOKENIZERS_PREFIX):
         return TokenizersVocabulary(spec[len(TOKENIZERS_PREFIX):])
+    if spec.startswith(HF_PREFIX):
+        from lmscale.data import hf_vocab  # imports this module: resolved on use
+
+        return hf_vocab.HFVocabulary(spec[len(HF_PREFIX):])
     if spec.endswith(".model"):
         if not os.path.isfile(spec):
             raise ValueError(f"SentencePiece model not found: {spec}")
         return seqio.SentencePieceVocabulary(spec)
     raise ValueError(f"unknown vocabulary spec {spec!r}; expected 'byte', a SentencePiece "
-                     f"'.model' path, or '{TOKENIZERS_PREFIX}<path.json>'")
+                     f"'.model' path, '{TOKENIZERS_PREFIX}<path.json>' or "
+                     f"'{HF_PREFIX}<checkpoint dir>'")
 
 
 def vocab_key(spec: str) -> str:
