@@ -62,6 +62,9 @@ class OvertrainConfig:
         "non_embedding" (Kaplan et al.'s N); sets D = M N and C = 6 N D of every run.
       fit_max_flops: runs with C <= this are fitted, the rest are held out and predicted;
         None: Gadre et al.'s Table 1 scheme (`gadre_fit_set`).
+      error_fit_also: trained runs ("model_name:M", above the cutoff) whose measured loss
+        and error join the Err(L) fit only (Gadre et al. fit eq. 5 with their 1.4B M=20
+        run added); their loss is still predicted, their error is not.
       predict: never-trained targets, "N=<N>,M=<M>[,name=...]" (N counted per `counting`).
       seq_len, batch_size, batch_sizes: training rows; batch_sizes: one per model.
       corpus, vocab_spec: training corpus and vocabulary.
@@ -79,6 +82,7 @@ class OvertrainConfig:
     runs: tuple[str, ...] = ()
     counting: str = "total"
     fit_max_flops: float | None = None
+    error_fit_also: tuple[str, ...] = ()
     predict: tuple[str, ...] = ()
     seq_len: int = 128
     batch_size: int = 16
@@ -94,7 +98,8 @@ class OvertrainConfig:
     num_resamples: int = 200
 
     def __post_init__(self):
-        for field in ("models", "token_multipliers", "runs", "predict", "seeds", "mc_tasks"):
+        for field in ("models", "token_multipliers", "runs", "predict", "seeds", "mc_tasks",
+                      "error_fit_also"):
             object.__setattr__(self, field, tuple(getattr(self, field)))
         where = "OvertrainConfig"
         if self.counting not in COUNTINGS:
@@ -115,7 +120,16 @@ class OvertrainConfig:
                               "num_resamples >= 2")
         if not self.mc_tasks:
             raise ConfigError(f"{where}.mc_tasks is empty: Err(L) needs a task")
-        self.pairs()  # raises on a bad `runs` entry
+        trained = {(m.name, x) for m, x in self.pairs()}  # raises on a bad `runs` entry
+        for text in self.error_fit_also:
+            name, _, mult = str(text).partition(":")
+            try:
+                ok = (name, float(mult)) in trained
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ConfigError(f"OvertrainConfig.error_fit_also entry {text!r}: not one "
+                                  "of the trained 'model_name:M' runs")
         for t in self.predict:
             parse_target(t)
 
@@ -123,6 +137,12 @@ class OvertrainConfig:
         """N of `model` under this config's counting."""
         p = model.num_params
         return int(p.total if self.counting == "total" else p.non_embedding)
+
+    def error_fit_points(self) -> list[tuple[int, float]]:
+        """`error_fit_also` as (N, M) under this config's counting."""
+        by_name = {m.name: m for m in self.models}
+        return [(self.n_of(by_name[t.partition(":")[0]]), float(t.partition(":")[2]))
+                for t in self.error_fit_also]
 
     def pairs(self) -> list[tuple[ModelConfig, float]]:
         """The trained (model, M) pairs, smallest model first, then M."""
@@ -271,11 +291,14 @@ def _fit_json(fit) -> dict[str, Any]:
 
 def analyze_overtrain(rows, infos: Mapping[str, Any], *, mc_tasks: Sequence[str],
                       counting: str = "total", fit_max_flops: float | None = None,
+                      error_fit_also: Sequence[tuple[int, float]] = (),
                       predict: Sequence[str] = (), level: float = 0.9,
                       num_resamples: int = 200, seed: int = 0) -> dict[str, Any]:
     """Result rows + run records -> the over-training analysis (JSON-ready dict).
 
     Keys: points (one per (N, D): N, D, M, C, loss, err per task and "average", fitted),
+    `error_fit_also`: (N, M) of held-out runs whose error joins the Err(L) fit (M within
+    2%, as trained D is rounded up to whole steps); their error is then not predicted.
     loss_law, error_laws (task -> fit), predictions (held-out trained runs, measured) and
     targets (never-trained `predict` entries), backtests.summary (coverage, median error),
     notes. A fit that fails is reported in notes, never fatal.
@@ -288,6 +311,8 @@ def analyze_overtrain(rows, infos: Mapping[str, Any], *, mc_tasks: Sequence[str]
              else [p["C"] <= fit_max_flops for p in points])
     for p, f in zip(points, flags):
         p["fitted"] = bool(f)
+        p["error_fitted"] = bool(f) or any(p["N"] == n and abs(p["M"] / m - 1) < 0.02
+                                           for n, m in error_fit_also)
     fitted = [p for p in points if p["fitted"]]
     held = [p for p in points if not p["fitted"]]
     notes: list[str] = []
@@ -312,7 +337,7 @@ def analyze_overtrain(rows, infos: Mapping[str, Any], *, mc_tasks: Sequence[str]
     err_fits = {}
     for task in tasks + ["average"]:
         try:
-            err_fits[task] = _err_fit(fitted, task, tasks)
+            err_fits[task] = _err_fit([p for p in points if p["error_fitted"]], task, tasks)
             out["error_laws"][task] = _fit_json(err_fits[task])
         except (ValueError, RuntimeError) as e:
             notes.append(f"Err(L) for {task} could not be fitted: {e}")
@@ -350,7 +375,7 @@ def _chain_rows(loss_fit, err_fits, targets, tasks, level, num_resamples, seed, 
                      for p, t in zip(lp, targets)]
             loss_done = True
         rows += [_pred_row(p, "error", task, t, t.get("err", {}).get(task))
-                 for p, t in zip(ep, targets)]
+                 for p, t in zip(ep, targets) if not t.get("error_fitted")]
     if not loss_done:
         preds = F.predictive(loss_fit, level, num_resamples, seed, N=N, D=D)
         rows += [_pred_row(p, "loss", "validation", t, t.get("loss"))
@@ -416,7 +441,9 @@ def analyze_workdir(config: OvertrainConfig, root: pathlib.Path, infos, rows,
     rows = list(rows)
     analysis = analyze_overtrain(rows, infos, mc_tasks=config.mc_tasks,
                                  counting=config.counting,
-                                 fit_max_flops=config.fit_max_flops, predict=config.predict,
+                                 fit_max_flops=config.fit_max_flops,
+                                 error_fit_also=config.error_fit_points(),
+                                 predict=config.predict,
                                  level=config.level, num_resamples=config.num_resamples)
     baselines = {t: registry.get_eval_task(t).random_baseline for t in config.mc_tasks}
     analysis["loss_view"] = lossview.analyze_lossview(

@@ -128,6 +128,19 @@ def test_counting_non_embedding_changes_N(synthetic):
     assert out["predictions"] == [] and all(p["fitted"] for p in out["points"])
 
 
+def test_error_fit_also_joins_err_fit_only(synthetic):
+    runs, rows = synthetic
+    out = O.analyze_overtrain(rows, runs, mc_tasks=TASKS, fit_max_flops=CUTOFF,
+                              error_fit_also=[(160_000, 20.0)], num_resamples=5)
+    assert out["loss_law"]["num_points"] == len(FITTED)
+    assert out["error_laws"]["average"]["num_points"] == len(FITTED) + 1
+    at = [p for p in out["predictions"] if p["N"] == 160_000 and round(p["M"]) == 20]
+    assert [p["quantity"] for p in at] == ["loss"]
+    with pytest.raises(ConfigError, match="error_fit_also entry 'w48:40'"):
+        O.OvertrainConfig(models=MODELS, runs=("w32:5", "w48:20"), mc_tasks=("t",),
+                          error_fit_also=("w48:40",))
+
+
 def test_missing_final_loss_is_named(synthetic):
     runs, rows = synthetic
     rows = [r for r in rows if not (r["run"] == "n20000_M5_s0" and r["step"] == 3
@@ -167,3 +180,22 @@ def test_study_hook_and_gin_plan():
     text = study.run_study(None, "/nonexistent", overtrain=cfg, mode="plan")["plan"]
     assert text.count("held out") == 2 and text.count(" fit") == 8
     assert "w80_M20_s0" in text and "N counted total" in text
+
+
+def test_tpu_variant_is_gadre_table1():
+    import gin
+
+    gin.add_config_file_search_path(str(ROOT))
+    try:
+        gin.parse_config_files_and_bindings([str(ROOT / "experiments/overtrain_tpu.gin")],
+                                            [], finalize_config=False)
+        cfg = gin.get_configurable(O.OvertrainConfig)()
+    finally:
+        gin.clear_config()
+    text = O.plan(cfg)
+    fitted = sorted(line.split()[0] for line in text.splitlines() if line.endswith(" fit"))
+    assert fitted == sorted([f"gadre2024-{s}_M20_s0" for s in
+                             ("0.011B", "0.079B", "0.154B", "0.411B")]
+                            + ["gadre2024-0.011B_M320_s0"])
+    assert text.count("held out") == 2
+    assert cfg.error_fit_points() == [(cfg.models[-1].num_params.total, 20.0)]
