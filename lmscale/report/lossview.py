@@ -135,14 +135,15 @@ def _n0(eta: float | None, kaplan) -> float | None:
 
 
 def _question_draws(mat, loss, base, perfect, num_resamples, seed):
-    """eta of each question resample (None where the refit failed)."""
+    """eta of each question resample (None where the refit failed or is unreliable, as
+    `lmscale.fit.bootstrap_fit` counts them)."""
     rng = np.random.default_rng(seed)
     q = mat.shape[1]
     draws = []
     for _ in range(num_resamples):
         perf = mat[:, rng.integers(0, q, q)].mean(axis=1)
         fit, _ = _threshold(loss, F.normalize_performance(perf, base, perfect))
-        draws.append(None if fit is None else fit.params["eta"])
+        draws.append(None if fit is None or not fit.reliable else fit.params["eta"])
     return draws
 
 
@@ -170,9 +171,11 @@ def _metric_view(metric, pts, task, base, perfect, mats, kaplan, level, num_resa
     if mats is not None:
         draws = _question_draws(mats[metric], loss, base, perfect, num_resamples, seed)
         thr["eta_interval_questions"] = _interval(draws, level)
-        n0 = [_n0(d, kaplan) for d in draws if d is not None]
-        thr["N0_interval_questions"] = _interval(n0, level)
-        thr["N0_never_reached"] = int(sum(v is None for v in n0))
+        thr["question_resamples_failed"] = int(sum(d is None for d in draws))
+        if kaplan is not None:
+            n0 = [_n0(d, kaplan) for d in draws if d is not None]
+            thr["N0_interval_questions"] = _interval(n0, level)
+            thr["N0_never_reached"] = int(sum(v is None for v in n0))
     out["threshold"] = thr
     return out
 
@@ -296,8 +299,11 @@ def section(view: Mapping[str, Any], figures: Mapping[str, str]) -> list[str]:
             mv = tv[metric]
             thr = mv.get("threshold", {})
             caveat = thr.get("error") or thr.get("reason") or ""
+            if thr.get("question_resamples_failed"):
+                caveat += (f"; {thr['question_resamples_failed']} question resample(s) "
+                           "gave no reliable fit")
             if thr.get("N0_never_reached"):
-                caveat += f" {thr['N0_never_reached']} resample(s): L(N) never reaches eta"
+                caveat += f"; {thr['N0_never_reached']} resample(s): L(N) never reaches eta"
             lines.append("| " + " | ".join([
                 metric, _corr(mv.get("vs_loss"), "spearman"), _corr(mv.get("vs_loss"),
                                                                     "pearson"),
@@ -305,7 +311,7 @@ def section(view: Mapping[str, Any], figures: Mapping[str, str]) -> list[str]:
                                                                "pearson"),
                 _f(thr.get("eta")), _iv(thr.get("eta_interval_questions")),
                 _iv(thr.get("eta_interval_checkpoints")), _f(thr.get("N0")),
-                _iv(thr.get("N0_interval_questions")), caveat.strip() or "–"]) + " |")
+                _iv(thr.get("N0_interval_questions")), caveat.strip("; ") or "–"]) + " |")
         key = f"lossview/{task}"
         if key in figures:
             lines += ["", f"![{task}: performance vs loss and vs compute]({figures[key]})"]
