@@ -161,8 +161,9 @@ def _metric_view(metric, pts, task, base, perfect, mats, kaplan, level, num_resa
         out["threshold"] = dict(error=err)
         return out
     eta = fit.params["eta"]
+    # N0 only from a threshold the data bracket (an unreliable eta gives a meaningless N0).
     thr = dict(params=fit.params, reliable=fit.reliable, reason=fit.reason, eta=eta,
-               N0=_n0(eta, kaplan))
+               N0=_n0(eta, kaplan) if fit.reliable else None)
     try:
         boot = F.bootstrap_fit(fit, num_resamples, seed)
         thr["eta_interval_checkpoints"] = _interval(boot.params["eta"], level)
@@ -186,7 +187,8 @@ def size_law(cks: Sequence[Mapping[str, Any]]) -> tuple[Any, dict[str, Any]]:
     finals = [c for c in cks if c["final"]]
     by_m = collections.defaultdict(dict)
     for c in finals:
-        by_m[round(c["D"] / c["N"], 1)].setdefault(c["N"], []).append(c["loss"])
+        # Nominal M (2 significant digits: trained D is rounded up to whole steps).
+        by_m[float(f"{c['D'] / c['N']:.2g}")].setdefault(c["N"], []).append(c["loss"])
     if not by_m:
         return None, dict(error="no final checkpoints")
     m = max(by_m, key=lambda k: (len(by_m[k]), -abs(math.log(k / 20.0))))

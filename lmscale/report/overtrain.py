@@ -71,6 +71,9 @@ class OvertrainConfig:
       seeds: one run per (model, M, seed); points of a fit are runs (seeds enter as points).
       eval_checkpoints: checkpoints kept per run (the loss view uses all of them).
       mc_tasks: multiple-choice tasks scored by likelihood (top-1 error = 1 - accuracy).
+      min_above_chance: the task average covers the tasks on which some fitted run is at
+        least this far above the random baseline (Gadre et al.: 10 points at 0.154B);
+        when none is, every task, with a note.
       instances: instances per task (None: all).
       validation: validation-loss settings.
       level: nominal coverage of every interval; num_resamples: bootstrap size.
@@ -92,6 +95,7 @@ class OvertrainConfig:
     seeds: tuple[int, ...] = (0,)
     eval_checkpoints: int = 3
     mc_tasks: tuple[str, ...] = ()
+    min_above_chance: float = 0.10
     instances: int | None = None
     validation: runner.ValidationConfig = runner.ValidationConfig()
     level: float = 0.9
@@ -184,7 +188,8 @@ def parse_target(text: str) -> tuple[str, float, float]:
     """"N=<N>,M=<M>[,name=...]" -> (name, N, M); raises ConfigError naming the entry."""
     where = f"OvertrainConfig.predict entry {text!r}"
     try:
-        parts = dict(kv.split("=", 1) for kv in str(text).replace(" ", "").split(",") if kv)
+        parts = dict((k.strip(), v.strip()) for k, v in (
+            kv.split("=", 1) for kv in str(text).split(",") if kv.strip()))
         name = parts.pop("name", None)
         n, m = float(parts.pop("N")), float(parts.pop("M"))
     except (ValueError, KeyError):
@@ -244,9 +249,26 @@ def _points(rows, infos: Mapping[str, Any], mc_tasks, counting) -> list[dict[str
         g["loss"] = float(np.mean(g["loss_runs"]))
         g["err"] = {t: float(np.mean([e for e, _ in v])) for t, v in g["err_runs"].items()}
         g["questions"] = {t: float(v[0][1]) for t, v in g["err_runs"].items()}
-        g["err"]["average"] = float(np.mean([g["err"][t] for t in mc_tasks]))
         out.append(g)
     return out
+
+
+def average_tasks(points, flags, tasks, random_baselines, min_above_chance, notes
+                  ) -> list[str]:
+    """The tasks of the average: some fitted run >= `min_above_chance` above random."""
+    if random_baselines is None:
+        return list(tasks)
+    keep = [t for t in tasks if random_baselines.get(t) is not None and any(
+        1.0 - p["err"][t] >= random_baselines[t] + min_above_chance
+        for p, f in zip(points, flags) if f)]
+    if not keep:
+        notes.append(f"no task is {min_above_chance:g} above chance on a fitted run: the "
+                     "average covers every task")
+        return list(tasks)
+    if len(keep) < len(tasks):
+        notes.append(f"task average over {keep} (>= {min_above_chance:g} above chance on a "
+                     f"fitted run); left out: {[t for t in tasks if t not in keep]}")
+    return keep
 
 
 def average_questions(errs: Mapping[str, float], questions: Mapping[str, float],
@@ -292,11 +314,15 @@ def _fit_json(fit) -> dict[str, Any]:
 def analyze_overtrain(rows, infos: Mapping[str, Any], *, mc_tasks: Sequence[str],
                       counting: str = "total", fit_max_flops: float | None = None,
                       error_fit_also: Sequence[tuple[int, float]] = (),
+                      random_baselines: Mapping[str, float] | None = None,
+                      min_above_chance: float = 0.10,
                       predict: Sequence[str] = (), level: float = 0.9,
                       num_resamples: int = 200, seed: int = 0) -> dict[str, Any]:
     """Result rows + run records -> the over-training analysis (JSON-ready dict).
 
     Keys: points (one per (N, D): N, D, M, C, loss, err per task and "average", fitted),
+    The "average" error covers the tasks on which some fitted run's accuracy is at least
+    `min_above_chance` above its random baseline (`random_baselines`; None: every task).
     `error_fit_also`: (N, M) of held-out runs whose error joins the Err(L) fit (M within
     2%, as trained D is rounded up to whole steps); their error is then not predicted.
     loss_law, error_laws (task -> fit), predictions (held-out trained runs, measured) and
@@ -309,14 +335,18 @@ def analyze_overtrain(rows, infos: Mapping[str, Any], *, mc_tasks: Sequence[str]
     points = _points(rows, infos, tasks, counting)
     flags = (gadre_fit_set(points) if fit_max_flops is None
              else [p["C"] <= fit_max_flops for p in points])
+    notes: list[str] = []
+    avg = average_tasks(points, flags, tasks, random_baselines, min_above_chance, notes)
+    for p in points:
+        p["err"]["average"] = float(np.mean([p["err"][t] for t in avg]))
     for p, f in zip(points, flags):
         p["fitted"] = bool(f)
         p["error_fitted"] = bool(f) or any(p["N"] == n and abs(p["M"] / m - 1) < 0.02
                                            for n, m in error_fit_also)
     fitted = [p for p in points if p["fitted"]]
     held = [p for p in points if not p["fitted"]]
-    notes: list[str] = []
     out: dict[str, Any] = dict(counting=counting, fit_max_flops=fit_max_flops, tasks=tasks,
+                               average_tasks=avg, min_above_chance=min_above_chance,
                                points=points, notes=notes, level=level, predictions=[],
                                targets=[], error_laws={})
     N = np.array([p["N"] for p in fitted for _ in p["runs"]], float)
@@ -337,7 +367,7 @@ def analyze_overtrain(rows, infos: Mapping[str, Any], *, mc_tasks: Sequence[str]
     err_fits = {}
     for task in tasks + ["average"]:
         try:
-            err_fits[task] = _err_fit([p for p in points if p["error_fitted"]], task, tasks)
+            err_fits[task] = _err_fit([p for p in points if p["error_fitted"]], task, avg)
             out["error_laws"][task] = _fit_json(err_fits[task])
         except (ValueError, RuntimeError) as e:
             notes.append(f"Err(L) for {task} could not be fitted: {e}")
@@ -348,7 +378,7 @@ def analyze_overtrain(rows, infos: Mapping[str, Any], *, mc_tasks: Sequence[str]
         never.append(dict(name=name, N=n, D=m * n, M=m, C=6.0 * n * n * m))
     for group, key in ((held, "predictions"), (never, "targets")):
         if group:
-            out[key] = _chain_rows(loss_fit, err_fits, group, tasks, level, num_resamples,
+            out[key] = _chain_rows(loss_fit, err_fits, group, avg, level, num_resamples,
                                    seed, notes)
     out["backtests"] = dict(summary=backtest_summary(out["predictions"], level))
     return out
@@ -439,13 +469,15 @@ def analyze_workdir(config: OvertrainConfig, root: pathlib.Path, infos, rows,
     from lmscale.report import overtrain_report  # pylint: disable=g-import-not-at-top
 
     rows = list(rows)
+    baselines = {t: registry.get_eval_task(t).random_baseline for t in config.mc_tasks}
     analysis = analyze_overtrain(rows, infos, mc_tasks=config.mc_tasks,
                                  counting=config.counting,
                                  fit_max_flops=config.fit_max_flops,
                                  error_fit_also=config.error_fit_points(),
+                                 random_baselines=baselines,
+                                 min_above_chance=config.min_above_chance,
                                  predict=config.predict,
                                  level=config.level, num_resamples=config.num_resamples)
-    baselines = {t: registry.get_eval_task(t).random_baseline for t in config.mc_tasks}
     analysis["loss_view"] = lossview.analyze_lossview(
         rows, infos, mc_tasks=config.mc_tasks, random_baselines=baselines,
         counting=config.counting, level=config.level,

@@ -62,10 +62,15 @@ def coverage_line(summary: Mapping[str, Any]) -> str:
             f"{_pct(summary['median_rel_error'])} ({per})")
 
 
+def nominal(m: float) -> float:
+    """M to 2 significant digits (trained D is rounded up to whole steps: 5.02 -> 5)."""
+    return float(f"{m:.2g}")
+
+
 def _grid(points, value) -> list[str]:
     sizes = sorted({p["N"] for p in points})
-    mults = sorted({round(p["M"], 2) for p in points})
-    cell = {(p["N"], round(p["M"], 2)): p for p in points}
+    mults = sorted({nominal(p["M"]) for p in points})
+    cell = {(p["N"], nominal(p["M"])): p for p in points}
     rows = [[_f(n)] + [value(cell[(n, m)]) if (n, m) in cell else "" for m in mults]
             for n in sizes]
     return _table(["N \\ M"] + [f"{m:g}" for m in mults], rows)
@@ -109,7 +114,7 @@ def render(analysis: Mapping[str, Any], figures: Mapping[str, str], *, title: st
         lines += ["", "## Never-trained targets", ""] + prediction_rows(analysis["targets"])
     lines += ["", "## Runs", "", "Final validation loss (* = fitted):", ""]
     lines += _grid(pts, lambda p: f"{_f(p['loss'])}{'*' if p['fitted'] else ''}")
-    lines += ["", "Average top-1 error over tasks:", ""]
+    lines += ["", f"Average top-1 error over {analysis.get('average_tasks')}:", ""]
     lines += _grid(pts, lambda p: _f(p["err"]["average"]))
     if pts and "loss_rel_error" in pts[0]:
         lines += ["", "Relative error of L(C, M) on every run (Gadre et al. Fig. 5):", ""]
@@ -141,14 +146,14 @@ def loss_vs_compute(analysis, path) -> pathlib.Path:
     predictions with their intervals."""
     plt = _pyplot()
     pts = analysis["points"]
-    mults = sorted({round(p["M"], 2) for p in pts})
+    mults = sorted({nominal(p["M"]) for p in pts})
     colors = dict(zip(mults, plt.cm.plasma(np.linspace(0, 0.85, len(mults)))))
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     law = analysis.get("loss_law", {})
     cs = [p["C"] for p in pts] + [p["C"] for p in analysis.get("targets", [])]
     grid = np.geomspace(min(cs) / 1.5, max(cs) * 1.5, 100)
     for m in mults:
-        sel = [p for p in pts if round(p["M"], 2) == m]
+        sel = [p for p in pts if nominal(p["M"]) == m]
         for fitted in (True, False):
             s = [p for p in sel if p["fitted"] == fitted]
             style = dict(color=colors[m]) if fitted else dict(facecolors="none",

@@ -199,3 +199,26 @@ def test_tpu_variant_is_gadre_table1():
                             + ["gadre2024-0.011B_M320_s0"])
     assert text.count("held out") == 2
     assert cfg.error_fit_points() == [(cfg.models[-1].num_params.total, 20.0)]
+
+
+def test_average_covers_tasks_above_chance(synthetic):
+    runs, rows = synthetic
+    # mc_b is 0.05 nats harder than mc_a: with a high bar only mc_a qualifies.
+    accs = {t: max(1 - p["err"][t] for p in O._points(rows, runs, TASKS, "total"))
+            for t in TASKS}
+    bar = (accs["mc_a"] + accs["mc_b"]) / 2 - 0.25
+    assert accs["mc_b"] - 0.25 < bar <= accs["mc_a"] - 0.25
+    out = O.analyze_overtrain(rows, runs, mc_tasks=TASKS, fit_max_flops=1e30,
+                              random_baselines={"mc_a": 0.25, "mc_b": 0.25},
+                              min_above_chance=bar, num_resamples=5)
+    assert out["average_tasks"] == ["mc_a"]
+    assert all(p["err"]["average"] == p["err"]["mc_a"] for p in out["points"])
+    assert any("left out: ['mc_b']" in n for n in out["notes"])
+    none = O.analyze_overtrain(rows, runs, mc_tasks=TASKS, fit_max_flops=1e30,
+                               random_baselines={"mc_a": 0.25, "mc_b": 0.25},
+                               min_above_chance=0.9, num_resamples=5)
+    assert none["average_tasks"] == TASKS and any("every task" in n for n in none["notes"])
+
+
+def test_parse_target_keeps_spaces_in_names():
+    assert O.parse_target("N=1000, M=20, name=w96 M=20") == ("w96 M=20", 1000.0, 20.0)
