@@ -303,8 +303,12 @@ def run_study(config: StudyConfig, workdir: str,
               mesh: state_lib.MeshConfig = state_lib.MeshConfig(),
               loop: train_loop.LoopConfig = train_loop.LoopConfig(),
               config_text: str | None = None, mode: str = "run",
-              targets: Sequence[str] | None = None) -> dict[str, Any]:
+              targets: Sequence[str] | None = None,
+              overtrain: Any = None) -> dict[str, Any]:
     """Runs (or resumes) the whole study; returns the analysis dict.
+
+    overtrain: an `lmscale.report.overtrain.OvertrainConfig`: run Gadre et al.'s
+    over-training study instead (`config` is then unused; experiments/overtrain.gin).
 
     mode "plan" trains nothing and returns {"plan": text of `lmscale.report.plan.dry_run`};
     mode "predict" trains and evaluates nothing: `predict_workdir(config, workdir,
@@ -316,6 +320,10 @@ def run_study(config: StudyConfig, workdir: str,
       optimizer, mesh, loop: training settings shared by every run.
       config_text: the resolved gin configuration, saved with each run and the report.
     """
+    if overtrain is not None:  # --- hook: the over-training study (report/overtrain.py)
+        from lmscale.report import overtrain as overtrain_lib  # pylint: disable=g-import-not-at-top
+        return overtrain_lib.run_overtrain(overtrain, workdir, optimizer, mesh, loop,
+                                           config_text, mode)
     if mode == "plan":
         from lmscale.report import plan as plan_lib  # pylint: disable=g-import-not-at-top
         return {"plan": plan_lib.dry_run(config, optimizer, mesh)}
