@@ -48,6 +48,7 @@ def main(argv):
     import numpy as np
 
     from lmscale.eval import pu_batch
+    from lmscale.data.vocab import get_vocabulary
     from lmscale.eval import sampler as sampler_lib
     from lmscale.models import ModelConfig
     from lmscale.testing import tiny_params
@@ -67,7 +68,7 @@ def main(argv):
                                       checker=_checker(rate)) for i, p in enumerate(prompts)]
         for per_call in map(int, FLAGS.prompts_per_call):
             sampler = sampler_lib.Sampler(
-                params, config, num_slots=FLAGS.num_slots, max_new_tokens=new_tokens,
+                params, config, get_vocabulary("byte"), num_slots=FLAGS.num_slots, max_new_tokens=new_tokens,
                 eos_id=None, min_prompt_bucket=prompt_len,
                 max_samples_per_call=max(4096, per_call * batch))
             if per_call == 1:

@@ -9,8 +9,8 @@ PassUntil caps. `lmscale.eval.runner.execute` runs the plan's incomplete units w
 `EvalContext` (results file, checkpoint source, configs, hooks, mesh), restoring each
 checkpoint once for all of its units.
 
-Importing this module needs numpy-free standard Python plus `lmscale.eval.results` and
-`lmscale.data.evaltask`'s kind names.
+Importing this module needs only the standard library, `lmscale.eval.results` and the task
+kind names of `lmscale.data.evaltask` (no JAX).
 """
 
 from __future__ import annotations

@@ -165,11 +165,12 @@ def run_batched(sampler, jobs: Sequence[PassUntilJob], r: int, batch_size: int,
     `Sampler.sample_many` call; yields (job, result, samples drawn) in job order.
 
     Every call has the same shapes (rows padded to `prompts_per_call`, output capacity
-    `prompts_per_call * batch_size`), so a unit compiles the sampling loop once.
+    `prompts_per_call` draws), so a unit compiles the sampling loop once.
     """
     for job in jobs:
         if job.cap < r:
             raise ValueError(f"instance {job.instance_id!r}: cap {job.cap} < r={r}")
+    capacity = prompts_per_call * min(batch_size, max((j.cap for j in jobs), default=1))
     pending = collections.deque(enumerate(jobs))
     active: list[_InFlight] = []
     finished: dict[int, Outcome] = {}
@@ -182,7 +183,7 @@ def run_batched(sampler, jobs: Sequence[PassUntilJob], r: int, batch_size: int,
         completions = sampler.sample_many(
             [a.state for a in active], wants, [a.job.seed for a in active],
             [a.drawn for a in active], min_rows=prompts_per_call,
-            min_capacity=prompts_per_call * batch_size)
+            min_capacity=capacity)
         for a, got in zip(active, completions):
             a.add(np.array([bool(a.job.checker(t)) for t in sampler.text(got)], bool), r)
             if a.done:

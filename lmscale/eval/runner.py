@@ -63,8 +63,12 @@ class PassUntilConfig:
       temperature, top_k, top_p: sampling method (top_k / top_p None: off; both set is an
         error).
       seed: base seed; instance seeds derive from it, the task and the instance id.
-      prompts_per_call: instances sampled together, one `batch_size` batch each per
-        `Sampler.sample_many` call (1: one prompt per call); results do not depend on it.
+      prompts_per_call: instances sampled together, one draw each per
+        `Sampler.sample_many` call (1: one prompt per call); None: as many as the slots
+        hold, num_slots // min(batch_size, k_max), at least 1. Results do not depend on
+        it, only speed: tools/bench_pu_unit.py measured one prompt per call faster when
+        a draw fills the slots (the study's finals, batch_size 512 over 256 slots) and
+        several faster when it does not (k_max 50 over 256 slots: 2.5x).
     """
 
     r: int = 2
@@ -75,10 +79,11 @@ class PassUntilConfig:
     top_k: int | None = None
     top_p: float | None = None
     seed: int = 0
-    prompts_per_call: int = 8
+    prompts_per_call: int | None = None
 
     def __post_init__(self):
-        for name in ("r", "k_max", "batch_size", "num_slots", "prompts_per_call"):
+        for name in ("r", "k_max", "batch_size", "num_slots") + (
+                () if self.prompts_per_call is None else ("prompts_per_call",)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"PassUntilConfig.{name}={value!r}: must be a positive int")
@@ -87,6 +92,12 @@ class PassUntilConfig:
         if self.top_k is not None and self.top_p is not None:
             raise ValueError(f"PassUntilConfig: top_k={self.top_k} and top_p={self.top_p} "
                              f"both set; pick one")
+
+    def per_call(self, k_max: int | None = None) -> int:
+        """Prompts per sampler call (`prompts_per_call`, or the slots' worth when None)."""
+        if self.prompts_per_call is not None:
+            return self.prompts_per_call
+        return max(1, self.num_slots // min(self.batch_size, k_max or self.k_max))
 
     @property
     def method(self) -> sampler_lib.Method:
@@ -495,7 +506,7 @@ class _TaskUnit:
         pu = self.unit.passuntil
         # One prompt bucket for the whole unit: the sampler compiles once per (model, task).
         longest = max((j.prompt.size for j in jobs), default=1)
-        per_call = max(1, pu.prompts_per_call)
+        per_call = pu.per_call(max((j.cap for j in jobs), default=pu.k_max))
         sampler = sampler_lib.Sampler(
             self.ckpt.params, self.ckpt.config, self.ckpt.vocab, method=pu.method,
             num_slots=pu.num_slots, max_new_tokens=self.task.max_new_tokens,
