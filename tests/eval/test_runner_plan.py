@@ -73,3 +73,13 @@ def test_bad_plans_are_named():
         P.plan_evaluation(runs, _tasks(), passuntil=PU, caps={"pu": {"x": 1}})
     with pytest.raises(ValueError, match="'mc' given twice"):
         P.plan_evaluation(runs, _tasks() + _tasks()[:1], passuntil=PU)
+
+
+def test_prompts_per_call_default_fills_the_slots():
+    final = runner.PassUntilConfig(r=4, k_max=1000, batch_size=512, num_slots=256)
+    assert final.per_call() == 1  # one draw fills the slots: one prompt per call
+    assert dataclasses.replace(final, k_max=50).per_call() == 5  # 5 draws of 50 in 256 slots
+    assert final.per_call(k_max=64) == 4  # per-instance caps: the largest one
+    assert dataclasses.replace(final, prompts_per_call=3).per_call() == 3
+    with pytest.raises(ValueError, match="prompts_per_call=0"):
+        runner.PassUntilConfig(prompts_per_call=0)
