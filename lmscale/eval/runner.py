@@ -3,21 +3,26 @@
 Stage: eval. Consumes training run directories (`run.json` + orbax checkpoints, read through
 `lmscale.train`), evaluation tasks (`lmscale.data.registry`) and a held-out corpus
 (`lmscale.data.pipeline.LMStream`); produces rows in an append-only results file
-(`lmscale.eval.results`). Units of work are (run, step, task), with validation loss as the
-pseudo-task `results.VALIDATION_TASK`:
+(`lmscale.eval.results`). `evaluate` plans, then executes: `lmscale.eval.plan` lists the
+units (run, step, task), with validation loss as the pseudo-task `results.VALIDATION_TASK`,
+and `execute` runs the incomplete ones with one `plan.EvalContext`, restoring each
+checkpoint once, onto a device mesh (the run's training mesh by default), for all of its
+units:
 
-  * validation: token-weighted mean NLL of the run's corpus "validation" split;
+  * validation: token-weighted mean NLL of the run's corpus "validation" split (training's
+    `eval_step`);
   * multiple-choice tasks: the likelihood `Scorer` (accuracy, normalised accuracies,
     CorrectChoiceProb, Brier score, answer loss);
   * generative tasks with a checker: PassUntil (Hu et al.) per instance with the jitted
-    `Sampler` + the task's pass checker + `passuntil.run`, plus the answer loss of the
-    target (the input of loss-assisted PassUntil); without a checker, the answer loss only.
+    `Sampler` + the task's pass checker + `passuntil.run`, several instances per sampler
+    call (`lmscale.eval.pu_batch`), plus the answer loss of the target (the input of
+    loss-assisted PassUntil); without a checker, the answer loss only.
 
 Resume. A complete unit is skipped. Per-instance rows are appended (fsynced) as instances
-finish, and an interrupted unit reuses them, so only unfinished instances are redone.
-Sample i of an instance depends only on (params, prompt, seed of the instance, i), and the
-instance seed is a hash of (seed, task, instance id), so a resumed run writes exactly the
-rows an uninterrupted one would.
+finish, in instance order, and an interrupted unit reuses them, so only unfinished
+instances are redone. Sample i of an instance depends only on (params, prompt, seed of
+the instance, i), and the instance seed is a hash of (seed, task, instance id), so a
+resumed run writes exactly the rows an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -27,13 +32,15 @@ import os
 import pathlib
 import time
 import zlib
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from absl import logging
 
 from lmscale.data import registry
 from lmscale.eval import checkers as checkers_lib
+from lmscale.eval import plan as plan_lib
+from lmscale.eval import pu_batch
 from lmscale.eval import results as R
 from lmscale.eval import sampler as sampler_lib
 from lmscale.eval import scorer as scorer_lib
@@ -56,6 +63,12 @@ class PassUntilConfig:
       temperature, top_k, top_p: sampling method (top_k / top_p None: off; both set is an
         error).
       seed: base seed; instance seeds derive from it, the task and the instance id.
+      prompts_per_call: instances sampled together, one draw each per
+        `Sampler.sample_many` call (1: one prompt per call); None: as many as the slots
+        hold, num_slots // min(batch_size, k_max), at least 1. Results do not depend on
+        it, only speed: tools/bench_pu_unit.py measured one prompt per call faster when
+        a draw fills the slots (the study's finals, batch_size 512 over 256 slots) and
+        several faster when it does not (k_max 50 over 256 slots: 2.5x).
     """
 
     r: int = 2
@@ -66,9 +79,11 @@ class PassUntilConfig:
     top_k: int | None = None
     top_p: float | None = None
     seed: int = 0
+    prompts_per_call: int | None = None
 
     def __post_init__(self):
-        for name in ("r", "k_max", "batch_size", "num_slots"):
+        for name in ("r", "k_max", "batch_size", "num_slots") + (
+                () if self.prompts_per_call is None else ("prompts_per_call",)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"PassUntilConfig.{name}={value!r}: must be a positive int")
@@ -77,6 +92,12 @@ class PassUntilConfig:
         if self.top_k is not None and self.top_p is not None:
             raise ValueError(f"PassUntilConfig: top_k={self.top_k} and top_p={self.top_p} "
                              f"both set; pick one")
+
+    def per_call(self, k_max: int | None = None) -> int:
+        """Prompts per sampler call (`prompts_per_call`, or the slots' worth when None)."""
+        if self.prompts_per_call is not None:
+            return self.prompts_per_call
+        return max(1, self.num_slots // min(self.batch_size, k_max or self.k_max))
 
     @property
     def method(self) -> sampler_lib.Method:
@@ -108,27 +129,15 @@ class ValidationConfig:
     max_batches: int | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class CheckpointSource:
-    """Where runs and their parameters come from (default: `lmscale.train`).
-
-    Attributes:
-      load_record: run_dir -> its `lmscale.train.record.RunRecord`.
-      list_steps: run_dir -> eval checkpoint steps.
-      restore_params: (run_dir, step, config) -> unboxed params.
-    """
-
-    load_record: Callable[[str], Any]
-    list_steps: Callable[[str], list[int]]
-    restore_params: Callable[[str, int, ModelConfig], Any]
+CheckpointSource = plan_lib.CheckpointSource  # (re-exported: its home is `plan`)
 
 
 def train_source() -> CheckpointSource:
     from lmscale.train import checkpoints
 
-    return CheckpointSource(load_record=record_lib.RunRecord.load,
-                            list_steps=checkpoints.list_eval_checkpoints,
-                            restore_params=lambda d, s, c: checkpoints.restore_params(d, s, c))
+    return CheckpointSource(
+        load_record=record_lib.RunRecord.load, list_steps=checkpoints.list_eval_checkpoints,
+        restore_params=lambda d, s, c, mesh=None: checkpoints.restore_params(d, s, c, mesh))
 
 
 def instance_seed(seed: int, task: str, instance_id: str) -> int:
@@ -163,26 +172,49 @@ def run_point(run_dir: str, rec, step: int) -> R.RunPoint:
                       flops=rec.flops_at(step))
 
 
-class _Progress:
-    """Logs units done / total with an ETA from this session's mean unit time."""
-
-    def __init__(self, total: int):
-        self.total, self.done, self.timed = total, 0, 0
-        self.start = time.monotonic()
-
-    def unit(self, desc: str, skipped: bool) -> None:
-        self.done += 1
-        self.timed += 0 if skipped else 1
-        elapsed = time.monotonic() - self.start
-        left = self.total - self.done
-        eta = f"{elapsed / self.timed * left:.0f}s" if self.timed else "-"
-        logging.info("evaluate %d/%d %s%s | elapsed %.0fs | ETA %s", self.done,
-                     self.total, desc, " (done earlier: skipped)" if skipped else "",
-                     elapsed, eta)
-
-
 def _resolve_tasks(tasks) -> list:
     return [registry.get_eval_task(t) if isinstance(t, str) else t for t in tasks]
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSummary:
+    """What one `execute` did and where its time went (logged as the evaluation's last line).
+
+    Attributes:
+      units_run, units_skipped: units evaluated now / complete earlier.
+      wall_s: seconds of the whole execution.
+      compile_s, programs, cache_hits, cache_misses: `lmscale.compilation.CompileTimer`'s.
+      pu_samples: PassUntil samples drawn (those after an r-th pass inside a batch too).
+      pu_sample_s: seconds spent drawing and checking them.
+    """
+
+    units_run: int
+    units_skipped: int
+    wall_s: float
+    compile_s: float
+    programs: int
+    cache_hits: int
+    cache_misses: int
+    pu_samples: int
+    pu_sample_s: float
+
+    @property
+    def compile_share(self) -> float:
+        """Fraction of the wall time spent compiling (0 when nothing ran)."""
+        return self.compile_s / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.pu_samples / self.pu_sample_s if self.pu_sample_s > 0 else 0.0
+
+    def line(self) -> str:
+        """E.g. '6 units (30 done earlier) in 41.0 s; compile 12.3 s (30%), ...'."""
+        pu = (f"; PassUntil {self.pu_samples} samples at {self.samples_per_s:.0f} samples/s"
+              if self.pu_samples else "")
+        return (f"{self.units_run} units ({self.units_skipped} done earlier) in "
+                f"{self.wall_s:.1f} s; compile {self.compile_s:.1f} s "
+                f"({100 * self.compile_share:.0f}%), {self.programs} programs, "
+                f"{self.cache_hits} persistent-cache hits{pu}")
 
 
 def evaluate(workdir_or_run_dirs, tasks: Sequence = (), *, results_path: str | None = None,
@@ -192,8 +224,13 @@ def evaluate(workdir_or_run_dirs, tasks: Sequence = (), *, results_path: str | N
              sandbox_timeout_s: float = 10.0, steps: Sequence[int] | None = None,
              source: CheckpointSource | None = None,
              draw_factory: Callable | None = None,
-             stream_factory: Callable | None = None) -> R.ResultsFile:
+             stream_factory: Callable | None = None,
+             passuntil_caps: Mapping[str, Mapping[str, int]] | None = None,
+             mesh=None) -> R.ResultsFile:
     """Evaluates every eval checkpoint of every run on every task; appends result rows.
+
+    Plans the units (`plan.plan_evaluation`, complete ones marked) and executes the rest
+    (`execute`).
 
     Args:
       workdir_or_run_dirs: a ladder workdir (each child with a run.json is a run), one run
@@ -209,70 +246,149 @@ def evaluate(workdir_or_run_dirs, tasks: Sequence = (), *, results_path: str | N
       sandbox_timeout_s: wall-clock limit of one "code" check.
       steps: evaluate only these checkpoint steps (None: all eval checkpoints).
       source: where runs come from (default `train_source()`; tests pass stand-ins).
-      draw_factory: `(sampler, prompt, checker_fn, seed) -> draw` (default
-        `sampler.make_draw`).
+      draw_factory: `(sampler, prompt, checker_fn, seed) -> draw` (default: the sampler,
+        `PassUntilConfig.prompts_per_call` prompts per call).
       stream_factory: `(corpus, split, seq_len, batch, vocab_spec) -> batches` (default a
         finite, unshuffled `LMStream`).
+      passuntil_caps: task name -> instance id -> k_max of that instance (default
+        `passuntil_config.k_max`), e.g. from a per-task sample budget.
+      mesh: a `jax.sharding.Mesh` or `MeshConfig` for the parameters (default: the run
+        record's mesh when it matches the device count, else every device along fsdp).
 
     Returns:
-      The `ResultsFile` (all rows, earlier ones included).
+      The `ResultsFile` (all rows, earlier ones included); its `summary` attribute holds
+      this call's `EvalSummary` (compile share, PassUntil samples/s).
     """
+    import jax
+
     source = source or train_source()
-    draw_factory = draw_factory or sampler_lib.make_draw
-    stream_factory = stream_factory or _lm_stream
     runs = find_runs(workdir_or_run_dirs, source)
     if results_path is None:
         base = (pathlib.Path(workdir_or_run_dirs) if isinstance(workdir_or_run_dirs, (
             str, os.PathLike)) else pathlib.Path(runs[0]).parent)
         results_path = str(base / RESULTS_FILE)
-    task_objs = _resolve_tasks(tasks)
+    results = R.ResultsFile(results_path, writable=jax.process_index() == 0)
+    context = plan_lib.EvalContext(
+        results=results, source=source, passuntil=passuntil_config, validation=validation,
+        split=split, limit=limit, score_batch_questions=score_batch_questions,
+        sandbox_timeout_s=sandbox_timeout_s, draw_factory=draw_factory,
+        stream_factory=stream_factory or _lm_stream, mesh=mesh)
+    checkpoints = []
+    for run_dir in runs:
+        run_steps = source.list_steps(run_dir)
+        checkpoints.append(plan_lib.RunCheckpoints(run_dir, source.load_record(run_dir),
+                                                   tuple(int(s) for s in run_steps)))
+    plan = plan_lib.plan_evaluation(
+        checkpoints, _resolve_tasks(tasks), passuntil=passuntil_config,
+        validation=validation.enabled, steps=steps, caps=passuntil_caps,
+        done=results.is_complete)
+    logging.info("evaluate: %s -> %s", plan.describe(), results_path)
+    results.summary = execute(plan, context)
+    return results
+
+
+def execute(plan: plan_lib.EvalPlan, context: plan_lib.EvalContext) -> EvalSummary:
+    """Runs the plan's incomplete units, restoring each checkpoint once onto the mesh.
+
+    One progress line per unit (`lmscale.logs.stage("evaluate")`); the last log line is the
+    `EvalSummary` (compile share of the time, PassUntil samples/s).
+    """
+    from lmscale import compilation, logs
+
+    todo = plan.todo()
+    counters = _Counters()
+    with compilation.CompileTimer() as timer:
+        progress = logs.stage("evaluate", total=len(todo), unit="units", every_pct=0.0)
+        for run, step, units in plan.checkpoints():
+            checkpoint = _Checkpoint.open(run, step, context)
+            for unit in units:
+                note = _run_unit(unit, plan, checkpoint, context, counters)
+                progress.update(1, note=f"{unit.run_name}@{unit.step} {unit.task_name} {note}")
+        progress.close(note=timer.summary())
+    summary = EvalSummary(
+        units_run=len(todo), units_skipped=len(plan.units) - len(todo),
+        wall_s=timer.wall_s(), compile_s=timer.compile_s, programs=timer.programs,
+        cache_hits=timer.cache_hits, cache_misses=timer.cache_misses,
+        pu_samples=counters.pu_samples, pu_sample_s=counters.pu_sample_s)
+    logging.info("evaluate: %s", summary.line())
+    return summary
+
+
+@dataclasses.dataclass
+class _Counters:
+    pu_samples: int = 0
+    pu_sample_s: float = 0.0
+
+
+def _device_mesh(record, option):
+    """The mesh parameters go onto (see `evaluate`'s `mesh`)."""
     import jax
 
-    results = R.ResultsFile(results_path, writable=jax.process_index() == 0)
-    plan = []
-    for run_dir in runs:
-        rec = source.load_record(run_dir)
-        run_steps = source.list_steps(run_dir)
-        if steps is not None:
-            run_steps = [s for s in run_steps if s in set(steps)]
-        for step in run_steps:
-            plan.append((run_dir, rec, step))
-    unit_names = ([R.VALIDATION_TASK] if validation.enabled else []) + [t.name for t in task_objs]
-    progress = _Progress(len(plan) * len(unit_names))
-    logging.info("evaluate: %d runs, %d checkpoints, %d units -> %s", len(runs), len(plan),
-                 progress.total, results_path)
-    for run_dir, rec, step in plan:
-        point = run_point(run_dir, rec, step)
-        todo = [u for u in unit_names if not results.is_complete(point.run, step, u)]
-        for u in unit_names:
-            if u not in todo:
-                progress.unit(f"{point.run}@{step} {u}", skipped=True)
-        if not todo:
-            continue
+    from lmscale.train import state as state_lib
+
+    if isinstance(option, jax.sharding.Mesh):
+        return option
+    if option is None:
+        shape = {a: int(record.mesh.get(a, 1)) for a in state_lib.MESH_AXES} \
+            if record.mesh else None
+        if shape and int(np.prod(list(shape.values()))) == jax.device_count():
+            option = state_lib.MeshConfig(**shape)
+        else:
+            option = state_lib.MeshConfig(data=1, fsdp=-1, tensor=1)
+    return state_lib.make_mesh(option)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Checkpoint:
+    """A restored checkpoint: its run, scaling point, model, parameters (on `mesh`), vocab."""
+
+    run: plan_lib.RunCheckpoints
+    point: R.RunPoint
+    config: ModelConfig
+    params: Any
+    vocab: Any
+    mesh: Any
+
+    @classmethod
+    def open(cls, run: plan_lib.RunCheckpoints, step: int,
+             context: plan_lib.EvalContext) -> "_Checkpoint":
+        import jax
+
+        from lmscale.train import checkpoints as ckpt_lib
+
+        rec = run.record
         config = ModelConfig(**rec.model_config)
-        params = source.restore_params(run_dir, step, config)
-        vocab = _vocab(rec.vocab_spec)
-        if validation.enabled and R.VALIDATION_TASK in todo:
-            batches = stream_factory(validation.corpus or rec.corpus, validation.split,
-                                     validation.sequence_length or rec.seq_len,
-                                     validation.batch_size, rec.vocab_spec)
-            loss = scorer_lib.validation_loss(config, params, batches,
-                                              max_batches=validation.max_batches)
-            results.append([
-                R.ResultRow.make(point, R.VALIDATION_TASK, R.VALIDATION_LOSS, loss.loss_nats,
-                                 detail={"num_tokens": loss.num_tokens,
-                                         "num_batches": loss.num_batches}),
-                R.ResultRow.make(point, R.VALIDATION_TASK, R.UNIT_COMPLETE, 1)])
-            progress.unit(f"{point.run}@{step} validation loss={loss.loss_nats:.4f}", False)
-        for task in task_objs:
-            if task.name not in todo:
-                continue
-            unit = _TaskUnit(task, point, config, params, vocab, results, split, limit,
-                             score_batch_questions, passuntil_config, sandbox_timeout_s,
-                             draw_factory)
-            summary = unit.run()
-            progress.unit(f"{point.run}@{step} {task.name} {summary}", False)
-    return results
+        mesh = _device_mesh(rec, context.mesh)
+        params = context.source.restore_params(run.run_dir, step, config, mesh)
+        # A source that ignores the mesh: place its arrays with the train state's shardings.
+        params = jax.device_put(params, ckpt_lib.param_shardings(config, mesh)[1])
+        return cls(run=run, point=run_point(run.run_dir, rec, step), config=config,
+                   params=params, vocab=_vocab(rec.vocab_spec), mesh=mesh)
+
+    def row(self, task: str, metric: str, value, instance=None, detail=None) -> R.ResultRow:
+        return R.ResultRow.make(self.point, task, metric, value, instance, detail)
+
+
+def _run_unit(unit: plan_lib.EvalUnit, plan: plan_lib.EvalPlan, checkpoint: _Checkpoint,
+              context: plan_lib.EvalContext, counters: _Counters) -> str:
+    """Evaluates one unit (rows appended); returns its summary for the progress line."""
+    if unit.kind == plan_lib.VALIDATION:
+        return _validation_unit(checkpoint, context)
+    return _TaskUnit(unit, plan.tasks[unit.task_name], checkpoint, context, counters).run()
+
+
+def _validation_unit(checkpoint: _Checkpoint, context: plan_lib.EvalContext) -> str:
+    rec, cfg = checkpoint.run.record, context.validation
+    batches = context.stream_factory(cfg.corpus or rec.corpus, cfg.split,
+                                     cfg.sequence_length or rec.seq_len, cfg.batch_size,
+                                     rec.vocab_spec)
+    loss = scorer_lib.validation_loss(checkpoint.config, checkpoint.params, batches,
+                                      max_batches=cfg.max_batches)
+    context.results.append([
+        checkpoint.row(R.VALIDATION_TASK, R.VALIDATION_LOSS, loss.loss_nats,
+                       detail={"num_tokens": loss.num_tokens, "num_batches": loss.num_batches}),
+        checkpoint.row(R.VALIDATION_TASK, R.UNIT_COMPLETE, 1)])
+    return f"loss={loss.loss_nats:.4f}"
 
 
 def _lm_stream(corpus, split, seq_len, batch_size, vocab_spec) -> Iterable[dict]:
@@ -291,49 +407,53 @@ def _vocab(spec: str):
 class _TaskUnit:
     """One (run, step, task) unit: per-instance rows as they finish, then aggregates."""
 
-    def __init__(self, task, point, config, params, vocab, results, split, limit,
-                 score_batch_questions, pu: PassUntilConfig, sandbox_timeout_s, draw_factory):
-        self.task, self.point, self.config, self.params = task, point, config, params
-        self.vocab, self.results, self.pu = vocab, results, pu
-        self.sandbox_timeout_s, self.draw_factory = sandbox_timeout_s, draw_factory
-        self.instances = task.instances(split=split, limit=limit)
+    def __init__(self, unit: plan_lib.EvalUnit, task, checkpoint: _Checkpoint,
+                 context: plan_lib.EvalContext, counters: _Counters):
+        self.unit, self.task, self.ckpt, self.ctx = unit, task, checkpoint, context
+        self.counters = counters
+        self.instances = task.instances(split=context.split, limit=context.limit)
         if not self.instances:
-            raise ValueError(f"task {task.name!r} split {split!r}: no instances")
-        self.scorer = scorer_lib.Scorer(config, params, batch_questions=score_batch_questions)
-        self.done = results.instance_rows(point.run, point.step, task.name)
+            raise ValueError(f"task {task.name!r} split {context.split!r}: no instances")
+        self.scorer = scorer_lib.Scorer(checkpoint.config, checkpoint.params,
+                                        batch_questions=context.score_batch_questions)
+        point = checkpoint.point
+        self.done = context.results.instance_rows(point.run, point.step, task.name)
 
     def _row(self, metric, value, instance=None, detail=None):
-        return R.ResultRow.make(self.point, self.task.name, metric, value, instance, detail)
+        return self.ckpt.row(self.task.name, metric, value, instance, detail)
 
     def run(self) -> str:
+        point = self.ckpt.point
         todo = [i for i in self.instances if i.id not in self.done]
         if len(todo) < len(self.instances):
             logging.info("%s@%d %s: resuming, %d of %d instances already done",
-                         self.point.run, self.point.step, self.task.name,
+                         point.run, point.step, self.task.name,
                          len(self.instances) - len(todo), len(self.instances))
-        if self.task.kind == registry.MULTIPLE_CHOICE:
+        if self.unit.kind == plan_lib.MULTIPLE_CHOICE:
             self._multiple_choice(todo)
         else:
             self._generative(todo)
-        done = self.results.instance_rows(self.point.run, self.point.step, self.task.name)
+        done = self.ctx.results.instance_rows(point.run, point.step, self.task.name)
         details = [done[i.id].detail for i in self.instances]
         aggregates = self._aggregate(details)
         rows = [self._row(m, v) for m, v in aggregates.items()]
         rows.append(self._row(R.NUM_INSTANCES, len(details)))
         rows.append(self._row(R.UNIT_COMPLETE, len(details)))
-        self.results.append(rows)
+        self.ctx.results.append(rows)
         return " ".join(f"{m}={v:.4g}" for m, v in aggregates.items())
 
     def _multiple_choice(self, todo) -> None:
-        questions = [scorer_lib.encode_question(self.vocab, i.id, i.prompt, i.choices, i.gold)
+        vocab = self.ckpt.vocab
+        questions = [scorer_lib.encode_question(vocab, i.id, i.prompt, i.choices, i.gold)
                      for i in todo]
         scores = self.scorer.score(questions) if questions else []
-        self.results.append([self._row(R.INSTANCE, s.loglik[s.gold], s.id, s.detail())
-                             for s in scores])
+        self.ctx.results.append([self._row(R.INSTANCE, s.loglik[s.gold], s.id, s.detail())
+                                 for s in scores])
 
     def _answer_losses(self, todo) -> dict[str, dict[str, float]]:
         """Per instance: target NLL per token (`ANSWER_LOSS`) and summed (`ANSWER_LOSS_SUM`)."""
-        questions = [scorer_lib.encode_question(self.vocab, i.id, i.prompt, [i.target], 0)
+        vocab = self.ckpt.vocab
+        questions = [scorer_lib.encode_question(vocab, i.id, i.prompt, [i.target], 0)
                      for i in todo]
         scores = self.scorer.score(questions) if questions else []
         return {s.id: {R.ANSWER_LOSS: s.metrics()[R.ANSWER_LOSS],
@@ -341,61 +461,71 @@ class _TaskUnit:
 
     def _generative(self, todo) -> None:
         losses = self._answer_losses(todo)
-        if self.task.checker is None:
-            self.results.append([self._row(R.INSTANCE, losses[i.id][R.ANSWER_LOSS], i.id,
-                                           dict(losses[i.id])) for i in todo])
+        if self.unit.kind == plan_lib.ANSWER_LOSS:
+            self.ctx.results.append([self._row(R.INSTANCE, losses[i.id][R.ANSWER_LOSS], i.id,
+                                               dict(losses[i.id])) for i in todo])
             return
-        from lmscale.eval import passuntil  # needs lmscale.fit; only PassUntil units do
+        jobs, point = self._jobs(todo), self.ckpt.point
+        start = time.monotonic()
+        for n, (job, res, drawn) in enumerate(self._drive(jobs), 1):
+            inst = pu_batch.PassUntilInstance.make(job, res, losses[job.instance_id])
+            self.ctx.results.append([self._row(R.INSTANCE, inst.estimate, inst.instance_id,
+                                               inst.detail())])
+            self.counters.pu_samples += drawn
+            elapsed = time.monotonic() - start
+            logging.info("%s@%d %s: instance %d/%d %s K=%d passes=%d%s | ETA %.0fs",
+                         point.run, point.step, self.task.name, n, len(jobs),
+                         inst.instance_id, inst.num_samples, inst.num_passes,
+                         " (capped)" if inst.capped else "", elapsed / n * (len(jobs) - n))
+        self.counters.pu_sample_s += time.monotonic() - start
 
-        pu = self.pu
-        room = self.config.max_seq_len - self.task.max_new_tokens - 1
+    def _jobs(self, todo) -> list[pu_batch.PassUntilJob]:
+        """One `PassUntilJob` per instance: bos + the prompt, left-truncated so prompt +
+        completion fit (as the scorer does), its seed, cap and checker."""
+        room = self.ckpt.config.max_seq_len - self.task.max_new_tokens - 1
         if room < 1:
             raise ValueError(f"task {self.task.name!r}: max_new_tokens="
                              f"{self.task.max_new_tokens} leaves no room for a prompt in "
-                             f"max_seq_len={self.config.max_seq_len}")
-        prompts = {}
+                             f"max_seq_len={self.ckpt.config.max_seq_len}")
+        pu, jobs = self.unit.passuntil, []
         for inst in todo:
-            # bos (id 0) first, as in training (the feature converter's shift) and the
-            # scorer; left-truncated (as the scorer does) so prompt + completion fit.
-            ids = np.asarray(self.vocab.encode(inst.prompt), np.int32).reshape(-1)
+            # bos (id 0) first, as in training (the feature converter's shift) and the scorer.
+            ids = np.asarray(self.ckpt.vocab.encode(inst.prompt), np.int32).reshape(-1)
             truncated = max(0, ids.size - room)
-            prompts[inst.id] = (np.concatenate([[0], ids[truncated:]]).astype(np.int32),
-                                truncated)
+            jobs.append(pu_batch.PassUntilJob(
+                instance_id=inst.id,
+                prompt=np.concatenate([[0], ids[truncated:]]).astype(np.int32),
+                seed=instance_seed(pu.seed, self.task.name, inst.id),
+                cap=self.unit.cap(inst.id), truncated=int(truncated),
+                checker=checkers_lib.make_checker(self.task, inst,
+                                                  timeout_s=self.ctx.sandbox_timeout_s)))
+        return jobs
+
+    def _drive(self, jobs):
+        """(job, result, samples drawn) per job, in order, from the sampler."""
+        pu = self.unit.passuntil
         # One prompt bucket for the whole unit: the sampler compiles once per (model, task).
-        longest = max((p.size for p, _ in prompts.values()), default=1)
+        longest = max((j.prompt.size for j in jobs), default=1)
+        per_call = pu.per_call(max((j.cap for j in jobs), default=pu.k_max))
         sampler = sampler_lib.Sampler(
-            self.params, self.config, self.vocab, method=pu.method, num_slots=pu.num_slots,
-            max_new_tokens=self.task.max_new_tokens, stop_strings=self.task.stop_strings,
-            min_prompt_bucket=sampler_lib.bucket(longest))
-        start = time.monotonic()
-        for n, inst in enumerate(todo, 1):
-            seed = instance_seed(pu.seed, self.task.name, inst.id)
-            prompt, truncated = prompts[inst.id]
-            checker = checkers_lib.make_checker(self.task, inst,
-                                                timeout_s=self.sandbox_timeout_s)
-            draw = self.draw_factory(sampler, prompt, checker, seed)
-            res = passuntil.run(draw, pu.r, pu.k_max, pu.batch_size)
-            detail = {"num_samples": res.num_samples, "num_passes": res.num_passes,
-                      "capped": res.capped, "estimate": res.estimate,
-                      "naive_estimate": res.naive_estimate, "interval": list(res.interval),
-                      "r": pu.r, "k_max": pu.k_max, "seed": seed, "truncated": int(truncated),
-                      **losses[inst.id]}
-            if getattr(checker, "isolation", None):  # code execution: the sandbox level used
-                detail["isolation"] = checker.isolation
-            self.results.append([self._row(R.INSTANCE, res.estimate, inst.id, detail)])
-            elapsed = time.monotonic() - start
-            logging.info("%s@%d %s: instance %d/%d %s K=%d passes=%d%s | ETA %.0fs",
-                         self.point.run, self.point.step, self.task.name, n, len(todo),
-                         inst.id, res.num_samples, res.num_passes,
-                         " (capped)" if res.capped else "", elapsed / n * (len(todo) - n))
+            self.ckpt.params, self.ckpt.config, self.ckpt.vocab, method=pu.method,
+            num_slots=pu.num_slots, max_new_tokens=self.task.max_new_tokens,
+            stop_strings=self.task.stop_strings, min_prompt_bucket=sampler_lib.bucket(longest),
+            max_samples_per_call=max(4096, per_call * pu.batch_size))
+        if self.ctx.draw_factory is None and per_call > 1:
+            return pu_batch.run_batched(sampler, jobs, pu.r, pu.batch_size, per_call)
+        factory = self.ctx.draw_factory or sampler_lib.make_draw
+        return pu_batch.run_sequential(
+            jobs, lambda job: factory(sampler, job.prompt, job.checker, job.seed), pu.r,
+            pu.batch_size)
 
     def _aggregate(self, details: list[dict]) -> dict[str, float]:
-        if self.task.kind == registry.MULTIPLE_CHOICE:
+        if self.unit.kind == plan_lib.MULTIPLE_CHOICE:
             scores = [scorer_lib.QuestionScore.from_detail(i.id, d)
                       for i, d in zip(self.instances, details)]
             return scorer_lib.aggregate(scores)
         out = {R.ANSWER_LOSS: float(np.mean([d[R.ANSWER_LOSS] for d in details]))}
-        if self.task.checker is not None:
+        if self.unit.kind == plan_lib.PASSUNTIL:
             out[R.PASSUNTIL] = float(np.mean([d["estimate"] for d in details]))
             out[R.PASSUNTIL_NAIVE] = float(np.mean([d["naive_estimate"] for d in details]))
             out[R.PASSUNTIL_CAPPED] = float(np.mean([d["capped"] for d in details]))

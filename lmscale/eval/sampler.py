@@ -204,8 +204,8 @@ class Sampler:
                            np.concatenate(logprobs))
 
     def sample_many(self, prompts: Sequence, num_samples: Sequence[int],
-                    seeds: Sequence[int], starts: Sequence[int] | None = None
-                    ) -> list[Completions]:
+                    seeds: Sequence[int], starts: Sequence[int] | None = None, *,
+                    min_rows: int = 1, min_capacity: int = 0) -> list[Completions]:
         """Samples several prompts, those of one length bucket together in one call.
 
         Prompt i gets samples `starts[i] .. starts[i] + num_samples[i] - 1` at `seeds[i]`:
@@ -219,6 +219,9 @@ class Sampler:
         Args:
           prompts: strings, id sequences or `PromptState`s.
           num_samples, seeds: one per prompt; starts: one per prompt (default 0).
+          min_rows, min_capacity: pad every call to at least this many prompt rows and
+            output rows, so that calls with fewer prompts or samples (the tail of a
+            PassUntil unit) reuse one compiled loop.
 
         Returns:
           One `Completions` per prompt, in the order given.
@@ -236,11 +239,13 @@ class Sampler:
         for members in groups.values():
             for i, completions in zip(members, self._sample_group(
                     [states[i] for i in members], [int(num_samples[i]) for i in members],
-                    [int(seeds[i]) for i in members], [int(starts[i]) for i in members])):
+                    [int(seeds[i]) for i in members], [int(starts[i]) for i in members],
+                    int(min_rows), int(min_capacity))):
                 out[i] = completions
         return out
 
-    def _sample_group(self, states, counts, seeds, starts) -> list[Completions]:
+    def _sample_group(self, states, counts, seeds, starts, min_rows=1,
+                      min_capacity=0) -> list[Completions]:
         """One jitted call per at most `max_samples_per_call` samples of same-bucket prompts."""
         results = []
         chunk: list[int] = []
@@ -248,7 +253,7 @@ class Sampler:
         def flush():
             if not chunk:
                 return
-            rows = bucket(len(chunk))
+            rows = bucket(len(chunk), min_rows)
             pad = [chunk[0]] * (rows - len(chunk))  # extra rows ask for no samples
             take = chunk + pad
             prefix = Prefix(*(jnp.concatenate([states[i].prefix[f] for i in take], axis=1)
@@ -259,7 +264,8 @@ class Sampler:
             n_r = np.asarray([counts[i] for i in chunk] + [0] * len(pad), np.int32)
             total = int(n_r.sum())
             fn = make_sampler(self.config, self.method, self.num_slots, self.max_new_tokens,
-                              bucket(total, self.num_slots), self.eos_id, self.stop_sequences)
+                              bucket(total, max(self.num_slots, min_capacity)), self.eos_id,
+                              self.stop_sequences)
             got = jax.device_get(fn(self.params, prefix, first, keys, n_r,
                                     np.asarray([starts[i] for i in take], np.int32),
                                     np.asarray(total, np.int32)))

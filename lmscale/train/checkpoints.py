@@ -239,6 +239,25 @@ def list_eval_checkpoints(run_dir: str | pathlib.Path) -> list[int]:
     return [s for s in _saved_steps(run_dir) if s > 0 and (s % every == 0 or s == last)]
 
 
+def param_shardings(config: ModelConfig, mesh: jax.sharding.Mesh | None = None, rules=None):
+    """(abstract unboxed params, their shardings) of `Decoder(config)` on `mesh`.
+
+    The shardings are the train state's (`lmscale.train.state.param_shardings`): the model's
+    logical axes through `rules` (default `lmscale.models.sharding.rules()`), mesh axes
+    dropped from dims they do not divide. `mesh` None: the first local device.
+    """
+    boxed = jax.eval_shape(lambda r: init_params(config, r), jax.random.PRNGKey(0))["params"]
+    abstract = nn.unbox(boxed)
+    if mesh is None:
+        device = jax.local_devices()[0]
+        return abstract, jax.tree_util.tree_map(
+            lambda _: jax.sharding.SingleDeviceSharding(device), abstract)
+    rules = sharding_lib.rules() if rules is None else rules
+    shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed), mesh, rules)
+    return abstract, jax.tree_util.tree_map(lambda s, a: fit_sharding(s, a.shape), shardings,
+                                            abstract)
+
+
 def restore_params(run_dir: str | pathlib.Path, step: int, config: ModelConfig | None = None,
                    mesh: jax.sharding.Mesh | None = None, rules=None):
     """The parameters saved at `step`, read-only, unboxed, verified against the fingerprint.
@@ -265,17 +284,7 @@ def restore_params(run_dir: str | pathlib.Path, step: int, config: ModelConfig |
     if step not in _saved_steps(run_dir):
         raise FileNotFoundError(f"{run_dir / CHECKPOINT_DIR}: no checkpoint at step {step}; "
                                 f"saved steps: {_saved_steps(run_dir)}")
-    boxed = jax.eval_shape(lambda r: init_params(config, r), jax.random.PRNGKey(0))["params"]
-    abstract = nn.unbox(boxed)
-    if mesh is None:
-        device = jax.local_devices()[0]
-        shardings = jax.tree_util.tree_map(
-            lambda _: jax.sharding.SingleDeviceSharding(device), abstract)
-    else:
-        rules = sharding_lib.rules() if rules is None else rules
-        shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed), mesh, rules)
-        shardings = jax.tree_util.tree_map(lambda s, a: fit_sharding(s, a.shape),
-                                           shardings, abstract)
+    abstract, shardings = param_shardings(config, mesh, rules)
     target = jax.tree_util.tree_map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
     # Partial restore: only the params subtree is read, not the optimizer moments.

@@ -58,7 +58,7 @@ class _Source:
         self.restored = []
 
     def as_source(self):
-        def restore(run_dir, step, config):
+        def restore(run_dir, step, config, mesh=None):
             self.restored.append((pathlib.Path(run_dir).name, step))
             return _restore(run_dir, step, config)
 
@@ -92,10 +92,13 @@ def _tasks(num_gen=4):
 
 
 PU = runner.PassUntilConfig(r=2, k_max=48, batch_size=16, num_slots=8, seed=5)
+ONE_DEVICE = jax.make_mesh((1, 1, 1), ("data", "fsdp", "tensor"), devices=jax.devices()[:1],
+                           axis_types=(jax.sharding.AxisType.Auto,) * 3)
 
 
 def _evaluate(workdir, source, **kw):
     kw.setdefault("validation", runner.ValidationConfig(batch_size=2))
+    kw.setdefault("mesh", ONE_DEVICE)  # the 8-device mesh: tests/eval/test_mesh_eval.py
     return runner.evaluate(str(workdir), _tasks(), source=source.as_source(),
                            passuntil_config=PU, stream_factory=_stream, **kw)
 
@@ -287,7 +290,7 @@ def test_passuntil_rows_carry_the_summed_answer_loss(tmp_path):
                              loader=lambda split: gen)
     runner.evaluate(str(tmp_path), [task], source=_Source().as_source(), passuntil_config=PU,
                     draw_factory=lambda s, p, c, seed: (lambda n: np.ones(n, bool)),
-                    validation=runner.ValidationConfig(enabled=False))
+                    validation=runner.ValidationConfig(enabled=False), mesh=ONE_DEVICE)
     rows = {r.instance: r for r in R.read_rows(tmp_path / runner.RESULTS_FILE)
             if r.metric == R.INSTANCE}
     params = _restore(str(tmp_path / "a"), 10, CONFIG)
@@ -299,3 +302,56 @@ def test_passuntil_rows_carry_the_summed_answer_loss(tmp_path):
         assert n == len(i.target) > 1
         assert rows[i.id].detail[R.ANSWER_LOSS_SUM] == pytest.approx(total, rel=1e-5)
         assert rows[i.id].detail[R.ANSWER_LOSS] == pytest.approx(total / n, rel=1e-5)
+
+
+def test_batched_prompts_write_the_rows_of_one_prompt_per_call(tmp_path):
+    """PassUntil with several prompts per `sample_many` call (5 instances, 2 per call: a
+    half-empty last call) gives exactly the rows of one prompt per call."""
+    rows = {}
+    for per_call in (1, 2):
+        workdir = tmp_path / f"per_call_{per_call}"
+        _write_runs(workdir, names=("a",), steps=(10,))
+        gen = [registry.Instance(f"g{i}", f"say {i}:", target=t)
+               for i, t in enumerate("*}C9k")]  # characters these params often sample
+        tasks = [registry.EvalTask("stand_in_gen", registry.GENERATIVE, "contains", 0.0,
+                                   ("\n",), 4, loader=lambda split: gen)]
+        results = runner.evaluate(
+            str(workdir), tasks, source=_Source().as_source(), mesh=ONE_DEVICE,
+            passuntil_config=dataclasses.replace(PU, prompts_per_call=per_call),
+            validation=runner.ValidationConfig(enabled=False))
+        rows[per_call] = R.read_rows(workdir / runner.RESULTS_FILE)
+        assert results.summary.units_run == 1 and results.summary.pu_samples > 0
+    assert rows[1] == rows[2]
+    gen = [r for r in rows[2] if r.metric == R.INSTANCE]
+    assert [r.instance for r in gen] == ["g0", "g1", "g2", "g3", "g4"]
+    ks = [r.detail["num_samples"] for r in gen]
+    assert len(set(ks)) > 1 and min(ks) < PU.k_max  # instances finish at different rounds
+
+
+def test_per_instance_caps_are_used_and_recorded(tmp_path):
+    _write_runs(tmp_path, names=("a",), steps=(10,))
+    caps = {"stand_in_gen": {"g0": 5, "g2": 30}}
+    results = _evaluate(tmp_path, _Source(), passuntil_caps=caps,
+                        draw_factory=lambda s, p, c, seed: (lambda n: np.zeros(n, bool)),
+                        validation=runner.ValidationConfig(enabled=False))
+    gen = {r.instance: r.detail for r in results.rows
+           if r.task == "stand_in_gen" and r.metric == R.INSTANCE}
+    for inst, cap in {"g0": 5, "g1": PU.k_max, "g2": 30, "g3": PU.k_max}.items():
+        assert gen[inst]["k_max"] == cap and gen[inst]["num_samples"] == cap
+        assert gen[inst]["capped"]
+    with pytest.raises(ValueError, match=r"passuntil_caps\['stand_in_gen'\]\['g0'\]=1"):
+        _evaluate(tmp_path, _Source(), passuntil_caps={"stand_in_gen": {"g0": 1}})
+    with pytest.raises(ValueError, match="task 'nope' is not evaluated"):
+        _evaluate(tmp_path, _Source(), passuntil_caps={"nope": {"g0": 9}})
+
+
+def test_summary_reports_compile_share_and_skips(tmp_path):
+    _write_runs(tmp_path, names=("a",), steps=(10,))
+    first = _evaluate(tmp_path, _Source(),
+                      draw_factory=lambda s, p, c, seed: (lambda n: np.ones(n, bool))).summary
+    assert (first.units_run, first.units_skipped) == (3, 0)
+    assert 0 <= first.compile_s <= first.wall_s and 0 <= first.compile_share <= 1
+    assert first.pu_samples == 4 * PU.batch_size  # 4 instances, one batch each (r passes)
+    assert "compile" in first.line() and "samples/s" in first.line()
+    again = _evaluate(tmp_path, _Source()).summary
+    assert (again.units_run, again.units_skipped, again.pu_samples) == (0, 3, 0)

@@ -1,0 +1,194 @@
+"""PassUntil over the instances of a unit: one prompt per sampler call, or several at once.
+
+Stage: eval. Consumes a `Sampler` and one `PassUntilJob` per instance (prompt ids, seed,
+sample cap, pass checker); produces each instance's `passuntil.PassUntilResult` in job
+order. `run_sequential` drives `passuntil.run` with one `draw` per instance (one prompt
+per sampler call). `run_batched` keeps up to `prompts_per_call` instances in flight and
+draws the next batch of every one of them in one `Sampler.sample_many` call (the per-call
+overhead is paid once per call instead of once per instance); an instance that reaches r
+passes or its cap leaves and the next one takes its row.
+
+Both give the same results: sample i of an instance depends only on (params, prompt,
+seed, i) (`lmscale.eval.sampler`), each instance draws `min(batch_size, cap - drawn)`
+samples per round exactly as `passuntil.run` asks, and its recorded outcomes are replayed
+through `passuntil.run`, so K, passes and the statistics come from the one driver.
+Results are yielded in job order, so the rows a unit writes (and what an interrupted unit
+leaves) do not depend on the driver.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from lmscale.eval import passuntil
+from lmscale.eval import results as R
+
+
+@dataclasses.dataclass(frozen=True)
+class PassUntilJob:
+    """One instance to sample: prompt ids [T] int32 (bos first), the seed of its samples,
+    its sample cap, its pass checker, and how many prompt tokens were cut to fit."""
+
+    instance_id: str
+    prompt: np.ndarray
+    seed: int
+    cap: int
+    checker: Callable[[str], bool]
+    truncated: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class PassUntilInstance:
+    """One instance's PassUntil outcome, as its result row's detail holds it.
+
+    Attributes:
+      instance_id: the instance.
+      num_samples: K, samples up to and including the r-th pass (or the cap).
+      num_passes: passes among them (= r unless capped).
+      capped: the cap was reached before r passes.
+      estimate, naive_estimate, interval: `passuntil.PassUntilResult`'s.
+      r: passes required.
+      cap: the sample cap used (the row's "k_max").
+      seed: the instance's sample seed.
+      truncated: prompt tokens cut from the left to fit the model.
+      answer_loss, answer_loss_sum: target NLL per token and summed (nats).
+      isolation: sandbox isolation level of a "code" checker (None: not code).
+    """
+
+    instance_id: str
+    num_samples: int
+    num_passes: int
+    capped: bool
+    estimate: float
+    naive_estimate: float
+    interval: tuple[float, float]
+    r: int
+    cap: int
+    seed: int
+    truncated: int
+    answer_loss: float
+    answer_loss_sum: float
+    isolation: str | None = None
+
+    @classmethod
+    def make(cls, job: PassUntilJob, result: passuntil.PassUntilResult,
+             losses: dict[str, float]) -> "PassUntilInstance":
+        return cls(instance_id=job.instance_id, num_samples=result.num_samples,
+                   num_passes=result.num_passes, capped=result.capped,
+                   estimate=result.estimate, naive_estimate=result.naive_estimate,
+                   interval=tuple(result.interval), r=result.r, cap=result.k_max,
+                   seed=job.seed, truncated=int(job.truncated),
+                   answer_loss=losses[R.ANSWER_LOSS],
+                   answer_loss_sum=losses[R.ANSWER_LOSS_SUM],
+                   isolation=getattr(job.checker, "isolation", None) or None)
+
+    def detail(self) -> dict:
+        """The row's detail (the results file's format)."""
+        out = {"num_samples": self.num_samples, "num_passes": self.num_passes,
+               "capped": self.capped, "estimate": self.estimate,
+               "naive_estimate": self.naive_estimate, "interval": list(self.interval),
+               "r": self.r, "k_max": self.cap, "seed": self.seed,
+               "truncated": self.truncated, R.ANSWER_LOSS: self.answer_loss,
+               R.ANSWER_LOSS_SUM: self.answer_loss_sum}
+        if self.isolation:  # code execution: the sandbox level used
+            out["isolation"] = self.isolation
+        return out
+
+    @classmethod
+    def from_detail(cls, instance_id: str, detail: dict) -> "PassUntilInstance":
+        return cls(instance_id=instance_id, num_samples=int(detail["num_samples"]),
+                   num_passes=int(detail["num_passes"]), capped=bool(detail["capped"]),
+                   estimate=float(detail["estimate"]),
+                   naive_estimate=float(detail["naive_estimate"]),
+                   interval=tuple(detail["interval"]), r=int(detail["r"]),
+                   cap=int(detail["k_max"]), seed=int(detail["seed"]),
+                   truncated=int(detail.get("truncated", 0)),
+                   answer_loss=float(detail[R.ANSWER_LOSS]),
+                   answer_loss_sum=float(detail[R.ANSWER_LOSS_SUM]),
+                   isolation=detail.get("isolation"))
+
+
+Outcome = tuple[PassUntilJob, passuntil.PassUntilResult, int]  # (job, result, drawn)
+
+
+def run_sequential(jobs: Sequence[PassUntilJob], make_draw: Callable, r: int,
+                   batch_size: int) -> Iterator[Outcome]:
+    """`passuntil.run` per job with `make_draw(job) -> draw(n)`; yields in job order."""
+    for job in jobs:
+        draw, drawn = make_draw(job), [0]
+
+        def counted(n, draw=draw):
+            drawn[0] += n
+            return draw(n)
+
+        yield job, passuntil.run(counted, r, job.cap, batch_size), drawn[0]
+
+
+class _InFlight:
+    """One instance being sampled by `run_batched`: what it drew and whether it is done."""
+
+    def __init__(self, index: int, job: PassUntilJob, state):
+        self.index, self.job, self.state = index, job, state
+        self.outcomes: list[np.ndarray] = []
+        self.drawn = self.passes = 0
+        self.done = False
+
+    def want(self, batch_size: int) -> int:
+        return min(batch_size, self.job.cap - self.drawn)
+
+    def add(self, outcomes: np.ndarray, r: int) -> None:
+        self.outcomes.append(outcomes)
+        self.drawn += len(outcomes)
+        self.passes += int(outcomes.sum())
+        self.done = self.passes >= r or self.drawn >= self.job.cap
+
+    def result(self, r: int, batch_size: int) -> passuntil.PassUntilResult:
+        """`passuntil.run` over the recorded outcomes (it asks for the same batches)."""
+        recorded = list(self.outcomes)
+
+        def replay(n):
+            out = recorded.pop(0)
+            if len(out) != n:
+                raise AssertionError(f"replay: asked {n}, recorded {len(out)}")
+            return out
+
+        return passuntil.run(replay, r, self.job.cap, batch_size)
+
+
+def run_batched(sampler, jobs: Sequence[PassUntilJob], r: int, batch_size: int,
+                prompts_per_call: int) -> Iterator[Outcome]:
+    """PassUntil for every job, the next batch of up to `prompts_per_call` instances per
+    `Sampler.sample_many` call; yields (job, result, samples drawn) in job order.
+
+    Every call has the same shapes (rows padded to `prompts_per_call`, output capacity
+    `prompts_per_call` draws), so a unit compiles the sampling loop once.
+    """
+    for job in jobs:
+        if job.cap < r:
+            raise ValueError(f"instance {job.instance_id!r}: cap {job.cap} < r={r}")
+    capacity = prompts_per_call * min(batch_size, max((j.cap for j in jobs), default=1))
+    pending = collections.deque(enumerate(jobs))
+    active: list[_InFlight] = []
+    finished: dict[int, Outcome] = {}
+    next_out = 0
+    while pending or active:
+        while len(active) < prompts_per_call and pending:
+            index, job = pending.popleft()
+            active.append(_InFlight(index, job, sampler.prefill(job.prompt)))
+        wants = [a.want(batch_size) for a in active]
+        completions = sampler.sample_many(
+            [a.state for a in active], wants, [a.job.seed for a in active],
+            [a.drawn for a in active], min_rows=prompts_per_call,
+            min_capacity=capacity)
+        for a, got in zip(active, completions):
+            a.add(np.array([bool(a.job.checker(t)) for t in sampler.text(got)], bool), r)
+            if a.done:
+                finished[a.index] = (a.job, a.result(r, batch_size), a.drawn)
+        active = [a for a in active if not a.done]
+        while next_out in finished:
+            yield finished.pop(next_out)
+            next_out += 1
