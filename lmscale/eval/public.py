@@ -262,7 +262,9 @@ def public_source(runs: Mapping[str, PublicRun]) -> runner.CheckpointSource:
             raise KeyError(f"public ladder: no run {name!r}; runs: {sorted(runs)}")
         return runs[key]
 
-    def restore(name: str, step: int, config: ModelConfig) -> Any:
+    def restore(name: str, step: int, config: ModelConfig, mesh=None) -> Any:
+        # `mesh` is unused: the evaluator places the returned host arrays onto it.
+        del mesh
         paths = run(name).paths
         if step not in paths:
             raise KeyError(f"public ladder: run {name!r} has no checkpoint at step {step}; "

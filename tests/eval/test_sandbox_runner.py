@@ -41,7 +41,7 @@ def _write_run(workdir):
 
 
 def _source():
-    def restore(run_dir, step, config):
+    def restore(run_dir, step, config, mesh=None):
         return nn.unbox(init_params(config, jax.random.PRNGKey(step)))["params"]
 
     return runner.CheckpointSource(load_record=RunRecord.load,
