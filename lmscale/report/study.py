@@ -210,9 +210,11 @@ def train_ladder(config: StudyConfig, runs_dir: pathlib.Path,
 
 def evaluate_ladder(config: StudyConfig, runs_dir: pathlib.Path,
                     infos: dict[str, RunRecord], results_path: pathlib.Path,
-                    seconds: dict[str, float] | None = None) -> results_lib.ResultsFile:
+                    seconds: dict[str, float] | None = None,
+                    on_run=None) -> results_lib.ResultsFile:
     """Evaluates every kept checkpoint: full PassUntil on finals, capped on the rest.
-    Adds each run's evaluation wall time to `seconds[run name]` when given."""
+    Adds each run's evaluation wall time to `seconds[run name]` when given and calls
+    `on_run(seconds)` after each run (the study saves stages.json as it goes)."""
     tasks = list(config.mc_tasks) + list(config.passuntil_tasks)
     intermediate_pu = config.passuntil if config.intermediate_k_max is None else \
         dataclasses.replace(config.passuntil, k_max=config.intermediate_k_max)
@@ -234,6 +236,8 @@ def evaluate_ladder(config: StudyConfig, runs_dir: pathlib.Path,
                                       passuntil_config=intermediate_pu, **common)
         if seconds is not None:
             seconds[name] = seconds.get(name, 0.0) + time.time() - run_start
+            if on_run is not None:
+                on_run(seconds)
         stage.advance(1, f"{name}: {1 + len(others)} checkpoint(s) evaluated")
     return results
 
@@ -261,6 +265,15 @@ def _eval_seconds(root: pathlib.Path) -> dict[str, float]:
     if not path.exists():
         return {}
     return dict(json.loads(path.read_text(encoding="utf-8")).get("evaluate_s", {}))
+
+
+def _save_stages(root: pathlib.Path, eval_seconds: dict[str, float]) -> None:
+    """Writes stages.json (evaluation seconds per run so far; process 0 only)."""
+    import jax  # pylint: disable=g-import-not-at-top
+
+    if jax.process_index() == 0:
+        (root / STAGES_FILE).write_text(json.dumps({"evaluate_s": eval_seconds}, indent=1),
+                                        encoding="utf-8")
 
 
 def plan_vs_measured(root: pathlib.Path, infos: dict[str, RunRecord]) -> list[dict] | None:
@@ -331,6 +344,34 @@ def predict_workdir(config: StudyConfig, workdir: str | pathlib.Path,
     return analyze_and_report(config, root, infos, results_lib.read_rows(results_path), setup)
 
 
+def study_setup(config: StudyConfig, optimizer: optim.OptimizerConfig, train_s: float,
+                eval_s: float) -> dict[str, Any]:
+    """The report's Setup list: the ladder, tasks, settings and this invocation's times."""
+    import jax  # pylint: disable=g-import-not-at-top
+
+    ladder = config.ladder
+    return {
+        "ladder": ", ".join(f"{m.name} (d_model {m.d_model}, {m.n_layers} layers, "
+                            f"N={m.num_params.non_embedding:,})" for m in ladder.models),
+        "token multiplier M": config.token_multiplier,
+        "tokens per step": (f"{list(ladder.batch_sizes)} rows" if ladder.batch_sizes
+                            else f"{ladder.template.batch_size} rows")
+                           + f" x {ladder.template.seq_len} tokens",
+        "corpus / vocabulary": f"{ladder.template.corpus} / {ladder.template.vocab_spec}",
+        "seeds": list(ladder.seeds),
+        "optimizer": (f"AdamW lr_peak {optimizer.lr_peak}, cosine to the last step"),
+        "multiple-choice tasks": list(config.mc_tasks),
+        "PassUntil tasks": list(config.passuntil_tasks),
+        "PassUntil": (f"r={config.passuntil.r}, k_max={config.passuntil.k_max} on final "
+                      f"checkpoints, {config.intermediate_k_max or config.passuntil.k_max} on "
+                      f"intermediate ones, temperature {config.passuntil.temperature}"),
+        "instances per task": config.instances or "all",
+        "train wall time (s, this invocation)": round(train_s, 1),
+        "evaluation wall time (s, this invocation)": round(eval_s, 1),
+        "device": f"{jax.device_count()} x {jax.devices()[0].platform}",
+    }
+
+
 def run_study(config: StudyConfig, workdir: str,
               optimizer: optim.OptimizerConfig = optim.OptimizerConfig(),
               mesh: state_lib.MeshConfig = state_lib.MeshConfig(),
@@ -377,32 +418,12 @@ def run_study(config: StudyConfig, workdir: str,
     train_s = time.time() - start
     results_path = root / runner.RESULTS_FILE
     eval_seconds = _eval_seconds(root)
-    results = evaluate_ladder(config, runs_dir, infos, results_path, eval_seconds)
+    results = evaluate_ladder(config, runs_dir, infos, results_path, eval_seconds,
+                              on_run=functools.partial(_save_stages, root))
     eval_s = time.time() - start - train_s
     if jax.process_index() != 0:
         return {}
-    (root / STAGES_FILE).write_text(json.dumps({"evaluate_s": eval_seconds}, indent=1),
-                                    encoding="utf-8")
-    setup = {
-        "ladder": ", ".join(f"{m.name} (d_model {m.d_model}, {m.n_layers} layers, "
-                            f"N={m.num_params.non_embedding:,})" for m in ladder.models),
-        "token multiplier M": config.token_multiplier,
-        "tokens per step": (f"{list(ladder.batch_sizes)} rows" if ladder.batch_sizes
-                            else f"{ladder.template.batch_size} rows")
-                           + f" x {ladder.template.seq_len} tokens",
-        "corpus / vocabulary": f"{ladder.template.corpus} / {ladder.template.vocab_spec}",
-        "seeds": list(ladder.seeds),
-        "optimizer": (f"AdamW lr_peak {optimizer.lr_peak}, cosine to the last step"),
-        "multiple-choice tasks": list(config.mc_tasks),
-        "PassUntil tasks": list(config.passuntil_tasks),
-        "PassUntil": (f"r={config.passuntil.r}, k_max={config.passuntil.k_max} on final "
-                      f"checkpoints, {config.intermediate_k_max or config.passuntil.k_max} on "
-                      f"intermediate ones, temperature {config.passuntil.temperature}"),
-        "instances per task": config.instances or "all",
-        "train wall time (s, this invocation)": round(train_s, 1),
-        "evaluation wall time (s, this invocation)": round(eval_s, 1),
-        "device": f"{jax.device_count()} x {jax.devices()[0].platform}",
-    }
+    setup = study_setup(config, optimizer, train_s, eval_s)
     analysis = analyze_and_report(config, root, infos, results.rows, setup)
     logging.info("study %r: report written to %s (%.0fs in all)", config.name,
                  root / "report.md", time.time() - start)
