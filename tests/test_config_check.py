@@ -48,13 +48,19 @@ def test_good_values_pass_and_lists_stand_for_tuples():
     check_fields(_Config(rate=1, sizes=[3, 4], limit=5, pair=["b", 2]))
 
 
-def test_study_config_token_multiplier_abc_is_named():
+def test_study_and_ladder_config_bad_fields_are_named():
     from lmscale.models import ConfigError, ModelConfig
     from lmscale.report import study
     models = [ModelConfig(vocab_size=259, d_model=w, n_layers=1, n_heads=w // 8, head_dim=8,
                           d_ff=2 * w, max_seq_len=128, name=f"m{w}") for w in (16, 24, 32, 40)]
-    config = dataclasses.replace(study.StudyConfig(models=models), token_multiplier="abc")
-    with pytest.raises(ConfigError, match=r"StudyConfig.token_multiplier='abc': expected "
-                       r"float, got str"):
+    from lmscale.train.ladder import LadderConfig
+    from lmscale.train.spec import RunSpec
+    ladder = LadderConfig(template=RunSpec(model=models[0], token_multiplier=1.0),
+                          models=models)
+    config = dataclasses.replace(study.StudyConfig(ladder=ladder), name=5)
+    with pytest.raises(ConfigError, match=r"StudyConfig.name=5: expected str, got int"):
         check_fields(config, error=ConfigError)
-    check_fields(study.StudyConfig(models=models))
+    # the token multiplier now lives in the study's ladder
+    with pytest.raises(ConfigError, match=r"LadderConfig.token_multipliers"):
+        check_fields(dataclasses.replace(ladder, token_multipliers="abc"), error=ConfigError)
+    check_fields(study.StudyConfig(ladder=ladder))

@@ -18,6 +18,10 @@ from lmscale.main import _cli
 
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the study plan (runs, tokens, FLOPs, "
                              "evaluation units) and exit: nothing is trained.")
+_PROBE = flags.DEFINE_bool("probe", False, "Time the plan with a short probe (a few train "
+                           "steps and sampler calls per shape): printed with --dry_run, "
+                           "else saved in <workdir>/plan.json and set beside the measured "
+                           "times in the report.")
 
 
 def main(argv) -> None:
@@ -25,10 +29,11 @@ def main(argv) -> None:
     config_text = _cli.start(argv)
     from lmscale.report import markdown, study  # pylint: disable=g-import-not-at-top
     if _DRY_RUN.value:
-        print(_cli.configured(study.run_study)(workdir=flags.workdir, mode="plan")["plan"])
+        print(_cli.configured(study.run_study)(workdir=flags.workdir, mode="plan",
+                                               probe=_PROBE.value)["plan"])
         return
     run = _cli.configured(study.run_study)
-    analysis = run(workdir=flags.workdir, config_text=config_text)
+    analysis = run(workdir=flags.workdir, config_text=config_text, probe=_PROBE.value)
     if analysis:
         report = os.path.join(flags.workdir, "report.md")
         print(f"\nReport: {report}")

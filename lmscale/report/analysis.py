@@ -25,6 +25,7 @@ import numpy as np
 from lmscale import fit as F
 from lmscale.fit.bootstrap import summarize_failures
 from lmscale.train import record as record_lib
+from lmscale.train.record import RunRecord
 from lmscale.eval.results import (ACCURACY, ANSWER_LOSS, ANSWER_LOSS_SUM, BRIER_SCORE,
                                   CORRECT_CHOICE_PROB, INSTANCE, NUM_INSTANCES, PASSUNTIL,
                                   VALIDATION_LOSS,
@@ -51,23 +52,22 @@ class _Rung:
     name: str = ""
 
 
-def _rungs(runs: Mapping[str, Mapping[str, Any]]) -> list[_Rung]:
+def _rungs(runs: Mapping[str, RunRecord]) -> list[_Rung]:
     """Runs grouped by (N, D), sorted by N then D: only seeds of one (N, D) are averaged."""
     by_point: dict[tuple[int, int], _Rung] = {}
     for name, info in runs.items():
-        n, d = int(info["num_params_non_embedding"]), int(info["num_tokens"])
-        rung = by_point.setdefault((n, d), _Rung(n, int(info["num_params"]), d, [], {}))
+        n, d = int(info.num_params_non_embedding), int(info.num_tokens)
+        rung = by_point.setdefault((n, d), _Rung(n, int(info.num_params), d, [], {}))
         rung.runs.append(name)
-        rung.final_steps[name] = int(info["num_steps"])
+        rung.final_steps[name] = int(info.num_steps)
     return [by_point[key] for key in sorted(by_point)]
 
 
-def loss_unit(runs: Mapping[str, Mapping[str, Any]]) -> str:
+def loss_unit(runs: Mapping[str, RunRecord]) -> str:
     """The runs' loss unit from their records ("nats/byte" under the byte vocabulary,
     "nats/token" otherwise; `lmscale.train.record.loss_unit`); raises ValueError when the
     runs disagree."""
-    units = {info.get("loss_unit") or record_lib.loss_unit(info.get("vocab_spec") or "")
-             for info in runs.values()}
+    units = {info.loss_unit or record_lib.loss_unit(info.vocab_spec) for info in runs.values()}
     if len(units) > 1:
         raise ValueError(f"analyze: runs mix loss units {sorted(units)}")
     return units.pop() if units else "nats/token"
@@ -169,7 +169,7 @@ def _targets(targets) -> list[_Rung]:
     return out
 
 
-def analyze(rows: Iterable, runs: Mapping[str, Mapping[str, Any]], *,
+def analyze(rows: Iterable, runs: Mapping[str, RunRecord], *,
             mc_tasks: Sequence[str] = (), passuntil_tasks: Sequence[str] = (),
             random_baselines: Mapping[str, float] | None = None, held_out: int = 1,
             passuntil_r: int | None = None, targets: Sequence = (), level: float = 0.9,
@@ -180,8 +180,7 @@ def analyze(rows: Iterable, runs: Mapping[str, Mapping[str, Any]], *,
 
     Args:
       rows: result rows (dicts or `ResultRow`s) of every evaluated checkpoint.
-      runs: run name -> run.json dict (needs num_params, num_params_non_embedding,
-        num_tokens, num_steps; optional wall_s, seed, loss_unit).
+      runs: run name -> `RunRecord` (`RunRecord.load` of each run directory).
       mc_tasks: multiple-choice task names (likelihood-scored).
       passuntil_tasks: generative task names evaluated by PassUntil.
       random_baselines: task -> random-guess accuracy (MC) for normalised performance.
@@ -260,7 +259,7 @@ def _checkpoints(rungs, runs, index, mc_tasks, passuntil_tasks) -> list[dict[str
     checkpoints = []
     for rung in rungs:
         for run in rung.runs:
-            tokens_per_step = int(runs[run].get("tokens_per_step") or 0)
+            tokens_per_step = int(runs[run].tokens_per_step or 0)
             for step in index.steps(run):
                 point = dict(run=run, step=step, N=rung.N, D=rung.D,
                              tokens=step * tokens_per_step,
@@ -298,7 +297,7 @@ def _rung_rows(rungs, runs, index) -> list[dict[str, Any]]:
             runs=rung.runs, num_seeds=len(rung.runs),
             validation_loss=float(np.mean(losses)),
             validation_loss_std=float(np.std(losses)) if len(losses) > 1 else None,
-            wall_s=_mean([_num(runs[r].get("wall_s")) for r in rung.runs]),
+            wall_s=_mean([_num(runs[r].wall_s) for r in rung.runs]),
             held_out=False))
     return out
 

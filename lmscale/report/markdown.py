@@ -219,6 +219,26 @@ def isolation_section(levels: Mapping[str, Sequence[str]]) -> list[str]:
     return lines
 
 
+def plan_section(rows: Sequence[Mapping[str, Any]] | None) -> list[str]:
+    """The plan saved at the study's start (plan.json) beside what was measured: per stage
+    and rung, FLOPs, estimated and measured wall time and their ratio
+    (`lmscale.report.plan.render.plan_vs_measured` rows); nothing without rows."""
+    if not rows:
+        return []
+    secs = lambda s: "-" if s is None else f"{s:.0f}"  # noqa: E731
+    table = [(r["stage"], r["rung"], f"{r['flops']:.3g}", secs(r["estimated_s"]),
+              secs(r["measured_s"]), "-" if r["ratio"] is None else f"{r['ratio']:.2f}")
+             for r in rows]
+    return (["", "## Plan vs measured", "",
+             "The plan written to plan.json when the study started (training: model FLOPs; "
+             "evaluation: expected FLOPs under the prior PU, worst case without one; "
+             "estimated wall time from the probe when it ran) beside the measured wall "
+             "time (training: the run records' wall_s; evaluation: the study's timing of "
+             "each run's evaluation, stages.json).", ""]
+            + _table(["stage", "rung", "FLOPs", "est. s", "measured s", "measured / est."],
+                     table))
+
+
 def render(analysis: Mapping[str, Any], figures: Mapping[str, str], *, title: str,
            setup: Mapping[str, Any]) -> str:
     """The markdown text of the report."""
@@ -237,6 +257,7 @@ def render(analysis: Mapping[str, Any], figures: Mapping[str, str], *, title: st
         lines += ["", f"![prediction vs truth]({figures['prediction_vs_truth']})"]
     lines += _backtests_section(analysis)
     lines += ["", "## Setup", ""] + [f"- {k}: {v}" for k, v in setup.items()]
+    lines += plan_section(analysis.get("plan_vs_measured"))
     lines += _runs_section(analysis)
     lines += isolation_section(analysis.get("isolation") or {})
     lines += _loss_law_section(analysis["loss_law"], figures)

@@ -6,8 +6,10 @@ finished runs are skipped by the trainer, finished (run, checkpoint, task) units
 finished PassUntil instances by the evaluator, and the analysis is recomputed from the
 results file each time.
 
-Outputs in the workdir: `runs/<run>/` (training), `results.jsonl` (every measurement),
-`report.md`, `results.json` and PNG figures.
+Outputs in the workdir: `plan.json` (the plan of `lmscale.report.plan`, written when the
+study first starts), `runs/<run>/` (training), `results.jsonl` (every measurement),
+`stages.json` (measured evaluation seconds per run), `report.md`, `results.json` and PNG
+figures. The report sets the plan beside the measured wall times.
 """
 
 from __future__ import annotations
@@ -42,14 +44,12 @@ class StudyConfig:
 
     Attributes:
       name: study title (report heading).
-      models: the ladder, smallest first; one shape family (only width changes).
-      token_multiplier: M = D / N (N non-embedding) for every rung.
-      seq_len, batch_size: training rows and rows per step.
-      batch_sizes: optional rows per step for each model (Hu et al. grow the batch with
-        size, Table 4), overriding `batch_size`; the small rungs then still take a few
-        hundred optimizer steps at the same token multiplier.
-      corpus, vocab_spec: training corpus task and vocabulary (`lmscale.data`).
-      seeds: one run per (model, seed); rung values are seed means.
+      ladder: the runs (`lmscale.train.ladder.LadderConfig`: a `RunSpec` template for
+        seq_len, batch_size, corpus and vocab_spec, plus the models, smallest first and of
+        one shape family (only width changes), one token multiplier M = D / N (N
+        non-embedding) for every rung, the seeds (rung values are seed means) and optional
+        per-model batch sizes (Hu et al. grow the batch with size, Table 4, so the small
+        rungs still take a few hundred steps at the same M)).
       eval_checkpoints: checkpoints kept per run for evaluation (the last is the final
         one); intermediate ones feed the loss-vs-performance views.
       held_out: number of largest rungs excluded from every fit and predicted.
@@ -66,15 +66,8 @@ class StudyConfig:
       level: nominal coverage of every prediction interval.
     """
 
+    ladder: ladder_lib.LadderConfig
     name: str = "lmscale study"
-    models: tuple[ModelConfig, ...] = ()
-    token_multiplier: float = 20.0
-    seq_len: int = 128
-    batch_size: int = 32
-    batch_sizes: tuple[int, ...] | None = None
-    corpus: str = "lmscale_stdlib_py"
-    vocab_spec: str = "byte"
-    seeds: tuple[int, ...] = (0,)
     eval_checkpoints: int = 4
     held_out: int = 1
     mc_tasks: tuple[str, ...] = ()
@@ -87,57 +80,47 @@ class StudyConfig:
     level: float = 0.9
 
     def __post_init__(self):
-        object.__setattr__(self, "targets", tuple(self.targets))
+        for field in ("targets", "mc_tasks", "passuntil_tasks"):
+            object.__setattr__(self, field, tuple(getattr(self, field)))
+        if not isinstance(self.ladder, ladder_lib.LadderConfig):
+            raise ConfigError(f"StudyConfig.ladder={self.ladder!r}: expected a LadderConfig "
+                              "(in gin: ladder = @ladder.LadderConfig())")
         if not 0 < self.level < 1:
             raise ConfigError(f"StudyConfig.level={self.level}: must lie in (0, 1)")
-        object.__setattr__(self, "models", tuple(self.models))
-        object.__setattr__(self, "seeds", tuple(self.seeds))
-        object.__setattr__(self, "mc_tasks", tuple(self.mc_tasks))
-        object.__setattr__(self, "passuntil_tasks", tuple(self.passuntil_tasks))
-        if self.batch_sizes is not None:
-            object.__setattr__(self, "batch_sizes", tuple(self.batch_sizes))
-            if len(self.batch_sizes) != len(self.models):
-                raise ConfigError(f"StudyConfig.batch_sizes has {len(self.batch_sizes)} "
-                                  f"entries for {len(self.models)} models")
-        if len(self.models) < self.held_out + 3:
+        ladder = self.ladder
+        if len(ladder.token_multipliers) != 1:
+            raise ConfigError(f"StudyConfig.ladder.token_multipliers="
+                              f"{list(ladder.token_multipliers)}: a study trains every rung "
+                              "at one token multiplier")
+        if len(ladder.models) < self.held_out + 3:
             raise ConfigError(
-                f"StudyConfig.models has {len(self.models)} model(s); with held_out="
+                f"StudyConfig.ladder.models has {len(ladder.models)} model(s); with held_out="
                 f"{self.held_out} the loss law needs >= {self.held_out + 3}")
-        names = [m.name for m in self.models]
-        if len(set(names)) != len(names) or not all(names):
-            raise ConfigError(f"StudyConfig.models: every model needs a distinct name, got "
-                              f"{names}")
-        sizes = [m.num_params.non_embedding for m in self.models]
+        sizes = [m.num_params.non_embedding for m in ladder.models]
         if sizes != sorted(sizes) or len(set(sizes)) != len(sizes):
-            raise ConfigError(f"StudyConfig.models: must be strictly increasing in size "
+            raise ConfigError(f"StudyConfig.ladder.models: must be strictly increasing in size "
                               f"(non-embedding N = {sizes})")
         if self.eval_checkpoints < 1:
             raise ConfigError(f"StudyConfig.eval_checkpoints={self.eval_checkpoints}: >= 1")
-        if not self.seeds:
-            raise ConfigError("StudyConfig.seeds is empty")
         if self.intermediate_k_max is not None and self.intermediate_k_max < self.passuntil.r:
             raise ConfigError(f"StudyConfig.intermediate_k_max={self.intermediate_k_max} < "
                               f"PassUntil r={self.passuntil.r}")
         if self.instances is not None and self.instances < 1:
             raise ConfigError(f"StudyConfig.instances={self.instances}: >= 1 or None")
 
+    @property
+    def token_multiplier(self) -> float:
+        """The study's one M (`ladder.token_multipliers`)."""
+        return self.ladder.token_multipliers[0]
+
     def resolved_targets(self) -> list[tuple[str, int, int]]:
         """The targets as (name, non-embedding N, D); raises ConfigError naming a bad one."""
-        return [resolve_target(t, self.models[-1], self.token_multiplier) for t in self.targets]
-
-    def ladder(self) -> ladder_lib.LadderConfig:
-        """The study's ladder: one run per (model, seed) at the study's M."""
-        template = spec_lib.RunSpec(model=self.models[0], seq_len=self.seq_len,
-                                    batch_size=self.batch_size,
-                                    token_multiplier=self.token_multiplier,
-                                    corpus=self.corpus, vocab_spec=self.vocab_spec)
-        return ladder_lib.LadderConfig(template=template, models=self.models,
-                                       token_multipliers=(self.token_multiplier,),
-                                       seeds=self.seeds, batch_sizes=self.batch_sizes)
+        return [resolve_target(t, self.ladder.models[-1], self.token_multiplier)
+                for t in self.targets]
 
     def specs(self) -> list[spec_lib.RunSpec]:
         """One run spec per (model, seed), smallest model first."""
-        return self.ladder().specs()
+        return self.ladder.specs()
 
 
 def resolve_target(text: str, family: ModelConfig, token_multiplier: float
@@ -219,21 +202,26 @@ def train_ladder(config: StudyConfig, runs_dir: pathlib.Path,
                       f"(N={spec.num_params_non_embedding:,}, D={spec.total_tokens:,}) done")
 
     train = functools.partial(train_loop.train, optimizer=optimizer, mesh=mesh)
-    records = ladder_lib.train_ladder(config.ladder(), runs_dir, train_fn=train,
+    records = ladder_lib.train_ladder(config.ladder, runs_dir, train_fn=train,
                                       config_text=config_text, loop_for=loop_for,
                                       on_done=on_done)
     return {r.run_name: r for r in records.values()}
 
 
-def evaluate_ladder(config: StudyConfig, runs_dir: pathlib.Path, infos: dict[str, dict],
-                    results_path: pathlib.Path) -> results_lib.ResultsFile:
-    """Evaluates every kept checkpoint: full PassUntil on finals, capped on the rest."""
+def evaluate_ladder(config: StudyConfig, runs_dir: pathlib.Path,
+                    infos: dict[str, RunRecord], results_path: pathlib.Path,
+                    seconds: dict[str, float] | None = None,
+                    on_run=None) -> results_lib.ResultsFile:
+    """Evaluates every kept checkpoint: full PassUntil on finals, capped on the rest.
+    Adds each run's evaluation wall time to `seconds[run name]` when given and calls
+    `on_run(seconds)` after each run (the study saves stages.json as it goes)."""
     tasks = list(config.mc_tasks) + list(config.passuntil_tasks)
     intermediate_pu = config.passuntil if config.intermediate_k_max is None else \
         dataclasses.replace(config.passuntil, k_max=config.intermediate_k_max)
     stage = _Stage("evaluate", len(infos))
     results = None
     for name, info in infos.items():
+        run_start = time.time()
         run_dir = runs_dir / name
         final = info.num_steps
         common = dict(results_path=str(results_path), validation=config.validation,
@@ -246,13 +234,71 @@ def evaluate_ladder(config: StudyConfig, runs_dir: pathlib.Path, infos: dict[str
         if others:
             results = runner.evaluate([str(run_dir)], tasks, steps=others,
                                       passuntil_config=intermediate_pu, **common)
+        if seconds is not None:
+            seconds[name] = seconds.get(name, 0.0) + time.time() - run_start
+            if on_run is not None:
+                on_run(seconds)
         stage.advance(1, f"{name}: {1 + len(others)} checkpoint(s) evaluated")
     return results
 
 
-def analyze_and_report(config: StudyConfig, workdir: pathlib.Path, infos: dict[str, dict],
-                       rows: Sequence, setup: dict[str, Any]) -> dict[str, Any]:
-    """Fits and predicts from the rows; writes report.md, results.json and figures."""
+PLAN_FILE = "plan.json"
+STAGES_FILE = "stages.json"
+
+
+def save_plan(config: StudyConfig, root: pathlib.Path, optimizer, mesh, loop,
+              probe: bool) -> None:
+    """Writes `<root>/plan.json` (the study's plan, probed when `probe`) unless a previous
+    session of the study already wrote it."""
+    from lmscale.report import plan as plan_lib  # pylint: disable=g-import-not-at-top
+    from lmscale.report.plan import adapter  # pylint: disable=g-import-not-at-top
+
+    if (root / PLAN_FILE).exists():
+        return
+    plan = adapter.make_plan(config, optimizer, mesh, probe=probe, loop=loop)
+    adapter.write_json(plan, root / PLAN_FILE)
+    logging.info("study plan:\n%s", plan_lib.format_plan(plan))
+
+
+def _eval_seconds(root: pathlib.Path) -> dict[str, float]:
+    path = root / STAGES_FILE
+    if not path.exists():
+        return {}
+    return dict(json.loads(path.read_text(encoding="utf-8")).get("evaluate_s", {}))
+
+
+def _save_stages(root: pathlib.Path, eval_seconds: dict[str, float]) -> None:
+    """Writes stages.json (evaluation seconds per run so far; process 0 only)."""
+    import jax  # pylint: disable=g-import-not-at-top
+
+    if jax.process_index() == 0:
+        (root / STAGES_FILE).write_text(json.dumps({"evaluate_s": eval_seconds}, indent=1),
+                                        encoding="utf-8")
+
+
+def plan_vs_measured(root: pathlib.Path, infos: dict[str, RunRecord]) -> list[dict] | None:
+    """plan.json beside the measured seconds per rung (`render.plan_vs_measured`): training
+    from the run records' wall_s, evaluation from stages.json; None without a plan."""
+    from lmscale.report.plan import render  # pylint: disable=g-import-not-at-top
+
+    if not (root / PLAN_FILE).exists():
+        return None
+    plan_json = json.loads((root / PLAN_FILE).read_text(encoding="utf-8"))
+    evaluated = _eval_seconds(root)
+    measured: dict[str, dict[str, float]] = {"train": {}, "evaluate": {}}
+    for name, rec in infos.items():
+        rung = rec.model_config.get("name") or name
+        measured["train"][rung] = measured["train"].get(rung, 0.0) + rec.wall_s
+        if name in evaluated:
+            measured["evaluate"][rung] = measured["evaluate"].get(rung, 0.0) + evaluated[name]
+    return render.plan_vs_measured(plan_json, measured)
+
+
+def analyze_and_report(config: StudyConfig, workdir: pathlib.Path,
+                       infos: dict[str, RunRecord], rows: Sequence,
+                       setup: dict[str, Any]) -> dict[str, Any]:
+    """Fits and predicts from the rows; writes report.md, results.json and figures (with
+    the plan beside the measured times when the workdir has a plan.json)."""
     from lmscale.data import registry
 
     baselines = {t: registry.get_eval_task(t).random_baseline for t in config.mc_tasks}
@@ -262,6 +308,7 @@ def analyze_and_report(config: StudyConfig, workdir: pathlib.Path, infos: dict[s
         held_out=config.held_out, passuntil_r=config.passuntil.r,
         passuntil_k_max=config.passuntil.k_max,
         targets=config.resolved_targets(), level=config.level)
+    analysis["plan_vs_measured"] = plan_vs_measured(pathlib.Path(workdir), infos)
     analysis["isolation"] = markdown.isolation_levels(rows)  # code tasks' sandbox levels
     figures = figures_lib.write_figures(analysis, workdir)
     markdown.write_report(analysis, figures, workdir, title=config.name, setup=setup)
@@ -298,12 +345,40 @@ def predict_workdir(config: StudyConfig, workdir: str | pathlib.Path,
     return analyze_and_report(config, root, infos, results_lib.read_rows(results_path), setup)
 
 
+def study_setup(config: StudyConfig, optimizer: optim.OptimizerConfig, train_s: float,
+                eval_s: float) -> dict[str, Any]:
+    """The report's Setup list: the ladder, tasks, settings and this invocation's times."""
+    import jax  # pylint: disable=g-import-not-at-top
+
+    ladder = config.ladder
+    return {
+        "ladder": ", ".join(f"{m.name} (d_model {m.d_model}, {m.n_layers} layers, "
+                            f"N={m.num_params.non_embedding:,})" for m in ladder.models),
+        "token multiplier M": config.token_multiplier,
+        "tokens per step": (f"{list(ladder.batch_sizes)} rows" if ladder.batch_sizes
+                            else f"{ladder.template.batch_size} rows")
+                           + f" x {ladder.template.seq_len} tokens",
+        "corpus / vocabulary": f"{ladder.template.corpus} / {ladder.template.vocab_spec}",
+        "seeds": list(ladder.seeds),
+        "optimizer": (f"AdamW lr_peak {optimizer.lr_peak}, cosine to the last step"),
+        "multiple-choice tasks": list(config.mc_tasks),
+        "PassUntil tasks": list(config.passuntil_tasks),
+        "PassUntil": (f"r={config.passuntil.r}, k_max={config.passuntil.k_max} on final "
+                      f"checkpoints, {config.intermediate_k_max or config.passuntil.k_max} on "
+                      f"intermediate ones, temperature {config.passuntil.temperature}"),
+        "instances per task": config.instances or "all",
+        "train wall time (s, this invocation)": round(train_s, 1),
+        "evaluation wall time (s, this invocation)": round(eval_s, 1),
+        "device": f"{jax.device_count()} x {jax.devices()[0].platform}",
+    }
+
+
 def run_study(config: StudyConfig, workdir: str,
               optimizer: optim.OptimizerConfig = optim.OptimizerConfig(),
               mesh: state_lib.MeshConfig = state_lib.MeshConfig(),
               loop: train_loop.LoopConfig = train_loop.LoopConfig(),
               config_text: str | None = None, mode: str = "run",
-              targets: Sequence[str] | None = None,
+              targets: Sequence[str] | None = None, probe: bool = False,
               overtrain: Any = None) -> dict[str, Any]:
     """Runs (or resumes) the whole study; returns the analysis dict.
 
@@ -319,55 +394,45 @@ def run_study(config: StudyConfig, workdir: str,
       workdir: where runs, results and the report go.
       optimizer, mesh, loop: training settings shared by every run.
       config_text: the resolved gin configuration, saved with each run and the report.
+      probe: time the plan with a short probe (`lmscale.report.plan.probe`): in mode
+        "plan" for the printed estimate, in mode "run" for the estimate saved in plan.json
+        and shown beside the measured times in the report.
     """
-    if overtrain is not None:  # --- hook: the over-training study (report/overtrain.py)
+    if overtrain is not None:  # the over-training study (report/overtrain.py)
         from lmscale.report import overtrain as overtrain_lib  # pylint: disable=g-import-not-at-top
         return overtrain_lib.run_overtrain(overtrain, workdir, optimizer, mesh, loop,
                                            config_text, mode)
     if mode == "plan":
         from lmscale.report import plan as plan_lib  # pylint: disable=g-import-not-at-top
-        return {"plan": plan_lib.dry_run(config, optimizer, mesh)}
+        return {"plan": plan_lib.dry_run(config, optimizer, mesh, probe=probe, loop=loop)}
     if mode == "predict":
         return predict_workdir(config, workdir, targets)
     if mode != "run":
         raise ValueError(f"run_study: mode={mode!r}; use 'run', 'plan' or 'predict'")
     import jax
 
-    start = time.time()
     root = pathlib.Path(workdir).absolute()
     runs_dir = root / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
-    if config_text and jax.process_index() == 0:
-        (root / "config.gin").write_text(config_text, encoding="utf-8")
+    if jax.process_index() == 0:
+        if config_text:
+            (root / "config.gin").write_text(config_text, encoding="utf-8")
+        save_plan(config, root, optimizer, mesh, loop, probe)
+    start = time.time()  # the probe is not part of the training stage
+    ladder = config.ladder
     logging.info("study %r: %d runs (%d sizes x %d seeds) -> %s", config.name,
-                 len(config.models) * len(config.seeds), len(config.models),
-                 len(config.seeds), root)
+                 len(ladder.models) * len(ladder.seeds), len(ladder.models),
+                 len(ladder.seeds), root)
     infos = train_ladder(config, runs_dir, optimizer, mesh, loop, config_text)
     train_s = time.time() - start
     results_path = root / runner.RESULTS_FILE
-    results = evaluate_ladder(config, runs_dir, infos, results_path)
+    eval_seconds = _eval_seconds(root)
+    results = evaluate_ladder(config, runs_dir, infos, results_path, eval_seconds,
+                              on_run=functools.partial(_save_stages, root))
     eval_s = time.time() - start - train_s
     if jax.process_index() != 0:
         return {}
-    setup = {
-        "ladder": ", ".join(f"{m.name} (d_model {m.d_model}, {m.n_layers} layers, "
-                            f"N={m.num_params.non_embedding:,})" for m in config.models),
-        "token multiplier M": config.token_multiplier,
-        "tokens per step": (f"{list(config.batch_sizes)} rows" if config.batch_sizes
-                            else f"{config.batch_size} rows") + f" x {config.seq_len} tokens",
-        "corpus / vocabulary": f"{config.corpus} / {config.vocab_spec}",
-        "seeds": list(config.seeds),
-        "optimizer": (f"AdamW lr_peak {optimizer.lr_peak}, cosine to the last step"),
-        "multiple-choice tasks": list(config.mc_tasks),
-        "PassUntil tasks": list(config.passuntil_tasks),
-        "PassUntil": (f"r={config.passuntil.r}, k_max={config.passuntil.k_max} on final "
-                      f"checkpoints, {config.intermediate_k_max or config.passuntil.k_max} on "
-                      f"intermediate ones, temperature {config.passuntil.temperature}"),
-        "instances per task": config.instances or "all",
-        "train wall time (s, this invocation)": round(train_s, 1),
-        "evaluation wall time (s, this invocation)": round(eval_s, 1),
-        "device": f"{jax.device_count()} x {jax.devices()[0].platform}",
-    }
+    setup = study_setup(config, optimizer, train_s, eval_s)
     analysis = analyze_and_report(config, root, infos, results.rows, setup)
     logging.info("study %r: report written to %s (%.0fs in all)", config.name,
                  root / "report.md", time.time() - start)

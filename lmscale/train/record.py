@@ -120,17 +120,6 @@ class RunRecord:
         """Compute spent up to `step` (same `flops` definition)."""
         return flops(self.num_params_non_embedding, self.tokens_at(step))
 
-    def __getitem__(self, key: str) -> Any:
-        """Compatibility path for code written against the run.json dict (`record["N"]`
-        style reads of the run.json keys); new code reads the attributes."""
-        if key not in self.__dataclass_fields__:
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """Compatibility path: `dict.get` over the run.json keys."""
-        return getattr(self, key) if key in self.__dataclass_fields__ else default
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable fields (the run.json keys)."""
         return dataclasses.asdict(self)

@@ -29,10 +29,10 @@ def clean_gin():
 
 def test_gin_shorthands_become_bindings_in_order():
     argv = ["prog", "--gin.SEQ_LEN=64", "--workdir=/w",
-            "--gin.study.StudyConfig.seeds=[0, 1]", "--", "--gin.X=1"]
+            "--gin.ladder.LadderConfig.seeds=[0, 1]", "--", "--gin.X=1"]
     assert _cli.gin_shorthand(argv) == [
         "prog", "--gin_bindings=SEQ_LEN = 64", "--workdir=/w",
-        "--gin_bindings=study.StudyConfig.seeds = [0, 1]", "--", "--gin.X=1"]
+        "--gin_bindings=ladder.LadderConfig.seeds = [0, 1]", "--", "--gin.X=1"]
     with pytest.raises(_cli.GinConfigError, match="--gin.NAME=value"):
         _cli.gin_shorthand(["prog", "--gin.SEQ_LEN"])
 
@@ -152,12 +152,12 @@ def test_console_is_quiet_and_the_log_file_holds_the_detail(tmp_path):
 def test_study_with_unknown_names_fails_before_training(tmp_path):
     proc, wall = _binary("study", "--gin_file=experiments/default.gin", f"--workdir={tmp_path}",
                          "--gin.MC_TASKS=['py_next_line_mcc']",
-                         "--gin.study.StudyConfig.corpus='lmscale_stdlib'")
+                         "--gin.run_spec.RunSpec.corpus='lmscale_stdlib'")
     assert proc.returncode != 0, proc.stderr[-2000:]
     err = proc.stderr
     assert "2 unknown name(s)" in err, err[-2000:]
     assert "StudyConfig.mc_tasks='py_next_line_mcc'" in err and "'py_next_line_mc'" in err
-    assert "StudyConfig.corpus='lmscale_stdlib'" in err and "lmscale_stdlib_py" in err
+    assert "RunSpec.corpus='lmscale_stdlib'" in err and "lmscale_stdlib_py" in err
     assert not (tmp_path / "runs").exists() and wall < 90
 
 

@@ -15,19 +15,27 @@ from tests.main.test_study import _config, _ladder
 
 
 def _gin(path, config):
-    models = ", ".join(f"@{m.name}/model_config.ModelConfig()" for m in config.models)
+    ladder = config.ladder
+    models = ", ".join(f"@{m.name}/model_config.ModelConfig()" for m in ladder.models)
     lines = ["from __gin__ import dynamic_registration",
              "import lmscale.report.study as study",
              "import lmscale.models.config as model_config",
+             "import lmscale.train.ladder as ladder",
+             "import lmscale.train.spec as run_spec",
              "study.run_study.config = @study.StudyConfig()",
              f"study.StudyConfig.name = {config.name!r}",
-             f"study.StudyConfig.models = [{models}]"]
-    for key in ("token_multiplier", "seq_len", "batch_size", "eval_checkpoints", "held_out",
-                "instances"):
+             "study.StudyConfig.ladder = @ladder.LadderConfig()",
+             "ladder.LadderConfig.template = @run_spec.RunSpec()",
+             f"ladder.LadderConfig.models = [{models}]",
+             f"ladder.LadderConfig.token_multipliers = {list(ladder.token_multipliers)!r}",
+             f"run_spec.RunSpec.model = @{ladder.models[0].name}/model_config.ModelConfig()"]
+    for key in ("token_multiplier", "seq_len", "batch_size"):
+        lines.append(f"run_spec.RunSpec.{key} = {getattr(ladder.template, key)!r}")
+    for key in ("eval_checkpoints", "held_out", "instances"):
         lines.append(f"study.StudyConfig.{key} = {getattr(config, key)!r}")
     for key in ("mc_tasks", "passuntil_tasks"):
         lines.append(f"study.StudyConfig.{key} = {list(getattr(config, key))!r}")
-    for m in config.models:
+    for m in ladder.models:
         for key in ("vocab_size", "d_model", "n_layers", "n_heads", "head_dim", "d_ff",
                     "max_seq_len", "name"):
             lines.append(f"{m.name}/model_config.ModelConfig.{key} = {getattr(m, key)!r}")

@@ -9,6 +9,8 @@ from lmscale.models import ConfigError, ModelConfig
 from lmscale.report import study
 from lmscale.train import loop as train_loop
 from lmscale.train import optim
+from lmscale.train.ladder import LadderConfig
+from lmscale.train.spec import RunSpec
 
 
 def _ladder(widths=(16, 24, 32, 40)):
@@ -16,9 +18,17 @@ def _ladder(widths=(16, 24, 32, 40)):
                         d_ff=5 * w // 2, max_seq_len=128, name=f"m{w}") for w in widths]
 
 
-def _config(**overrides):
-    base = dict(name="micro study", models=_ladder(), token_multiplier=0.5, seq_len=32,
-                batch_size=8, eval_checkpoints=2, held_out=1,
+def _ladder_config(models=None, **overrides):
+    template = RunSpec(model=_ladder()[0], seq_len=32, batch_size=8, token_multiplier=0.5)
+    base = dict(template=template, models=_ladder() if models is None else models,
+                token_multipliers=(0.5,))
+    base.update(overrides)
+    return LadderConfig(**base)
+
+
+def _config(models=None, **overrides):
+    base = dict(name="micro study", ladder=_ladder_config(models), eval_checkpoints=2,
+                held_out=1,
                 mc_tasks=("py_next_line_mc:n4",), passuntil_tasks=("py_copy_line:n3",),
                 instances=3,
                 passuntil=runner.PassUntilConfig(r=2, k_max=6, batch_size=6, num_slots=6),
@@ -30,11 +40,15 @@ def _config(**overrides):
 
 def test_study_config_rejects_bad_ladders():
     with pytest.raises(ConfigError, match="models"):
-        _config(models=_ladder((16, 24, 32)))
+        _config(_ladder((16, 24, 32)))
     with pytest.raises(ConfigError, match="increasing"):
-        _config(models=_ladder((16, 32, 24, 40)))
+        _config(_ladder((16, 32, 24, 40)))
     with pytest.raises(ConfigError, match="intermediate_k_max"):
         _config(intermediate_k_max=1)
+    with pytest.raises(ConfigError, match=r"StudyConfig.ladder.token_multipliers=\[0.5, 1\]"):
+        _config(ladder=_ladder_config(token_multipliers=(0.5, 1)))
+    with pytest.raises(ConfigError, match="StudyConfig.ladder=.*expected a LadderConfig"):
+        _config(ladder=_ladder())
 
 
 @pytest.mark.slow
@@ -68,6 +82,17 @@ def test_micro_study_end_to_end_and_resume(tmp_path, monkeypatch):
     assert (tmp_path / "loss_vs_compute.png").stat().st_size > 5000
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["predictions"][0]["predicted"] == pytest.approx(loss_pred[0]["predicted"])
+    # The plan saved at the start sits beside the measured times in the report.
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert [r["rung"]["name"] for r in plan["rungs"]] == ["m16", "m24", "m32", "m40"]
+    stages = json.loads((tmp_path / "stages.json").read_text())["evaluate_s"]
+    assert sorted(stages) == runs and all(s > 0 for s in stages.values())
+    assert "## Plan vs measured" in report
+    train_rows = [r for r in saved["plan_vs_measured"] if r["stage"] == "train"]
+    assert [r["rung"] for r in train_rows] == ["m16", "m24", "m32", "m40", "(all)"]
+    record = json.loads((tmp_path / "runs" / "m16_M0.5_s0" / "run.json").read_text())
+    assert train_rows[0]["measured_s"] == pytest.approx(record["wall_s"])
+    assert train_rows[0]["estimated_s"] is None  # no probe asked for
     rows_before = (tmp_path / "results.jsonl").read_text()
 
     # A rerun trains and evaluates nothing and reproduces the same analysis.
@@ -99,7 +124,7 @@ def test_default_study_targets_are_the_familys_next_widths():
         gin.clear_config()
     targets = config.resolved_targets()
     assert [t[0] for t in targets] == ["d_model=128", "d_model=160"]
-    largest = config.models[-1].num_params.non_embedding
+    largest = config.ladder.models[-1].num_params.non_embedding
     assert largest < targets[0][1] < targets[1][1]
     assert targets[0][2] == round(config.token_multiplier * targets[0][1])
     assert config.level == 0.9 and len(config.specs()) == 5

@@ -1,17 +1,29 @@
 """Study analysis on synthetic result rows with known laws (no training)."""
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
 from lmscale.report import analysis, figures, markdown
+from lmscale.train.record import RunRecord
 
 SIZES = [20_000, 45_000, 80_000, 140_000, 230_000]
 L_INF, N0, ALPHA = 0.8, 3.0e4, 0.5  # Kaplan L(N) = L_inf + (N0/N)^alpha
 PU_C, PU_ALPHA = 400.0, 0.55  # PU(N) = exp(-c N^-alpha)
 ERR_EPS, ERR_K, ERR_GAMMA = 0.75, 3.17, 1.51
 STEPS = 100
+
+
+def record(name, **fields):
+    """A `RunRecord` with the fields the analysis reads, the rest filled in."""
+    base = dict(run_name=name, model_config={}, num_params=0, num_params_non_embedding=0,
+                num_tokens=0, flops=0.0, token_multiplier=None, tokens_per_step=0,
+                batch_size=1, seq_len=1, num_steps=0, vocab_spec="spm.model",
+                loss_unit="nats/token", corpus="c", seed=0, status="done")
+    base.update(fields)
+    return RunRecord(**base)
 
 
 def kaplan(n):
@@ -38,8 +50,9 @@ def synthetic(num_instances=12, seed=0, acc_noise=0.0):
     rows, runs = [], {}
     for n in SIZES:
         run = f"d{n}_s0"
-        runs[run] = dict(num_params=n + 5000, num_params_non_embedding=n, num_tokens=STEPS * 1000,
-                         num_steps=STEPS, tokens_per_step=1000, wall_s=1.0, seed=0)
+        runs[run] = record(run, num_params=n + 5000, num_params_non_embedding=n,
+                           num_tokens=STEPS * 1000, num_steps=STEPS, tokens_per_step=1000,
+                           wall_s=1.0, seed=0)
         for step in (STEPS // 2, STEPS):
             p = _point(run, n, step)
             # Intermediate checkpoints: higher loss (only used by the loss-view plots).
@@ -101,7 +114,7 @@ def test_held_out_rung_does_not_influence_the_fits():
 
 def test_too_few_rungs_and_missing_loss_are_reported():
     rows, runs = synthetic()
-    small = {k: v for k, v in runs.items() if v["num_params_non_embedding"] <= SIZES[2]}
+    small = {k: v for k, v in runs.items() if v.num_params_non_embedding <= SIZES[2]}
     with pytest.raises(ValueError, match="rung"):
         analysis.analyze(rows, small, held_out=1)
     no_final = [r for r in rows if not (r["metric"] == "validation_loss" and r["step"] == STEPS
@@ -143,10 +156,11 @@ def test_report_files_are_written(tmp_path):
 
 def test_runs_of_one_size_with_different_token_counts_are_separate_rungs():
     # Issue 13 item 8: _rungs grouped by N alone, averaging different D as if they were seeds.
-    info = lambda d, seed: dict(num_params=105, num_params_non_embedding=100,  # noqa: E731
-                                num_tokens=d, num_steps=d // 10, seed=seed)
-    runs = {"a_M2_s0": info(200, 0), "a_M2_s1": info(200, 1), "a_M8_s0": info(800, 0),
-            "b_M2_s0": dict(info(400, 0), num_params=205, num_params_non_embedding=200)}
+    info = lambda name, d, seed, n=100: record(  # noqa: E731
+        name, num_params=n + 5, num_params_non_embedding=n, num_tokens=d, num_steps=d // 10,
+        seed=seed)
+    runs = {"a_M2_s0": info("a_M2_s0", 200, 0), "a_M2_s1": info("a_M2_s1", 200, 1),
+            "a_M8_s0": info("a_M8_s0", 800, 0), "b_M2_s0": info("b_M2_s0", 400, 0, n=200)}
     rungs = analysis._rungs(runs)
     assert [(r.N, r.D) for r in rungs] == [(100, 200), (100, 800), (200, 400)]
     assert rungs[0].runs == ["a_M2_s0", "a_M2_s1"] and rungs[1].runs == ["a_M8_s0"]
@@ -157,10 +171,11 @@ def test_loss_is_labelled_with_the_records_unit():
     rows, runs = synthetic()
     out = analysis.analyze(rows, runs, held_out=1)
     assert out["predictions"][0]["quantity"] == "validation loss (nats/token)"
-    byte_runs = {k: dict(v, loss_unit="nats/byte") for k, v in runs.items()}
+    byte_runs = {k: dataclasses.replace(v, loss_unit="nats/byte") for k, v in runs.items()}
     out = analysis.analyze(rows, byte_runs, held_out=1)
     assert out["predictions"][0]["quantity"] == "validation loss (nats/byte)"
-    spm = {k: dict(v, vocab_spec="/x/spm.model") for k, v in runs.items()}
+    spm = {k: dataclasses.replace(v, vocab_spec="/x/spm.model", loss_unit="")
+           for k, v in runs.items()}
     assert analysis.loss_unit(spm) == "nats/token"
 
 
@@ -221,7 +236,7 @@ def test_report_rows_show_interval_measurement_and_coverage():
 def test_loss_axis_uses_the_records_unit_and_panels_are_drawn(tmp_path, monkeypatch):
     rows, runs = synthetic()
     for info in runs.values():
-        info["loss_unit"] = "nats/byte"
+        info.loss_unit = "nats/byte"
     out = analysis.analyze(rows, runs, passuntil_tasks=["gen"], held_out=1, num_resamples=30)
     labels = []
     import matplotlib.axes
@@ -282,7 +297,7 @@ def test_pu_figure_has_measured_exact_intervals_and_a_band(tmp_path):
 
 def test_three_rungs_fall_back_to_kaplan_and_flag_a_zero_width_interval():
     rows, runs = synthetic()
-    small = {k: v for k, v in runs.items() if v["num_params_non_embedding"] <= SIZES[3]}
+    small = {k: v for k, v in runs.items() if v.num_params_non_embedding <= SIZES[3]}
     out = analysis.analyze(rows, small, held_out=1, num_resamples=30)
     loss = out["predictions"][0]
     assert out["loss_law"]["form"] == "kaplan" and out["loss_law"]["backtest_error"] == {}

@@ -3,6 +3,7 @@ computations, the capped negative-binomial mean against Monte Carlo, warnings, p
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -171,8 +172,47 @@ def test_probe_fills_wall_times_from_real_steps():
                            core.Device(peak_flops=1e12))
     probe.time_plan(plan, mesh_config=MeshConfig(), steps=1)  # fsdp over the test devices
     rp = plan.rungs[0]
-    assert rp.measured["step_s"] > 0 and rp.train_seconds == pytest.approx(
-        50 * rp.measured["step_s"])
+    # compilation is paid once per run, the steps 50 times
+    assert rp.measured["step_s"] > 0 and rp.measured["compile_s"] > 0
+    assert rp.train_seconds == pytest.approx(
+        rp.measured["compile_s"] + 50 * rp.measured["step_s"])
     # 2 instances x (8 + 8) samples worst case (no prior) x the measured time per sample
     assert rp.eval_seconds >= 32 * rp.measured["sample_s:gen"] > 0
     assert "%" in plan_lib.format_plan(plan).split("Memory")[0]  # MFU printed
+
+
+def test_expected_completion_length_is_answer_plus_stop_capped():
+    task = core.Task("gen", core.PASSUNTIL, instances=2, scored_tokens=20.0,
+                     prompt_tokens=14.0, generated_tokens=48)
+    assert task.expected_generated_tokens == 7.0  # 6 answer tokens + the stop
+    long = dataclasses.replace(task, generated_tokens=4)
+    assert long.expected_generated_tokens == 4.0
+    unknown = dataclasses.replace(task, scored_tokens=None)
+    assert unknown.expected_generated_tokens == 48.0
+
+
+def test_plan_vs_measured_rows_and_report_section():
+    from lmscale.report import markdown
+    from lmscale.report.plan import render
+
+    small = W32.replace(d_model=16, n_heads=1, n_kv_heads=1, d_ff=40, name="w16")
+    rungs = [core.Rung("w16", small, seq_len=32, batch_size=8, num_steps=50),
+             core.Rung("w32", W32, seq_len=32, batch_size=8, num_steps=50)]
+    task = core.Task("validation", core.VALIDATION, scored_tokens=1000.0)
+    plan = core.build_plan("t", rungs, [task])
+    plan.rungs[0].train_seconds, plan.rungs[1].train_seconds = 10.0, 30.0
+    plan.rungs[0].eval_seconds, plan.rungs[1].eval_seconds = 4.0, 6.0
+    saved = json.loads(json.dumps(render.plan_to_json(plan)))
+    rows = render.plan_vs_measured(saved, {"train": {"w16": 12.0, "w32": 27.0},
+                                           "evaluate": {"w16": 5.0}})
+    by = {(r["stage"], r["rung"]): r for r in rows}
+    assert by[("train", "w16")]["ratio"] == pytest.approx(1.2)
+    assert by[("train", "(all)")]["estimated_s"] == 40.0
+    assert by[("train", "(all)")]["ratio"] == pytest.approx(39.0 / 40.0)
+    assert by[("train", "w32")]["flops"] == plan.rungs[1].flops_model
+    assert by[("evaluate", "w32")]["measured_s"] is None  # not measured: no ratio
+    assert by[("evaluate", "w32")]["ratio"] is None
+    assert by[("evaluate", "(all)")]["measured_s"] is None
+    text = "\n".join(markdown.plan_section(rows))
+    assert "## Plan vs measured" in text and "| train | w16 |" in text and "1.20" in text
+    assert markdown.plan_section(None) == []

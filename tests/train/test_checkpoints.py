@@ -115,7 +115,7 @@ def test_resume_skips_a_damaged_latest_and_retrains_to_the_same_params(
         info = loop.train(SPEC, str(run_dir.parent), OPT, MESH, LOOP)
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert any(str(run_dir / "checkpoints" / "10") in m and "damaged" in m for m in warned)
-    assert info["status"] == "done"
+    assert info.status == "done"
     quarantined = list((run_dir / "checkpoints" / checkpoints.CORRUPT_DIR).iterdir())
     assert [p.name.split(".")[0] for p in quarantined] == ["10"]
     # Steps 9-10 were retrained from step 8: the rewritten step 10 equals the original.

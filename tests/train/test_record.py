@@ -20,9 +20,10 @@ def test_from_spec_save_load_round_trip(tmp_path):
     rec.save(tmp_path)
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
     assert RunRecord.load(tmp_path) == rec
-    assert rec["num_steps"] == rec.num_steps and rec.get("nope", 7) == 7  # dict compatibility
-    with pytest.raises(KeyError):
-        rec["nope"]  # pylint: disable=pointless-statement
+    # One way to read a record: its attributes (the dict-style path is gone).
+    assert not hasattr(rec, "get") and rec.to_dict()["num_steps"] == rec.num_steps
+    with pytest.raises(TypeError):
+        rec["num_steps"]  # pylint: disable=pointless-statement
     assert json.loads((tmp_path / "run.json").read_text())["format_version"] == 1
 
 

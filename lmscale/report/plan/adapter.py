@@ -3,7 +3,9 @@
 Stage: report. `plan_study_config(study_config, ...)` builds the `Rung`s from the study's
 run specs and the `Task`s from its evaluation settings (token counts from the task
 registry, through the study's vocabulary), then `core.build_plan`. `dry_run(...)` is the
-function a binary's `--dry_run` calls: it returns the printed plan. `lmscale.report.study.load_gin` reads a
+function the study binary's `--dry_run` calls: it returns the printed plan;
+`ladder_dry_run` (a `LadderConfig`: training only) and `evaluation_dry_run` (the trained runs
+of a workdir: evaluation only) are the ladder and evaluate binaries'. `lmscale.report.study.load_gin` reads a
 study gin file into the configs the binaries would build, without training anything.
 """
 
@@ -33,20 +35,27 @@ def _warmup(optimizer, num_steps: int) -> int:
         return 0
 
 
-def rungs_from_specs(specs: Sequence, checkpoints: int, optimizer=None) -> list[core.Rung]:
-    """One `Rung` per distinct model of `specs` (RunSpecs), counting its seeds."""
-    rungs: dict[str, core.Rung] = {}
+def rungs_from_specs(specs: Sequence, checkpoints, optimizer=None) -> list[core.Rung]:
+    """One `Rung` per distinct (model, token budget) of `specs` (RunSpecs), counting its
+    seeds; named by the model, plus `_M<M>` when a model runs at several multipliers.
+    `checkpoints`: evaluated checkpoints per run, or a spec -> count callable."""
+    count = checkpoints if callable(checkpoints) else (lambda _: checkpoints)
+    groups: dict[tuple, list] = {}
     for s in specs:
-        name = s.model.name or s.name
-        if name in rungs:
-            rungs[name] = dataclasses.replace(rungs[name], seeds=rungs[name].seeds + 1)
-            continue
-        rungs[name] = core.Rung(name=name, model=s.model, seq_len=s.seq_len,
-                                batch_size=s.batch_size, num_steps=s.num_steps,
-                                checkpoints=checkpoints,
-                                warmup_steps=_warmup(optimizer, s.num_steps),
-                                token_multiplier=s.token_multiplier)
-    return list(rungs.values())
+        groups.setdefault((s.model.name or s.name, s.total_tokens), []).append(s)
+    per_model: dict[str, int] = {}
+    for model, _ in groups:
+        per_model[model] = per_model.get(model, 0) + 1
+    rungs = []
+    for (model, _), group in groups.items():
+        s = group[0]
+        name = model if per_model[model] == 1 else f"{model}_M{s.token_multiplier:g}"
+        rungs.append(core.Rung(name=name, model=s.model, seq_len=s.seq_len,
+                               batch_size=s.batch_size, num_steps=s.num_steps,
+                               seeds=len(group), checkpoints=count(s),
+                               warmup_steps=_warmup(optimizer, s.num_steps),
+                               token_multiplier=s.token_multiplier))
+    return rungs
 
 
 def validation_tokens(corpus: str, vocab_spec: str, validation, seq_len: int) -> float | None:
@@ -158,20 +167,109 @@ def plan_study_config(study_config, optimizer=None, mesh_config=None, *,
     rungs = rungs_from_specs(c.specs(), c.eval_checkpoints, optimizer)
     tasks = []
     if c.validation.enabled:
-        tokens = validation_tokens(c.corpus, c.vocab_spec, c.validation, c.seq_len)
+        template = c.ladder.template
+        tokens = validation_tokens(template.corpus, template.vocab_spec, c.validation,
+                                   template.seq_len)
         tasks.append(core.Task(name=VALIDATION_NAME, kind=core.VALIDATION, instances=1,
                                scored_tokens=tokens))
     prior_pu = prior_pu or {}
     for name in list(c.mc_tasks) + list(c.passuntil_tasks):
-        tasks.append(task_from_registry(name, c.vocab_spec, c.instances, c.passuntil,
-                                        c.intermediate_k_max, prior_pu.get(name)))
+        tasks.append(task_from_registry(name, c.ladder.template.vocab_spec, c.instances,
+                                        c.passuntil, c.intermediate_k_max, prior_pu.get(name)))
     mesh, device = mesh_and_device(mesh_config, num_devices, device_bytes, compute_dtype,
                                    peak_flops, use_jax)
     return core.build_plan(c.name, rungs, tasks, mesh, device, thresholds)
 
 
+def plan_ladder(ladder, optimizer=None, mesh_config=None, loop=None, **device_kwargs: Any
+                ) -> core.Plan:
+    """The training plan of a `lmscale.train.ladder.LadderConfig` (no evaluation tasks):
+    checkpoints per run from `loop`'s spacing (`LoopConfig`; None: the final one only).
+    `device_kwargs`: `num_devices`, `device_bytes`, `compute_dtype`, `peak_flops`,
+    `use_jax` (see `mesh_and_device`) and `thresholds`."""
+    from lmscale.train import loop as loop_lib  # pylint: disable=g-import-not-at-top
+
+    def checkpoints(spec) -> int:
+        if loop is None:
+            return 1
+        every = loop_lib.checkpoint_every_steps(spec, loop)
+        return -(-spec.num_steps // every)
+
+    thresholds = device_kwargs.pop("thresholds", core.Thresholds())
+    rungs = rungs_from_specs(ladder.specs(), checkpoints, optimizer)
+    mesh, device = mesh_and_device(mesh_config, **device_kwargs)
+    return core.build_plan("ladder", rungs, [], mesh, device, thresholds)
+
+
+def plan_evaluation(records: Sequence, tasks: Sequence[str], passuntil, validation, *,
+                    limit: int | None = None, k_max_intermediate: int | None = None,
+                    mesh_config=None, steps: Sequence[int] | None = None,
+                    prior_pu: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+                    **device_kwargs: Any) -> core.Plan:
+    """The evaluation plan of trained runs (`RunRecord`s, e.g. a ladder workdir's), as
+    `lmscale.eval.runner.evaluate` would run it: every saved evaluation checkpoint (or the
+    `steps` among them) on validation plus `tasks`."""
+    thresholds = device_kwargs.pop("thresholds", core.Thresholds())
+    if not records:
+        raise ConfigError("plan: no trained runs (no run.json) to evaluate")
+    groups: dict[tuple, list] = {}
+    for rec in records:
+        groups.setdefault((rec.model_config.get("name") or rec.run_name, rec.num_tokens),
+                          []).append(rec)
+    from lmscale.models.config import ModelConfig  # pylint: disable=g-import-not-at-top
+
+    rungs = []
+    for (model, _), group in groups.items():
+        rec = group[0]
+        saved = [s for s in rec.checkpoints if steps is None or s in steps]
+        name = model if sum(m == model for m, _ in groups) == 1 else group[0].run_name
+        rungs.append(core.Rung(name=name, model=ModelConfig(**rec.model_config),
+                               seq_len=rec.seq_len, batch_size=rec.batch_size,
+                               num_steps=rec.num_steps, seeds=len(group),
+                               checkpoints=max(1, len(saved)),
+                               token_multiplier=rec.token_multiplier))
+    first = records[0]
+    plan_tasks = []
+    if validation.enabled:
+        plan_tasks.append(core.Task(name=VALIDATION_NAME, kind=core.VALIDATION, instances=1,
+                                    scored_tokens=validation_tokens(
+                                        first.corpus, first.vocab_spec, validation,
+                                        first.seq_len)))
+    prior_pu = prior_pu or {}
+    for name in tasks:
+        plan_tasks.append(task_from_registry(name, first.vocab_spec, limit, passuntil,
+                                             k_max_intermediate, prior_pu.get(name)))
+    mesh, device = mesh_and_device(mesh_config, **device_kwargs)
+    return core.build_plan("evaluation", rungs, plan_tasks, mesh, device, thresholds)
+
+
+def make_plan(study_config, optimizer=None, mesh_config=None, *, probe: bool = False,
+              probe_steps: int = 3, loop=None, **plan_kwargs: Any) -> core.Plan:
+    """`plan_study_config`, then (with `probe`) timed by `probe.time_plan` with the
+    train step built as `loop` (a `LoopConfig`; None: the loop's default) builds it."""
+    plan = plan_study_config(study_config, optimizer, mesh_config, **plan_kwargs)
+    if probe:
+        from lmscale.report.plan import probe as probe_lib
+
+        constrain = True if loop is None else loop.constrain_activations
+        probe_lib.time_plan(plan, optimizer=optimizer, mesh_config=mesh_config,
+                            steps=probe_steps, constrain_activations=constrain)
+    return plan
+
+
+def write_json(plan: core.Plan, path: str | pathlib.Path) -> pathlib.Path:
+    """Writes `render.plan_to_json(plan)` to `path`."""
+    import json
+
+    path = pathlib.Path(path)
+    path.write_text(json.dumps(render.plan_to_json(plan), indent=1), encoding="utf-8")
+    logging.info("plan written to %s", path)
+    return path
+
+
 def dry_run(study_config_or_ladder, optimizer=None, mesh_config=None, *, probe: bool = False,
-            probe_steps: int = 3, json_path: str | None = None, **plan_kwargs: Any) -> str:
+            probe_steps: int = 3, json_path: str | None = None, loop=None,
+            **plan_kwargs: Any) -> str:
     """What a binary's `--dry_run` prints: the plan, optionally timed by a short probe.
 
     Args:
@@ -182,18 +280,60 @@ def dry_run(study_config_or_ladder, optimizer=None, mesh_config=None, *, probe: 
         at hand (`probe.time_plan`) and print wall-time estimates and MFU.
       probe_steps: timed train steps (and sampler calls) per shape.
       json_path: also write `plan_to_json` there.
+      loop: the run's `LoopConfig` (the probe builds its train step the same way).
       **plan_kwargs: passed to `plan_study_config`.
     """
-    plan = plan_study_config(study_config_or_ladder, optimizer, mesh_config, **plan_kwargs)
+    plan = make_plan(study_config_or_ladder, optimizer, mesh_config, probe=probe,
+                     probe_steps=probe_steps, loop=loop, **plan_kwargs)
+    if json_path:
+        write_json(plan, json_path)
+    return render.format_plan(plan)
+
+
+def ladder_dry_run(ladder, optimizer=None, mesh_config=None, loop=None, *,
+                   probe: bool = False, probe_steps: int = 3, **device_kwargs: Any) -> str:
+    """What the ladder binary's `--dry_run` prints: the training part of the plan
+    (`plan_ladder`; with `probe`, timed on the devices at hand)."""
+    plan = plan_ladder(ladder, optimizer, mesh_config, loop, **device_kwargs)
     if probe:
         from lmscale.report.plan import probe as probe_lib
 
+        constrain = True if loop is None else loop.constrain_activations
         probe_lib.time_plan(plan, optimizer=optimizer, mesh_config=mesh_config,
-                            steps=probe_steps)
-    if json_path:
-        import json
+                            steps=probe_steps, constrain_activations=constrain)
+    return render.format_plan(plan, sections=(render.TRAINING, render.MEMORY))
 
-        pathlib.Path(json_path).write_text(json.dumps(render.plan_to_json(plan), indent=1),
-                                           encoding="utf-8")
-        logging.info("plan written to %s", json_path)
-    return render.format_plan(plan)
+
+def find_records(workdir: str | pathlib.Path) -> list:
+    """The `RunRecord`s of a run directory or of a ladder workdir's run directories."""
+    from lmscale.train.record import RunRecord  # pylint: disable=g-import-not-at-top
+
+    root = pathlib.Path(workdir)
+    if RunRecord.exists(root):
+        return [RunRecord.load(root)]
+    return [RunRecord.load(p) for p in sorted(root.iterdir()) if RunRecord.exists(p)] if (
+        root.is_dir()) else []
+
+
+def evaluation_dry_run(workdir: str | pathlib.Path, tasks: Sequence = (), *,
+                       passuntil_config=None, validation=None, limit: int | None = None,
+                       steps: Sequence[int] | None = None, mesh_config=None,
+                       **device_kwargs: Any) -> str:
+    """What the evaluate binary's `--dry_run` prints: the evaluation part of the plan for
+    the runs found in `workdir`, with `lmscale.eval.runner.evaluate`'s settings (tasks,
+    PassUntil, validation, limit, steps); nothing is evaluated.
+
+    Raises:
+      ConfigError: no run.json under `workdir` (names it).
+    """
+    from lmscale.eval import runner  # pylint: disable=g-import-not-at-top
+
+    records = find_records(workdir)
+    if not records:
+        raise ConfigError(f"evaluate --dry_run: {workdir} holds no run.json (no trained run "
+                          "to plan the evaluation of)")
+    names = [getattr(t, "name", t) for t in tasks]
+    plan = plan_evaluation(records, names, passuntil_config or runner.PassUntilConfig(),
+                           validation or runner.ValidationConfig(), limit=limit, steps=steps,
+                           mesh_config=mesh_config, **device_kwargs)
+    return render.format_plan(plan, sections=(render.MEMORY, render.EVALUATION))

@@ -96,6 +96,15 @@ class Task:
         if self.instances < 1:
             raise ConfigError(f"plan Task {self.name!r}: instances={self.instances}: >= 1")
 
+    @property
+    def expected_generated_tokens(self) -> float:
+        """Tokens one PassUntil sample is expected to generate: the mean answer (scored minus
+        prompt tokens) plus one that stops it, at most `generated_tokens` (the sampler
+        refills a slot as soon as its completion stops)."""
+        if self.scored_tokens is None or self.scored_tokens <= self.prompt_tokens:
+            return float(self.generated_tokens)
+        return float(min(self.generated_tokens, self.scored_tokens - self.prompt_tokens + 1))
+
     def prior_for(self, rung: str) -> np.ndarray | None:
         if not self.prior_pu:
             return None

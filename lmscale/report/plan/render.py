@@ -1,13 +1,14 @@
 """A plan as plain text (fixed-width tables) and as JSON.
 
 Stage: report. `format_plan(plan)` is what `dry_run` prints; `plan_to_json(plan)` is the
-same content as a JSON-serialisable dict (numbers unformatted).
+same content as a JSON-serialisable dict (numbers unformatted); `plan_vs_measured` sets a
+saved plan beside a finished study's measured stage times (the report's plan section).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from lmscale.report.plan import core
 from lmscale.report.plan.costs import format_bytes, format_count
@@ -86,40 +87,56 @@ def _evaluation(plan: core.Plan) -> list[str]:
     return _table(header, rows)
 
 
-def _totals(plan: core.Plan) -> list[str]:
+def _totals(plan: core.Plan, sections: Sequence[str]) -> list[str]:
     train = plan.train_flops
     worst, expected = plan.eval_flops(False), plan.eval_flops(True)
-    lines = [f"training: 6ND {fc(plan.train_flops_6nd, 'FLOP')}, model FLOPs "
-             f"{fc(train, 'FLOP')}",
-             f"evaluation: worst case {fc(worst, 'FLOP')} ({worst / train:.3g}x training)"
-             + (f", expected {fc(expected, 'FLOP')} ({expected / train:.3g}x training)"
-                if plan.has_prior else ", expected: no prior PU given")]
-    t_train = [rp.train_seconds for rp in plan.rungs]
-    t_eval = [rp.eval_seconds for rp in plan.rungs]
-    if all(t is not None for t in t_train):
-        lines.append(f"estimated wall time: training {_seconds(sum(t_train))}, evaluation "
-                     + (_seconds(sum(t_eval)) if all(t is not None for t in t_eval) else "-")
-                     + " (from the probe)")
+    lines = []
+    if TRAINING in sections:
+        lines.append(f"training: 6ND {fc(plan.train_flops_6nd, 'FLOP')}, model FLOPs "
+                     f"{fc(train, 'FLOP')}")
+    if EVALUATION in sections:
+        ratio = TRAINING in sections and train > 0
+        lines.append(
+            f"evaluation: worst case {fc(worst, 'FLOP')}"
+            + (f" ({worst / train:.3g}x training)" if ratio else "")
+            + ((f", expected {fc(expected, 'FLOP')}"
+                + (f" ({expected / train:.3g}x training)" if ratio else ""))
+               if plan.has_prior else ", expected: no prior PU given"))
+    times = []
+    for section, seconds in ((TRAINING, [rp.train_seconds for rp in plan.rungs]),
+                             (EVALUATION, [rp.eval_seconds for rp in plan.rungs])):
+        if section in sections and all(t is not None for t in seconds):
+            times.append(f"{section} {_seconds(sum(seconds))}")
+    if times:
+        lines.append(f"estimated wall time: {', '.join(times)} (from the probe)")
     return lines
 
 
-def format_plan(plan: core.Plan) -> str:
-    """The plan as text: training, memory, evaluation, totals, warnings, errors."""
+TRAINING, MEMORY, EVALUATION = "training", "memory", "evaluation"
+SECTIONS = (TRAINING, MEMORY, EVALUATION)
+
+
+def format_plan(plan: core.Plan, sections: Sequence[str] = SECTIONS) -> str:
+    """The plan as text: the `sections` (training, memory, evaluation), totals, warnings,
+    errors."""
     m, d = plan.mesh, plan.device
     out = [f"Plan: {plan.name}",
            f"mesh data={m.data} x fsdp={m.fsdp} x tensor={m.tensor} ({m.devices} devices, "
            f"{d.platform}); compute dtype {m.compute_bytes} bytes; device memory "
            f"{format_bytes(d.bytes_limit)} ({d.bytes_source}); peak "
-           f"{fc(d.peak_flops, 'FLOP/s')} per device",
-           "", "Training (per rung, all seeds; model FLOPs = 6(N + V d)D + 6 L T H_q d_h D)"]
-    out += _training(plan)
-    out += ["", "Memory per device (training: params, AdamW moments, grads float32 over "
-            "fsdp x tensor; activations of batch/(data x fsdp) rows; sampler: one device)"]
-    out += _memory(plan)
-    out += ["", "Evaluation (all evaluated checkpoints; max = k_max samples per instance, "
-            "E = expected under the prior PU)"]
-    out += _evaluation(plan)
-    out += ["", "Totals"] + ["  " + x for x in _totals(plan)]
+           f"{fc(d.peak_flops, 'FLOP/s')} per device"]
+    if TRAINING in sections:
+        out += ["", "Training (per rung, all seeds; model FLOPs = 6(N + V d)D + "
+                "6 L T H_q d_h D)"] + _training(plan)
+    if MEMORY in sections:
+        out += ["", "Memory per device (training: params, AdamW moments, grads float32 over "
+                "fsdp x tensor; activations of batch/(data x fsdp) rows; sampler: one device)"]
+        out += _memory(plan)
+    if EVALUATION in sections:
+        out += ["", "Evaluation (all evaluated checkpoints; max = k_max samples per instance, "
+                "E = expected under the prior PU)"]
+        out += _evaluation(plan)
+    out += ["", "Totals"] + ["  " + x for x in _totals(plan, sections)]
     if plan.warnings:
         out += ["", "Warnings"] + [f"  ! {w}" for w in plan.warnings]
     if plan.errors:
@@ -154,3 +171,41 @@ def plan_to_json(plan: core.Plan) -> dict[str, Any]:
                        "eval_flops_worst": plan.eval_flops(False),
                        "eval_flops_expected": plan.eval_flops(True) if plan.has_prior else None},
             "warnings": list(plan.warnings), "errors": list(plan.errors)}
+
+
+def plan_vs_measured(plan_json: Mapping[str, Any],
+                     measured: Mapping[str, Mapping[str, float]]) -> list[dict[str, Any]]:
+    """The saved plan (`plan_to_json`) beside a finished study's measured wall times.
+
+    Args:
+      plan_json: the plan as saved at the start of the study.
+      measured: stage ("train", "evaluate") -> rung name -> measured seconds (all seeds).
+
+    Returns one row per (stage, rung) plus a "(all)" row per stage: stage, rung, flops
+    (training: model FLOPs; evaluation: expected FLOPs where a prior was given, else worst
+    case), estimated_s (None without a probe), measured_s (None if not measured) and ratio
+    (measured / estimated).
+    """
+    rows: list[dict[str, Any]] = []
+    for stage, key in (("train", "train_seconds"), ("evaluate", "eval_seconds")):
+        stage_rows = []
+        for rung in plan_json.get("rungs", []):
+            name = rung["rung"]["name"]
+            if stage == "train":
+                flops = rung["flops_model"]
+            else:
+                flops = sum(e["flops_expected"] if e.get("flops_expected") is not None
+                            else e["flops_worst"] for e in rung["evals"])
+            stage_rows.append({"stage": stage, "rung": name, "flops": flops,
+                               "estimated_s": rung.get(key),
+                               "measured_s": measured.get(stage, {}).get(name)})
+        total = {"stage": stage, "rung": "(all)",
+                 "flops": sum(r["flops"] for r in stage_rows)}
+        for field in ("estimated_s", "measured_s"):
+            values = [r[field] for r in stage_rows]
+            total[field] = None if any(v is None for v in values) else sum(values)
+        for r in stage_rows + [total]:
+            est, got = r["estimated_s"], r["measured_s"]
+            r["ratio"] = got / est if est and got is not None else None
+        rows += stage_rows + [total]
+    return rows
