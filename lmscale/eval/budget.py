@@ -19,6 +19,21 @@ rung from what the smaller rungs predict:
 
 The budget is a hard bound: the caps sum to at most `budget`, so the task never draws
 more samples on the rung than that, whatever the true PUs are. Pure numpy/scipy.
+
+How a study calls it (rungs evaluated smallest first): before the final checkpoint of
+rung j, for each PassUntil task, take the per-instance rows of the final checkpoints of
+rungs < j (their num_samples, num_passes and summed answer loss), then
+
+    pred = budget.predict_next_pu(N[:j], K[:j], x[:j], r=r, N_next=N[j],
+                                  answer_loss=loss[:j], ids=ids)
+    plan = budget.plan_caps(pred, r=r, budget=per_task_budget, k_floor=20,
+                            k_ceiling=20 * k_max)
+    runner.evaluate(..., passuntil_caps={task: plan.caps})
+
+and record `plan.loss_assisted` with the rung's rows, so the instance-level fit routes
+those instances through their answer loss (`fit_pu_instances(..., answer_loss=...)`)
+and the report counts them as deliberately loss-assisted, not capped. The first rung has
+no prediction: every instance gets an equal share (budget / instances, <= k_ceiling).
 """
 from __future__ import annotations
 
