@@ -14,8 +14,10 @@ rung from what the smaller rungs predict:
      times a safety `margin`); instances are funded cheapest first while the task's
      budget lasts; those that need more than `k_ceiling` or than what is left get the
      floor cap `k_floor` and are flagged `loss_assisted`: their PU goes to loss-assisted
-     PassUntil deliberately, not by hitting a cap. Unspent budget then raises every
-     funded cap by one common factor (a margin against optimistic predictions).
+     PassUntil deliberately, not by hitting a cap. What the funded ones leave is shared
+     equally by the flagged ones (up to `k_ceiling`: PU rises fast where a task
+     emerges, so predictions from the rungs below run low, and an instance may pass
+     anyway); only then does unspent budget raise every funded cap by one common factor.
 
 The budget is a hard bound: the caps sum to at most `budget`, so the task never draws
 more samples on the rung than that, whatever the true PUs are. Pure numpy/scipy.
@@ -27,7 +29,7 @@ rungs < j (their num_samples, num_passes and summed answer loss), then
     pred = budget.predict_next_pu(N[:j], K[:j], x[:j], r=r, N_next=N[j],
                                   answer_loss=loss[:j], ids=ids)
     plan = budget.plan_caps(pred, r=r, budget=per_task_budget, k_floor=20,
-                            k_ceiling=20 * k_max)
+                            k_ceiling=5 * k_max)
     runner.evaluate(..., passuntil_caps={task: plan.caps})
 
 and record `plan.loss_assisted` with the rung's rows, so the instance-level fit routes
@@ -53,8 +55,8 @@ class CapPlan:
 
     Attributes:
       caps: instance id -> k_max (what `runner.evaluate(passuntil_caps={task: caps})` takes).
-      loss_assisted: ids deliberately given only the floor cap (predicted to need more
-        than the budget allows); fit them with loss assistance.
+      loss_assisted: ids predicted to need more than the budget allows (they get the
+        floor plus a share of the rest); fit them with loss assistance.
       predicted_pu: id -> the PU the plan assumed (NaN: unknown).
       needed: id -> samples wanted to reach r passes (math.inf for PU 0 or unknown).
       budget: the task's sample budget on this rung; spent: sum of caps (<= budget).
@@ -113,8 +115,8 @@ def plan_caps(predicted_pu: Mapping[str, float], *, r: int, budget: int, k_floor
         share what the known ones leave, equally, up to `k_ceiling`, unflagged).
       r: PassUntil pass target.
       budget: most samples the task may draw on this rung (sum of the caps).
-      k_floor: cap of a flagged instance (>= r): enough to catch a PU far above its
-        prediction, and the answer-loss measurement costs nothing extra.
+      k_floor: least cap of any instance (>= r); a flagged instance gets it plus an
+        equal share of what the funded ones leave.
       k_ceiling: most samples any one instance may get.
       coverage, margin: see `samples_needed`.
     Raises:
@@ -148,8 +150,13 @@ def plan_caps(predicted_pu: Mapping[str, float], *, r: int, budget: int, k_floor
             caps[ids[j]] += share
         left -= share * len(unknown)
         funded += unknown
-    _spread(caps, [ids[j] for j in funded], left, k_ceiling)
     flagged = tuple(ids[j] for j in range(len(ids)) if j not in set(funded))
+    if flagged:  # what is left: equal shares to the flagged, a chance to pass anyway
+        share = min(k_ceiling - k_floor, left // len(flagged))
+        for i in flagged:
+            caps[i] += share
+        left -= share * len(flagged)
+    _spread(caps, [ids[j] for j in funded], left, k_ceiling)
     spent = sum(caps.values())
     expected = sum(_expected_draws(p[j], r, caps[ids[j]]) for j in range(len(ids)))
     return CapPlan(caps=caps, loss_assisted=flagged,

@@ -30,10 +30,14 @@ def test_plan_funds_cheapest_first_and_flags_what_the_budget_cannot_measure():
     assert plan.caps["easy"] >= need[0] and plan.caps["mid"] >= need[1]
     # "hard" needs ~8,000 > what is left; "hopeless" more than the ceiling.
     assert plan.loss_assisted == ("hard", "hopeless")
-    assert plan.caps["hard"] == plan.caps["hopeless"] == 20
+    # What the funded two leave is shared by the flagged two, up to the budget.
+    assert plan.caps["hard"] == plan.caps["hopeless"] > 20
+    assert plan.caps["hard"] + plan.caps["hopeless"] > 3000 - 2 * 20 - need[0] - need[1] - 2
     assert plan.measured_fraction == 0.5
-    # Leftover budget raised the funded caps by one common factor.
-    assert plan.caps["mid"] > need[1]
+    # With nothing flagged, leftover budget raises the funded caps by one common factor.
+    easy = budget.plan_caps({"a": 0.5, "b": 0.01}, r=4, budget=3000, k_floor=20,
+                            k_ceiling=5000, margin=1.0)
+    assert easy.loss_assisted == () and easy.caps["b"] > need[1] and easy.spent <= 3000
     with pytest.raises(ValueError, match="budget=50 < 4 instances x k_floor=20"):
         budget.plan_caps(pu, r=4, budget=50, k_floor=20, k_ceiling=100)
 
