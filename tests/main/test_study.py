@@ -111,7 +111,7 @@ def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path):
                            "--gin_file=experiments/default.gin", f"--workdir={workdir}",
                            "--dry_run"], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for name in ("w32", "w96", "py_next_line_mc:n200", "Totals"):
+    for name in ("w32", "w96", "py_identifier_mc:n200:c96", "Totals"):
         assert name in proc.stdout, name
     assert not (workdir / "runs").exists()
 

@@ -149,13 +149,13 @@ def test_default_study_dry_run_prints_the_plan():
         configs = study_lib.load_gin(["experiments/default.gin"], search_path=".")
         text = plan_lib.dry_run(configs["study_config"], configs["optimizer"],
                                 configs["mesh_config"], use_jax=False,
-                                prior_pu={"py_import_completion:n24:c96":
+                                prior_pu={"py_identifier_tail:n120:c96":
                                           {core.ALL_RUNGS: [1e-4]}})
     finally:
         gin.clear_config()
-    for name in ("w32", "w96", "py_next_line_mc:n200", "validation", "Totals"):
+    for name in ("w32", "w96", "py_identifier_mc:n200:c96", "validation", "Totals"):
         assert name in text
-    assert "py_import_completion:n24:c96: PassUntil budget too small" in text.replace(
+    assert "py_identifier_tail:n120:c96: PassUntil budget too small" in text.replace(
         "task ", "")
 
 

@@ -4,3 +4,4 @@ from lmscale.data.tasks import generated  # noqa: F401
 from lmscale.data.tasks import humaneval  # noqa: F401
 from lmscale.data.tasks import python_code  # noqa: F401
 from lmscale.data.tasks import tfds_tasks  # noqa: F401
+from lmscale.data.tasks import python_graded  # noqa: F401
