@@ -20,7 +20,8 @@ GIN_FILES = sorted(ROOT.glob("experiments/**/*.gin"))
 MODELS_GIN = "experiments/models/tiny.gin"
 # Values a study would supply for the REQUIRED macros the run layers declare.
 REQUIRED_VALUES = {"BATCH_SIZE": "8", "SEQ_LEN": "64", "TOKEN_MULTIPLIER": "2",
-                   "MODEL": "@tiny_s/model_config.ModelConfig()", "TASKS": "[]"}
+                   "MODEL": "@tiny_s/model_config.ModelConfig()", "TASKS": "[]",
+                   "TOKENIZER": "'byte'"}
 
 
 @pytest.fixture(autouse=True)
