@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from lmscale.config_check import check_fields
 from lmscale.models.config import ConfigError, ModelConfig, count_params
 from lmscale.train import record
 
@@ -45,6 +46,7 @@ class RunSpec:
     name: str = ""
 
     def __post_init__(self):
+        check_fields(self, ConfigError, ranges={"seed": {"min": 0}})
         if not isinstance(self.model, ModelConfig):
             raise ConfigError(f"RunSpec.model={self.model!r}: must be a ModelConfig")
         for field in ("seq_len", "batch_size"):
