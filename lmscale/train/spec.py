@@ -68,7 +68,8 @@ class RunSpec:
         if self.seq_len > self.model.max_seq_len:
             raise ConfigError(
                 f"RunSpec.seq_len={self.seq_len} exceeds ModelConfig.max_seq_len="
-                f"{self.model.max_seq_len}")
+                f"{self.model.max_seq_len} (model {self.model.name or '?'}): lower "
+                f"RunSpec.seq_len or raise the model's max_seq_len")
         if not self.name:
             label = self.model.name or f"d{self.model.d_model}l{self.model.n_layers}"
             budget = (f"M{self.token_multiplier:g}" if self.token_multiplier is not None
