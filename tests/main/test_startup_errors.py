@@ -184,3 +184,35 @@ def test_study_binary_on_8_devices_names_the_bad_rung_before_training(tmp_path):
            "data x fsdp = 8" in proc.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     assert "Traceback" not in proc.stderr and wall < 120, wall
+
+
+def test_task_typo_inside_a_gin_list_is_named_before_the_study_runs(tmp_path):
+    from lmscale.report import study
+    _cli.parse_gin(["experiments/default.gin"],
+                   ['MC_TASKS = ["py_next_line_mcc:n200"]'])
+    with pytest.raises(ConfigError) as err:
+        _cli.configured(study.run_study)(workdir=str(tmp_path))
+    msg = str(err.value)
+    assert msg.startswith("1 unknown name(s) in the configuration"), msg
+    assert "StudyConfig.mc_tasks='py_next_line_mcc:n200'" in msg and "py_next_line_mc" in msg
+    assert not (tmp_path / "runs").exists()
+
+
+def test_negative_seed_and_too_many_held_out_rungs_are_named(tmp_path):
+    from lmscale.report import study
+    _cli.parse_gin(["experiments/default.gin"], ["study.StudyConfig.seeds = [0, -1]"])
+    with pytest.raises(ConfigError, match=r"RunSpec.seed=-1: expected >= 0"):
+        _cli.configured(study.run_study)(workdir=str(tmp_path))
+    gin.clear_config()
+    _cli.parse_gin(["experiments/default.gin"], ["study.StudyConfig.held_out = 5"])
+    with pytest.raises(ConfigError, match=r"StudyConfig.models has 5 model\(s\); with "
+                       r"held_out=5 the loss law needs >= 8"):
+        _cli.configured(study.run_study)(workdir=str(tmp_path))
+
+
+def test_empty_model_list_and_missing_vocabulary_file_are_named():
+    with pytest.raises(ConfigError, match=r"LadderConfig.models is empty"):
+        LadderConfig(template=_spec(), models=())
+    with pytest.raises(ConfigError, match=r"'/nope/spm.model': SentencePiece model not "
+                       r"found: /nope/spm.model"):
+        _cli.preflight(vocab_specs=["/nope/spm.model"])
