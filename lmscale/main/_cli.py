@@ -445,8 +445,8 @@ def check_structure(values: dict[str, Any]) -> None:
     import jax  # pylint: disable=g-import-not-at-top
     from lmscale.data import registry  # pylint: disable=g-import-not-at-top
     from lmscale.train import preflight as preflight_lib  # pylint: disable=g-import-not-at-top
-    if values.get("mode") == "plan":
-        return  # a dry run may plan for another machine's mesh
+    if values.get("mode") in ("plan", "predict"):
+        return  # trains nothing; may plan for (or refit runs of) another machine's mesh
     found: dict[str, list] = {}
     _collect(values, found)
     specs = _specs(found)

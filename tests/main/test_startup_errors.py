@@ -216,3 +216,11 @@ def test_empty_model_list_and_missing_vocabulary_file_are_named():
     with pytest.raises(ConfigError, match=r"'/nope/spm.model': SentencePiece model not "
                        r"found: /nope/spm.model"):
         _cli.preflight(vocab_specs=["/nope/spm.model"])
+
+
+def test_structure_checks_skip_jobs_that_train_nothing():
+    bad = {"spec": _spec(batch=12), "mesh": state.MeshConfig(data=1, fsdp=-1, tensor=1)}
+    with pytest.raises(ConfigError, match=r"RunSpec.batch_size=12 \(run w32_M4\)"):
+        _cli.check_structure(bad)
+    for mode in ("plan", "predict"):  # a plan may be for another machine's mesh
+        _cli.check_structure({**bad, "mode": mode})
