@@ -136,3 +136,24 @@ def test_pass_until_top_p_outside_unit_interval_is_named():
     from lmscale.models import ConfigError
     with pytest.raises(ConfigError, match=r"PassUntilConfig.top_p=1.5: must lie in \(0, 1\]"):
         runner.PassUntilConfig(top_p=1.5)
+
+
+def test_ladder_config_fields_and_its_nested_template_are_checked():
+    """What LadderConfig.__post_init__ gets once it calls check_fields (owned by "study")."""
+    from lmscale.models import ConfigError
+    from lmscale.train.ladder import LadderConfig
+    from lmscale.train.spec import RunSpec
+    template = RunSpec(model=_model(name="m"), token_multiplier=1.0)
+    ladder = LadderConfig(template=template, models=(_model(name="m"),), seeds=(0, "1"))
+    with pytest.raises(ConfigError, match=r"^LadderConfig.seeds=\(0, '1'\): entry 1 \('1'\): "
+                       r"expected int, got str$"):
+        check_fields(ladder, error=ConfigError)
+    with pytest.raises(ConfigError, match=r"LadderConfig.seeds=\(0, -1\): entry 1 \(-1\): "
+                       r"expected >= 0"):
+        check_fields(dataclasses.replace(ladder, seeds=(0, -1)), error=ConfigError,
+                     ranges={"seeds": {"min": 0}})
+    spoiled = dataclasses.replace(ladder, seeds=(0,))
+    object.__setattr__(spoiled.template, "batch_size", 8.5)
+    with pytest.raises(ConfigError, match=r"^RunSpec.batch_size=8.5: expected int, got float "
+                       r"\(in LadderConfig.template\)$"):
+        check_fields(spoiled, error=ConfigError)
