@@ -373,9 +373,11 @@ def configured(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def call(*args, **kwargs):
         check_call(selector, kwargs, fn.__qualname__)
-        if isinstance(fn, type):  # a config: check the runs it describes once built
-            built = wrapped(*args, **kwargs)
-            check_structure({"": built})
+        if isinstance(fn, type):  # a config: checked by the call that uses it, except
+            built = wrapped(*args, **kwargs)  # a list of runs (LadderConfig), checked now
+            from lmscale.train import ladder  # pylint: disable=g-import-not-at-top
+            if isinstance(built, ladder.LadderConfig):
+                check_structure({"": built})
             return built
         check_structure({**_defaults(fn), **gin.get_bindings(selector), **kwargs})
         return wrapped(*args, **kwargs)

@@ -59,10 +59,10 @@ def check_mesh(spec: RunSpec, mesh: state_lib.MeshConfig, num_devices: int) -> l
     axes, ways = _ways(mesh_shape, rules.get("batch"))
     if spec.batch_size % ways:
         problems.append(
-            f"RunSpec.batch_size={spec.batch_size} (run {spec.name}) is not divisible by the "
-            f"batch mesh axes {' x '.join(axes)} = {ways} (mesh {_mesh_text(mesh_shape)} over "
-            f"{num_devices} devices): use a multiple of {ways}, or shrink those MeshConfig "
-            f"axes")
+            f"RunSpec.batch_size={spec.batch_size} is not divisible by the batch mesh axes "
+            f"{' x '.join(axes)} of total size {ways} (run {spec.name}; mesh "
+            f"{_mesh_text(mesh_shape)} over {num_devices} devices): use a multiple of {ways}, "
+            f"or shrink those MeshConfig axes")
     axes, ways = _ways(mesh_shape, rules.get("heads"))
     if spec.model.n_heads % ways:
         divisors = [d for d in range(1, spec.model.n_heads + 1) if spec.model.n_heads % d == 0]

@@ -61,9 +61,10 @@ def test_batch_must_split_over_data_x_fsdp_and_every_bad_rung_is_named_at_once()
     specs = [_spec(batch=16, width=32), _spec(batch=12, width=48), _spec(batch=20, width=64)]
     problems = _problems(specs, mesh=state.MeshConfig(data=2, fsdp=-1, tensor=1))
     assert problems == [
-        f"RunSpec.batch_size={b} (run {name}_M4) is not divisible by the batch mesh axes "
-        f"data x fsdp = 8 (mesh data=2 x fsdp=4 x tensor=1 over 8 devices): use a multiple "
-        f"of 8, or shrink those MeshConfig axes" for b, name in ((12, "w48"), (20, "w64"))]
+        f"RunSpec.batch_size={b} is not divisible by the batch mesh axes data x fsdp of "
+        f"total size 8 (run {name}_M4; mesh data=2 x fsdp=4 x tensor=1 over 8 devices): use "
+        f"a multiple of 8, or shrink those MeshConfig axes" for b, name in ((12, "w48"),
+                                                                             (20, "w64"))]
     assert _problems(specs[:1]) == []
 
 
@@ -180,8 +181,8 @@ def test_study_binary_on_8_devices_names_the_bad_rung_before_training(tmp_path):
     wall = time.time() - start
     assert proc.returncode != 0
     assert "FATAL ConfigError: 1 problem(s) found at start-up" in proc.stderr, proc.stderr
-    assert "RunSpec.batch_size=12 (run w48_M9_s0) is not divisible by the batch mesh axes " \
-           "data x fsdp = 8" in proc.stderr
+    assert "RunSpec.batch_size=12 is not divisible by the batch mesh axes data x fsdp of " \
+           "total size 8 (run w48_M9_s0;" in proc.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     assert "Traceback" not in proc.stderr and wall < 120, wall
 
@@ -220,7 +221,7 @@ def test_empty_model_list_and_missing_vocabulary_file_are_named():
 
 def test_structure_checks_skip_jobs_that_train_nothing():
     bad = {"spec": _spec(batch=12), "mesh": state.MeshConfig(data=1, fsdp=-1, tensor=1)}
-    with pytest.raises(ConfigError, match=r"RunSpec.batch_size=12 \(run w32_M4\)"):
+    with pytest.raises(ConfigError, match=r"RunSpec.batch_size=12 is not .* \(run w32_M4;"):
         _cli.check_structure(bad)
     for mode in ("plan", "predict"):  # a plan may be for another machine's mesh
         _cli.check_structure({**bad, "mode": mode})
