@@ -12,17 +12,25 @@ Top-level and free of lmscale imports, so every stage's configs can call it from
             check_fields(self, error=ConfigError)
 
 A wrong value raises naming the class, the field, the value and what was expected:
-`StudyConfig.token_multiplier='abc': expected float, got str`. Understood annotations:
+`LadderConfig.token_multipliers=['abc']: entry 0 ('abc'): expected float, got str`. Understood annotations:
 int (bools rejected), float (ints accepted), str, bool, None, classes, `X | None` /
-`Optional[X]`, `tuple[X, ...]`, `tuple[X, Y]` and `list[X]` (a list is accepted for a
-tuple: gin writes lists). Others (`Any`, callables, forward references that do not
-resolve) are not checked. Ranges come from field metadata: `min`, `max` (inclusive),
-`choices`.
+`Optional[X]`, `tuple[X, ...]`, `tuple[X, Y]`, bare `tuple` and `list[X]` (a list is accepted for a
+tuple: gin writes lists). Integers and reals are `numbers.Integral` / `numbers.Real`
+(numpy scalars pass). Others (`Any`, callables, forward references that do not resolve)
+are not checked. Ranges come from field metadata, or from the `ranges` argument (for a
+class whose fields are declared without metadata): `min`, `max` (inclusive), `choices`;
+a range applies to every entry of a sequence value.
+
+Nested dataclasses (a field holding a config, or a sequence of them) are checked too, and
+a bad nested field is named with its path:
+`LadderConfig.seeds=(0, 'a'): entry 1 ('a'): expected int, got str (in StudyConfig.ladder)`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import numbers
 import types
 import typing
 from typing import Any
@@ -62,18 +70,26 @@ def _problem(value: Any, tp) -> str | None:
     if origin is not None or not isinstance(tp, type):
         return None  # dict[...], Callable[...], Literal, ...: not checked here
     if tp is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
     elif tp is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    elif tp is tuple:
+        ok = isinstance(value, (tuple, list))
     else:
         ok = isinstance(value, tp)
     return None if ok else f"expected {_name(tp)}, got {type(value).__name__}"
 
 
 def _range_problem(value: Any, meta: typing.Mapping) -> str | None:
+    if isinstance(value, (tuple, list)):
+        for i, v in enumerate(value):
+            why = _range_problem(v, meta)
+            if why:
+                return f"entry {i} ({v!r}): {why}"
+        return None
     if "choices" in meta and value not in meta["choices"]:
         return f"expected one of {list(meta['choices'])}"
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
         return None
     if "min" in meta and value < meta["min"]:
         return f"expected >= {meta['min']}"
@@ -82,23 +98,49 @@ def _range_problem(value: Any, meta: typing.Mapping) -> str | None:
     return None
 
 
-def check_fields(obj: Any, error: type[Exception] = ValueError) -> None:
-    """Checks every field of dataclass instance `obj` against its annotation and metadata.
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls)
+    except (NameError, TypeError):
+        return {}
 
+
+def check_fields(obj: Any, error: type[Exception] = ValueError,
+                 ranges: typing.Mapping[str, typing.Mapping] | None = None,
+                 nested: bool = True) -> None:
+    """Checks every field of dataclass instance `obj` against its annotation and range.
+
+    Args:
+      obj: a dataclass instance.
+      error: the exception class raised.
+      ranges: field name -> {"min": .., "max": .., "choices": ..}, merged over the field's
+        metadata.
+      nested: also check the fields of dataclass instances held by a field (recursively);
+        their failures name the path from `obj`.
     Raises:
       error (a ValueError subclass by default): naming `Class.field=value: expected ...`
         for the first field that does not fit.
     """
+    _check(obj, error, ranges or {}, nested, "")
+
+
+def _check(obj: Any, error: type[Exception], ranges: typing.Mapping[str, typing.Mapping],
+           nested: bool, path: str) -> None:
     cls = type(obj)
     if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
         raise TypeError(f"check_fields needs a dataclass instance, got {cls.__name__}")
-    try:
-        hints = typing.get_type_hints(cls)
-    except (NameError, TypeError):
-        hints = {}
+    hints = _hints(cls)
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         why = _problem(value, hints[f.name]) if f.name in hints else None
-        why = why or _range_problem(value, f.metadata)
+        why = why or _range_problem(value, {**f.metadata, **ranges.get(f.name, {})})
         if why:
-            raise error(f"{cls.__name__}.{f.name}={value!r}: {why}")
+            raise error(f"{cls.__name__}.{f.name}={value!r}: {why}" +
+                        (f" (in {path})" if path else ""))
+        if nested:
+            where = f"{path}.{f.name}" if path else f"{cls.__name__}.{f.name}"
+            entries = enumerate(value) if isinstance(value, (tuple, list)) else [(None, value)]
+            for i, inner in entries:
+                if dataclasses.is_dataclass(inner) and not isinstance(inner, type):
+                    _check(inner, error, {}, nested, where if i is None else f"{where}[{i}]")

@@ -82,16 +82,25 @@ class PassUntilConfig:
     prompts_per_call: int | None = None
 
     def __post_init__(self):
+        from lmscale.config_check import check_fields  # pylint: disable=g-import-not-at-top
+        from lmscale.models import ConfigError  # pylint: disable=g-import-not-at-top
+        check_fields(self, ConfigError, ranges={"seed": {"min": 0}, "top_k": {"min": 1}})
         for name in ("r", "k_max", "batch_size", "num_slots") + (
                 () if self.prompts_per_call is None else ("prompts_per_call",)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"PassUntilConfig.{name}={value!r}: must be a positive int")
+                raise ConfigError(f"PassUntilConfig.{name}={value!r}: must be a positive int")
         if self.k_max < self.r:
-            raise ValueError(f"PassUntilConfig.k_max={self.k_max} < r={self.r}")
+            raise ConfigError(f"PassUntilConfig.k_max={self.k_max} < r={self.r}")
         if self.top_k is not None and self.top_p is not None:
-            raise ValueError(f"PassUntilConfig: top_k={self.top_k} and top_p={self.top_p} "
-                             f"both set; pick one")
+            raise ConfigError(f"PassUntilConfig: top_k={self.top_k} and top_p={self.top_p} "
+                              f"both set; pick one")
+        try:
+            self.method  # pylint: disable=pointless-statement
+        except ValueError as e:  # temperature <= 0, top_p outside (0, 1]
+            field = "top_p" if "TopP" in str(e) else "temperature"
+            raise ConfigError(f"PassUntilConfig.{field}={getattr(self, field)!r}: "
+                              f"{str(e).split(': ', 1)[-1]}") from None
 
     def per_call(self, k_max: int | None = None) -> int:
         """Prompts per sampler call (`prompts_per_call`, or the slots' worth when None)."""
@@ -127,6 +136,12 @@ class ValidationConfig:
     sequence_length: int | None = None
     batch_size: int = 8
     max_batches: int | None = None
+
+    def __post_init__(self):
+        from lmscale.config_check import check_fields  # pylint: disable=g-import-not-at-top
+        from lmscale.models import ConfigError  # pylint: disable=g-import-not-at-top
+        check_fields(self, ConfigError, ranges={
+            "batch_size": {"min": 1}, "sequence_length": {"min": 2}, "max_batches": {"min": 1}})
 
 
 CheckpointSource = plan_lib.CheckpointSource  # (re-exported: its home is `plan`)

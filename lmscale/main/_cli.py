@@ -373,9 +373,116 @@ def configured(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def call(*args, **kwargs):
         check_call(selector, kwargs, fn.__qualname__)
+        if isinstance(fn, type):  # a config: checked by the call that uses it, except
+            built = wrapped(*args, **kwargs)  # a list of runs (LadderConfig), checked now
+            from lmscale.train import ladder  # pylint: disable=g-import-not-at-top
+            if isinstance(built, ladder.LadderConfig):
+                check_structure({"": built})
+            return built
+        check_structure({**_defaults(fn), **gin.get_bindings(selector), **kwargs})
         return wrapped(*args, **kwargs)
 
     return call
+
+
+def _defaults(fn: Callable) -> dict[str, Any]:
+    """`fn`'s parameters that have defaults (the configs it uses when gin binds none)."""
+    import inspect  # pylint: disable=g-import-not-at-top
+    return {name: p.default for name, p in inspect.signature(fn).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def _collect(value, out: dict[str, list], depth: int = 0) -> None:
+    """Config instances inside `value` (dataclass fields, dicts, sequences), by class name."""
+    if depth > 6:
+        return
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out.setdefault(type(value).__name__, []).append(value)
+        for f in dataclasses.fields(value):
+            _collect(getattr(value, f.name), out, depth + 1)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _collect(v, out, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _collect(v, out, depth + 1)
+
+
+def _train_settings(found: dict[str, list]) -> tuple[Any, Any, Any]:
+    """(optimizer, mesh, loop) of the job: found among the call's arguments, else the ones
+    `lmscale.train.loop.train` is bound to by gin (or its defaults)."""
+    import gin  # pylint: disable=g-import-not-at-top
+    from lmscale.train import loop  # pylint: disable=g-import-not-at-top
+    settings = _defaults(loop.train)
+    try:
+        settings.update(gin.get_bindings(loop.train))
+    except ValueError:  # loop.train is not configured by the gin files
+        pass
+    return tuple((found.get(cls) or [settings[name]])[0] for cls, name in (
+        ("OptimizerConfig", "optimizer"), ("MeshConfig", "mesh"), ("LoopConfig", "loop")))
+
+
+def _specs(found: dict[str, list]) -> list:
+    """Every RunSpec the job trains: given ones, a LadderConfig's, a study's ladder."""
+    specs = list(found.get("RunSpec", []))
+    ladders = list(found.get("LadderConfig", []))
+    for config in found.get("StudyConfig", []):
+        if callable(getattr(config, "ladder", None)):
+            ladders.append(config.ladder())
+    for ladder in ladders:
+        specs = [s for s in specs if s is not ladder.template] + ladder.specs()
+    return specs
+
+
+_STRUCTURE_CHECKED: set[str] = set()  # job descriptions already checked in this process
+
+
+def check_structure(values: dict[str, Any]) -> None:
+    """Mesh, batch, heads, warmup, data and sampler checks of every run the configured
+    call's arguments describe (`lmscale.train.preflight`), all at once, before it runs.
+
+    Raises:
+      ConfigError: every problem, each naming the field, the run and what to do.
+    """
+    import jax  # pylint: disable=g-import-not-at-top
+    from lmscale.data import registry  # pylint: disable=g-import-not-at-top
+    from lmscale.train import preflight as preflight_lib  # pylint: disable=g-import-not-at-top
+    if values.get("mode") in ("plan", "predict"):
+        return  # trains nothing; may plan for (or refit runs of) another machine's mesh
+    found: dict[str, list] = {}
+    _collect(values, found)
+    specs = _specs(found)
+    samplers = found.get("PassUntilConfig", [])
+    if not specs and not samplers:
+        return
+    optimizer, mesh, loop = _train_settings(found)
+    key = repr((specs, samplers, optimizer, mesh, loop))
+    if key in _STRUCTURE_CHECKED:
+        return
+    problems = []
+    if specs:
+        problems += preflight_lib.check_runs(specs, optimizer, mesh, loop, jax.device_count(),
+                                             jax.process_count())
+        workdir = values.get("workdir") or (FLAGS.workdir if FLAGS.is_parsed() else None)
+        if isinstance(workdir, (str, os.PathLike)):  # a ladder's runs, or a study's runs/
+            parents = [workdir, os.path.join(workdir, "runs")]
+            problems += preflight_lib.check_existing_runs(specs, parents)
+    names = {"tasks": {}, "corpora": {}, "vocab_specs": {}}
+    _names_in(values, TASK_FIELDS, names, "")
+    new_tokens = {}
+    for name in names["tasks"]:
+        try:
+            task = registry.get_eval_task(name)
+        except (KeyError, ValueError):
+            continue  # reported by `preflight`
+        if task.checker is not None:
+            new_tokens[name] = task.max_new_tokens
+    models = list({id(s.model): s.model for s in specs}.values())
+    for config in samplers:
+        problems += preflight_lib.check_sampler(models, config.num_slots, config.batch_size,
+                                                new_tokens)
+    preflight_lib.raise_problems(list(dict.fromkeys(problems)))
+    _STRUCTURE_CHECKED.add(key)
 
 
 def check_call(selector: str, kwargs: dict, label: str) -> None:
@@ -420,6 +527,7 @@ def start(argv) -> str:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required")
+    check_workdir(FLAGS.workdir)
     sys.excepthook = _excepthook
     cache_dir = start_console_and_cache(FLAGS.workdir, console_mode(),
                                         FLAGS.compilation_cache_dir)
@@ -429,6 +537,21 @@ def start(argv) -> str:
     initialize_distributed()
     logging.info("persistent compilation cache: %s", compilation.enable_cache(cache_dir))
     return parse_gin(FLAGS.gin_file, FLAGS.gin_bindings)
+
+
+def check_workdir(workdir: str) -> None:
+    """Raises app.UsageError when `workdir` is a file, or cannot be created or written."""
+    path = pathlib.Path(workdir).expanduser()
+    if path.exists() and not path.is_dir():
+        raise app.UsageError(f"--workdir={workdir} is a file, not a directory: give a "
+                             f"directory (it is created when missing)")
+    existing = next(p for p in [path, *path.parents] if p.exists())
+    if not existing.is_dir():
+        raise app.UsageError(f"--workdir={workdir}: {existing} is a file, so the directory "
+                             f"cannot be created; give another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise app.UsageError(f"--workdir={workdir}: {existing} is not writable by this user; "
+                             f"give a directory you can write")
 
 
 def console_mode() -> str:

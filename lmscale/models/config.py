@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import NamedTuple
 
+from lmscale.config_check import check_fields
+
 NORMS = ("rms", "layernorm", "layernorm_gain")
 MLPS = ("gated", "plain")
 ACTIVATIONS = ("gelu", "gelu_tanh", "silu")
@@ -88,6 +90,8 @@ class ModelConfig:
     name: str = ""
 
     def __post_init__(self):
+        check_fields(self, ConfigError)
+
         def positive(field):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

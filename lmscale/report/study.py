@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 from absl import logging
 
+from lmscale.config_check import check_fields
 from lmscale.eval import results as results_lib
 from lmscale.eval import runner
 from lmscale.models import ConfigError, ModelConfig
@@ -80,6 +81,9 @@ class StudyConfig:
     level: float = 0.9
 
     def __post_init__(self):
+        check_fields(self, ConfigError, ranges={
+            "held_out": {"min": 0}, "eval_checkpoints": {"min": 1}, "instances": {"min": 1},
+            "intermediate_k_max": {"min": 1}})
         for field in ("targets", "mc_tasks", "passuntil_tasks"):
             object.__setattr__(self, field, tuple(getattr(self, field)))
         if not isinstance(self.ladder, ladder_lib.LadderConfig):

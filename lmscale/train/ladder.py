@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 from absl import logging
 
+from lmscale.config_check import check_fields
 from lmscale.models.config import ConfigError, ModelConfig
 from lmscale.train.record import RunRecord
 from lmscale.train.spec import RunSpec
@@ -39,6 +40,7 @@ class LadderConfig:
     batch_sizes: tuple[int, ...] | None = None
 
     def __post_init__(self):
+        check_fields(self, ConfigError, ranges={"seeds": {"min": 0}, "batch_sizes": {"min": 1}})
         for field in ("models", "token_multipliers", "seeds"):
             object.__setattr__(self, field, tuple(getattr(self, field)))
             if not getattr(self, field):

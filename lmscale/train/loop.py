@@ -29,6 +29,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec
 
 from lmscale import logs
+from lmscale.config_check import check_fields
 from lmscale.models.config import ConfigError
 from lmscale.train import checkpoints as ckpt_lib
 from lmscale.train import metrics as metrics_lib
@@ -80,6 +81,7 @@ class LoopConfig:
     constrain_activations: bool = True
 
     def __post_init__(self):
+        check_fields(self, ConfigError, ranges={"peak_flops_per_device": {"min": 1}})
         for field in ("log_every_steps", "save_every_steps"):
             if getattr(self, field) < 1:
                 raise ConfigError(f"LoopConfig.{field}={getattr(self, field)!r}: must be >= 1")

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lmscale.config_check import check_fields
 from lmscale.models.config import ConfigError
 
 
@@ -53,6 +54,7 @@ class OptimizerConfig:
     mup_base_width: int | None = None
 
     def __post_init__(self):
+        check_fields(self, ConfigError)
         if not self.lr_peak > 0:
             raise ConfigError(f"OptimizerConfig.lr_peak={self.lr_peak!r}: must be > 0")
         if not 0 <= self.lr_min_ratio <= 1:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from lmscale.config_check import check_fields
 from lmscale.models.config import ConfigError, ModelConfig, count_params
 from lmscale.train import record
 
@@ -45,6 +46,7 @@ class RunSpec:
     name: str = ""
 
     def __post_init__(self):
+        check_fields(self, ConfigError, ranges={"seed": {"min": 0}})
         if not isinstance(self.model, ModelConfig):
             raise ConfigError(f"RunSpec.model={self.model!r}: must be a ModelConfig")
         for field in ("seq_len", "batch_size"):
@@ -66,7 +68,8 @@ class RunSpec:
         if self.seq_len > self.model.max_seq_len:
             raise ConfigError(
                 f"RunSpec.seq_len={self.seq_len} exceeds ModelConfig.max_seq_len="
-                f"{self.model.max_seq_len}")
+                f"{self.model.max_seq_len} (model {self.model.name or '?'}): lower "
+                f"RunSpec.seq_len or raise the model's max_seq_len")
         if not self.name:
             label = self.model.name or f"d{self.model.d_model}l{self.model.n_layers}"
             budget = (f"M{self.token_multiplier:g}" if self.token_multiplier is not None

@@ -19,6 +19,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
+from lmscale.config_check import check_fields
 from lmscale.models import sharding as sharding_lib
 from lmscale.models.config import ConfigError
 from lmscale.models.decoder import init_params
@@ -46,6 +47,7 @@ class MeshConfig:
     rules: tuple = ()
 
     def __post_init__(self):
+        check_fields(self, ConfigError)
         sizes = [getattr(self, a) for a in MESH_AXES]
         for axis, size in zip(MESH_AXES, sizes):
             if not isinstance(size, int) or (size < 1 and size != -1):

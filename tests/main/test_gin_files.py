@@ -79,7 +79,9 @@ def test_gin_file_parses_and_builds(path):
 
     specs = []
     if "ladder.LadderConfig" in text:
-        ladder.train_ladder(_cli.configured(ladder.LadderConfig)(), "/nonexistent",
+        # The raw configurable: `_cli.configured` would also run the start-up checks
+        # against this session's 8 forced devices (tests/main/test_startup_errors.py).
+        ladder.train_ladder(gin.get_configurable(ladder.LadderConfig)(), "/nonexistent",
                             train_fn=lambda spec, **_: specs.append(spec) or {})
         assert len({s.model.name for s in specs}) >= 2
     elif "run_spec.RunSpec" in text and "MODEL" not in set_here:
