@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
+import pathlib
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -365,3 +366,16 @@ def figure(view: Mapping[str, Any], task: str, path) -> Any:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def write_figures(view: Mapping[str, Any] | None, outdir) -> dict[str, str]:
+    """`figure` of every task of the view that has one; {"lossview/<task>": file name}."""
+    import re  # pylint: disable=g-import-not-at-top
+
+    out = {}
+    outdir = pathlib.Path(outdir)
+    for task, tv in (view or {}).get("tasks", {}).items():
+        if not tv.get("error"):
+            name = "lossview_" + re.sub(r"[^A-Za-z0-9_.-]", "_", task) + ".png"
+            out[f"lossview/{task}"] = pathlib.Path(figure(view, task, outdir / name)).name
+    return out

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import pathlib
-import re
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -228,12 +227,7 @@ def write_figures(analysis, outdir) -> dict[str, str]:
                                                  "overtrain_loss_vs_compute.png").name
         out["error_vs_loss"] = error_vs_loss(analysis, outdir /
                                              "overtrain_error_vs_loss.png").name
-    view = analysis.get("loss_view")
-    for task, tv in (view or {}).get("tasks", {}).items():
-        if not tv.get("error"):
-            name = "lossview_" + re.sub(r"[^A-Za-z0-9_.-]", "_", task) + ".png"
-            out[f"lossview/{task}"] = pathlib.Path(
-                lossview.figure(view, task, outdir / name)).name
+    out.update(lossview.write_figures(analysis.get("loss_view"), outdir))
     return out
 
 

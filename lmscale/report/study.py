@@ -29,6 +29,7 @@ from lmscale.eval import runner
 from lmscale.models import ConfigError, ModelConfig
 from lmscale.report import analysis as analysis_lib
 from lmscale.report import figures as figures_lib
+from lmscale.report import lossview
 from lmscale.report import markdown
 from lmscale.train import ladder as ladder_lib
 from lmscale.train import loop as train_loop
@@ -59,6 +60,11 @@ class StudyConfig:
       instances: instances per task (None: all).
       passuntil: PassUntil settings on final checkpoints.
       intermediate_k_max: sample cap on intermediate checkpoints (cheaper; None: same).
+      passuntil_budget: None: every instance of a final checkpoint gets the cap
+        `passuntil.k_max`. An int B: each PassUntil task may draw B x instances samples on
+        a rung's final checkpoint, spread by `lmscale.eval.budget` from the PU the rungs
+        below predict for each instance (`lmscale.report.budgeting`; the first rung gets
+        the flat cap).
       validation: validation-loss settings.
       targets: never-trained models to predict (the report's first table), each a string:
         "d_model=W" (the ladder's shape family at width W: heads and MLP scaled with
@@ -76,6 +82,7 @@ class StudyConfig:
     instances: int | None = None
     passuntil: runner.PassUntilConfig = runner.PassUntilConfig()
     intermediate_k_max: int | None = None
+    passuntil_budget: int | None = None
     validation: runner.ValidationConfig = runner.ValidationConfig()
     targets: tuple[str, ...] = ()
     level: float = 0.9
@@ -83,7 +90,7 @@ class StudyConfig:
     def __post_init__(self):
         check_fields(self, ConfigError, ranges={
             "held_out": {"min": 0}, "eval_checkpoints": {"min": 1}, "instances": {"min": 1},
-            "intermediate_k_max": {"min": 1}})
+            "intermediate_k_max": {"min": 1}, "passuntil_budget": {"min": 1}})
         for field in ("targets", "mc_tasks", "passuntil_tasks"):
             object.__setattr__(self, field, tuple(getattr(self, field)))
         if not isinstance(self.ladder, ladder_lib.LadderConfig):
@@ -215,10 +222,11 @@ def train_ladder(config: StudyConfig, runs_dir: pathlib.Path,
 def evaluate_ladder(config: StudyConfig, runs_dir: pathlib.Path,
                     infos: dict[str, RunRecord], results_path: pathlib.Path,
                     seconds: dict[str, float] | None = None,
-                    on_run=None) -> results_lib.ResultsFile:
+                    on_run=None, summaries: list | None = None) -> results_lib.ResultsFile:
     """Evaluates every kept checkpoint: full PassUntil on finals, capped on the rest.
     Adds each run's evaluation wall time to `seconds[run name]` when given and calls
-    `on_run(seconds)` after each run (the study saves stages.json as it goes)."""
+    `on_run(seconds)` after each run (the study saves stages.json as it goes); appends
+    each evaluator call's `runner.EvalSummary` to `summaries` when given."""
     tasks = list(config.mc_tasks) + list(config.passuntil_tasks)
     intermediate_pu = config.passuntil if config.intermediate_k_max is None else \
         dataclasses.replace(config.passuntil, k_max=config.intermediate_k_max)
@@ -230,20 +238,71 @@ def evaluate_ladder(config: StudyConfig, runs_dir: pathlib.Path,
         final = info.num_steps
         common = dict(results_path=str(results_path), validation=config.validation,
                       limit=config.instances)
+        caps = _budget_caps(config, infos, name, results, results_path)
         results = runner.evaluate([str(run_dir)], tasks, steps=[final],
-                                  passuntil_config=config.passuntil, **common)
+                                  passuntil_config=config.passuntil, passuntil_caps=caps,
+                                  **common)
+        _note_summary(results, name, summaries)
         from lmscale.train import checkpoints as ckpt
 
         others = [s for s in ckpt.list_eval_checkpoints(run_dir) if s != final]
         if others:
             results = runner.evaluate([str(run_dir)], tasks, steps=others,
                                       passuntil_config=intermediate_pu, **common)
+            _note_summary(results, name, summaries)
         if seconds is not None:
             seconds[name] = seconds.get(name, 0.0) + time.time() - run_start
             if on_run is not None:
                 on_run(seconds)
         stage.advance(1, f"{name}: {1 + len(others)} checkpoint(s) evaluated")
     return results
+
+
+def _note_summary(results, name: str, summaries: list | None) -> None:
+    summary = getattr(results, "summary", None)
+    if summary is None:
+        return
+    logging.info("evaluate %s: %s", name, summary.line())
+    if summaries is not None:
+        summaries.append(summary)
+
+
+def _budget_caps(config: StudyConfig, infos: dict[str, RunRecord], name: str, results,
+                 results_path: pathlib.Path):
+    """Per-instance caps of run `name`'s final checkpoint (None: the flat cap)."""
+    if config.passuntil_budget is None or not config.passuntil_tasks:
+        return None
+    from lmscale.report import budgeting  # pylint: disable=g-import-not-at-top
+
+    target = infos[name]
+    done = [rec for rec in infos.values() if rec.N < target.N]
+    if not done:
+        return None
+    if results is not None:
+        rows = results.rows
+    elif pathlib.Path(results_path).exists():
+        rows = results_lib.read_rows(results_path)
+    else:
+        return None
+    caps, _ = budgeting.next_rung_caps(
+        rows, done, target.N, config.passuntil_tasks, r=config.passuntil.r,
+        k_max=config.passuntil.k_max, per_instance=config.passuntil_budget)
+    return caps or None
+
+
+def evaluation_summary(summaries: Sequence) -> str | None:
+    """One line over the study's evaluator calls: wall, compile share, PassUntil rate."""
+    ran = [s for s in summaries if s.units_run]
+    if not ran:
+        return None
+    wall, compile_s = sum(s.wall_s for s in ran), sum(s.compile_s for s in ran)
+    samples, sample_s = sum(s.pu_samples for s in ran), sum(s.pu_sample_s for s in ran)
+    line = (f"{sum(s.units_run for s in ran)} units in {wall:.0f} s, compile {compile_s:.0f} s "
+            f"({100 * compile_s / wall:.0f}%), "
+            f"{sum(s.cache_hits for s in ran)} persistent-cache hits")
+    if samples:
+        line += f"; PassUntil {samples} samples at {samples / sample_s:.0f} samples/s"
+    return line
 
 
 PLAN_FILE = "plan.json"
@@ -314,7 +373,12 @@ def analyze_and_report(config: StudyConfig, workdir: pathlib.Path,
         targets=config.resolved_targets(), level=config.level)
     analysis["plan_vs_measured"] = plan_vs_measured(pathlib.Path(workdir), infos)
     analysis["isolation"] = markdown.isolation_levels(rows)  # code tasks' sandbox levels
+    if config.mc_tasks:  # Du et al.'s loss view: every size and kept checkpoint
+        analysis["loss_view"] = lossview.analyze_lossview(
+            rows, mc_tasks=config.mc_tasks, random_baselines=baselines,
+            counting="non_embedding", level=config.level)
     figures = figures_lib.write_figures(analysis, workdir)
+    figures.update(lossview.write_figures(analysis.get("loss_view"), workdir))
     markdown.write_report(analysis, figures, workdir, title=config.name, setup=setup)
     return analysis
 
@@ -431,12 +495,17 @@ def run_study(config: StudyConfig, workdir: str,
     train_s = time.time() - start
     results_path = root / runner.RESULTS_FILE
     eval_seconds = _eval_seconds(root)
+    summaries: list = []
     results = evaluate_ladder(config, runs_dir, infos, results_path, eval_seconds,
-                              on_run=functools.partial(_save_stages, root))
+                              on_run=functools.partial(_save_stages, root),
+                              summaries=summaries)
     eval_s = time.time() - start - train_s
     if jax.process_index() != 0:
         return {}
     setup = study_setup(config, optimizer, train_s, eval_s)
+    if (line := evaluation_summary(summaries)) is not None:
+        setup["evaluation (this invocation)"] = line
+        logging.info("study evaluation: %s", line)
     analysis = analyze_and_report(config, root, infos, results.rows, setup)
     logging.info("study %r: report written to %s (%.0fs in all)", config.name,
                  root / "report.md", time.time() - start)
