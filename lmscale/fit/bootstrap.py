@@ -241,8 +241,9 @@ def _to_predictions(quantity, point, draws, level, method, failures, num_resampl
     details = dict(num_resamples=num_resamples, num_failed=len(failures),
                    failures=list(failures))
     if ok.sum() < 2:
-        reasons.append("fewer than 2 bootstrap refits succeeded: the interval is the "
-                       "quantity's whole range")
+        if not any("whole range" in r for r in reasons):
+            reasons.append("fewer than 2 bootstrap refits succeeded: the interval is the "
+                           "quantity's whole range")
         return [Prediction(quantity, p, bounds[0], bounds[1], level, method, reasons, bounds,
                            details=details) for p in point]
     lo, hi = percentile_interval(draws[ok], level, axis=0)
@@ -281,8 +282,23 @@ def predictive(fit, level: float = 0.9, num_resamples: int = 200, seed: int = 0,
                                    "the target's measurement noise for this law)"])
     law, scale, failures = _loss_draws(fit, num_resamples, rng, inputs)
     draws = law * np.exp(scale[:, None] * rng.standard_normal(law.shape))
-    return _to_predictions("loss", point, draws, level, f"L {fit.law}", failures,
-                           num_resamples, (0.0, np.inf), reasons)
+    return _to_predictions("loss", point, _unless_no_dof(fit, draws), level, f"L {fit.law}",
+                           failures, num_resamples, (0.0, np.inf), reasons + _no_dof(fit))
+
+
+def _no_dof(fit) -> list[str]:
+    """The reason a loss law's noise cannot be estimated (as many runs as parameters)."""
+    if fit.data["loss"].size > len(fit.params):
+        return []
+    return [f"{fit.data['loss'].size} runs for {len(fit.params)} parameters: no residual "
+            "to estimate the run-to-run noise from, so the interval is the quantity's "
+            "whole range"]
+
+
+def _unless_no_dof(fit, draws):
+    """All-NaN draws (the interval becomes the whole range) when `_no_dof` applies: a
+    zero-width [x, x] would claim a certainty that the fit cannot have."""
+    return np.full_like(draws, np.nan) if _no_dof(fit) else draws
 
 
 def predictive_chain(loss_fit, err_fit, level: float = 0.9, num_resamples: int = 200,
@@ -312,10 +328,11 @@ def predictive_chain(loss_fit, err_fit, level: float = 0.9, num_resamples: int =
     r_l = [loss_fit.reason] if loss_fit.reason else []
     r_e = r_l + ([err_fit.reason] if err_fit.reason else [])
     method = f"L {loss_fit.law} -> Err(L)"
-    return (_to_predictions("loss", lpoint, loss_bt, level, f"L {loss_fit.law}", lfail,
-                            num_resamples, (0.0, np.inf), r_l),
-            _to_predictions("error", epoint, draws, level, method, lfail + efail,
-                            num_resamples, (0.0, 1.0), r_e))
+    r_l, r_e = r_l + _no_dof(loss_fit), r_e + _no_dof(loss_fit)
+    return (_to_predictions("loss", lpoint, _unless_no_dof(loss_fit, loss_bt), level,
+                            f"L {loss_fit.law}", lfail, num_resamples, (0.0, np.inf), r_l),
+            _to_predictions("error", epoint, _unless_no_dof(loss_fit, draws), level, method,
+                            lfail + efail, num_resamples, (0.0, 1.0), r_e))
 
 
 def predict_chain_point(loss_fit, err_fit, inputs):
