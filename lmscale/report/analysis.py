@@ -136,6 +136,11 @@ def _row(pred: F.Prediction, label: str, task: str, rung: "_Rung",
     """One JSON-ready prediction row: point, interval, level, reasons, the measurement,
     its relative error and whether the interval covered it."""
     measured = _num(measured)
+    if not pred.low <= pred.point <= pred.high:  # a skewed band: the row must hold its point
+        pred = dataclasses.replace(pred, low=min(pred.low, pred.point), high=max(
+            pred.high, pred.point), reasons=pred.reasons + (
+            f"the interval [{pred.low:.4g}, {pred.high:.4g}] left the point out; widened to "
+            "hold it",))
     if pred.low == pred.high and not math.isinf(pred.low):
         pred = dataclasses.replace(pred, reasons=pred.reasons + (
             "the interval has zero width: the fit leaves no residual to estimate noise from",))

@@ -173,7 +173,7 @@ def test_every_prediction_has_an_interval_at_the_stated_level():
     assert quantities == {"validation loss (nats/token)", "accuracy", "PassUntil PU"}
     for p in out["predictions"]:
         lo, hi = p["interval"]
-        assert p["level"] == 0.8 and lo <= hi, p
+        assert p["level"] == 0.8 and lo <= p["predicted"] <= hi, p
         assert p["covered"] == (lo <= p["measured"] <= hi), p
         assert isinstance(p["reasons"], list)
     # PU and accuracy intervals stay inside [0, 1].
@@ -348,3 +348,15 @@ def test_loss_threshold_has_an_interval():
     assert lo <= thr["params"]["eta"] <= hi and lo < hi and thr["level"] == 0.9
     text = markdown.render(out, {}, title="t", setup={})
     assert f"[{markdown._fmt(lo)}, {markdown._fmt(hi)}] (90%" in text
+
+
+def test_a_row_whose_interval_leaves_its_point_out_is_widened_and_says_so():
+    rung = analysis._Rung(10, 12, 100, [], {})
+    pred = analysis.F.Prediction("pu", 0.25, 0.27, 0.55, 0.9, "dataset-level",
+                                 bounds=(0.0, 1.0))
+    row = analysis._row(pred, "PassUntil PU", "gen", rung, 0.3)
+    assert row["interval"] == [0.25, 0.55] and row["covered"] is True
+    assert any("left the point out" in r for r in row["reasons"])
+    inside = analysis._row(analysis.F.Prediction("pu", 0.3, 0.27, 0.55, 0.9), "PU", "gen",
+                           rung, 0.3)
+    assert inside["interval"] == [0.27, 0.55] and inside["reasons"] == []
