@@ -280,9 +280,15 @@ def _predictions(fit, which, method, predict, N, levels, options):
     out = {}
     for level in levels:
         lo, hi = pu_predictive.interval_from_errors([point], errors, level)
+        raw = pu_predictive.interval_from_errors([point], errors, level, hold_point=False)
+        extra = []
+        if (raw[0][0], raw[1][0]) != (lo[0], hi[0]):
+            extra = [f"the bootstrap finds this fit biased against the instance curves: "
+                     f"its bias-corrected interval [{raw[0][0]:.4g}, {raw[1][0]:.4g}] "
+                     f"leaves the point out, so it was widened to hold it"]
         out[level] = Prediction(
             quantity="pu", point=point, low=lo[0], high=hi[0], level=level, method=method,
-            reasons=tuple(reasons), bounds=(0.0, 1.0),
+            reasons=tuple(reasons + extra), bounds=(0.0, 1.0),
             details=dict(N=float(N), seed_sd=errors.seed_sd,
                          seed_sd_source=errors.seed_sd_source,
                          num_resamples=int(errors.log_ratio.shape[0]),

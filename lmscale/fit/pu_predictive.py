@@ -270,8 +270,15 @@ def predictive_errors(inst_fit, N_out, *, which: str, r: int, k_max: int,
     return Errors(log_ratio=err, seed_sd=seed_sd, seed_sd_source=source, num_failed=failed)
 
 
-def interval_from_errors(point, errors: Errors, level: float):
-    """([n] low, [n] high) from the log-ratio pivot at `level`, inside [0, 1]."""
+def interval_from_errors(point, errors: Errors, level: float, hold_point: bool = True):
+    """([n] low, [n] high) from the log-ratio pivot at `level`, inside [0, 1].
+
+    The pivot corrects the fit's bias against the base truth (the instance curves): where
+    the bootstrap finds the fit biased by more than the interval's half-width, the pivot
+    interval leaves the point out. With `hold_point` it is widened to hold the point (a
+    prediction whose point lies outside its own interval reads as a contradiction; the
+    caller says so in the reasons).
+    """
     if not 0 < level < 1:
         raise ValueError(f"level={level} must lie in (0, 1)")
     point = np.atleast_1d(np.asarray(point, float))
@@ -285,4 +292,6 @@ def interval_from_errors(point, errors: Errors, level: float):
         # Resamples whose prediction or target is 0 sit at the interval's ends.
         lo[j] = min(1.0, point[j] / np.exp(q_hi))
         hi[j] = min(1.0, point[j] / np.exp(q_lo))
+        if hold_point:
+            lo[j], hi[j] = min(lo[j], point[j]), max(hi[j], point[j])
     return lo, hi

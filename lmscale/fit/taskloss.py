@@ -26,15 +26,17 @@ def sigmoid(L, a, k, L0, b):
     return a / (1.0 + np.exp(-k * (np.asarray(L, float) - L0))) + b
 
 
-def fit_sigmoid(task_loss, acc) -> fitters.Fit:
-    """Fits step 2 by `curve_fit` from a few starts; accuracy in [0, 1]."""
+def fit_sigmoid(task_loss, acc, p0=None) -> fitters.Fit:
+    """Fits step 2 by `curve_fit` from a few starts (or from `p0`, the (a, k, L0, b) of
+    an earlier fit: the bootstrap's refits); accuracy in [0, 1]."""
     x = _checks.as_1d(task_loss, "task_loss", positive=True)
     y = _checks.as_1d(acc, "acc", unit_interval="closed")
     _checks.same_length(task_loss=x, acc=y)
     _checks.enough_points(x.size, 4, "fit_sigmoid")
     best = None
-    for k0 in (-1.0, -3.0, -10.0):
-        p0 = (max(y.max() - y.min(), 0.05), k0, float(np.median(x)), float(y.min()))
+    starts = [(max(y.max() - y.min(), 0.05), k0, float(np.median(x)), float(y.min()))
+              for k0 in (-1.0, -3.0, -10.0)] if p0 is None else [tuple(p0)]
+    for p0 in starts:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -75,6 +77,45 @@ class TwoStepFit:
         """[n] predicted accuracies at (N, D)."""
         loss = self.loss_fit.predict(N=np.asarray(N, float), D=np.asarray(D, float))
         return np.clip(self.acc_fit.predict(loss=loss), 0.0, 1.0)
+
+    def predictions(self, N, D, level=0.9, num_resamples: int = 200, seed: int = 0):
+        """Predictive accuracy `Prediction`s at (N, D) [t], one per target.
+
+        Each resample draws the target's task loss from step 1's predictive distribution
+        (`bootstrap`'s loss-law draws: run-noise refits plus the target run's own
+        deviation), refits step 2 on its fitted values plus resampled residuals
+        (a residual bootstrap: the residuals hold the checkpoints' binomial question
+        noise and their scatter about the sigmoid), maps the loss through it and adds one
+        resampled residual, the target's own measurement on the task's questions.
+        `level` may be a sequence: then {level: list}, from the same draws.
+        """
+        from lmscale.fit import bootstrap  # local: bootstrap is heavier than this module
+        N, D = np.atleast_1d(np.asarray(N, float)), np.atleast_1d(np.asarray(D, float))
+        rng = np.random.default_rng(seed)
+        inputs = dict(N=N) if self.loss_fit.law == "kaplan" else dict(N=N, D=D)
+        law, scale, failures = bootstrap._loss_draws(self.loss_fit, num_resamples, rng,
+                                                     inputs)
+        loss_bt = law * np.exp(scale[:, None] * rng.standard_normal(law.shape))
+        x, y = self.acc_fit.data["loss"], self.acc_fit.data["acc"]
+        base = self.acc_fit.predict(loss=x)
+        resid = y - base
+        p0 = [self.acc_fit.params[k] for k in ("a", "k", "L0", "b")]
+        draws = np.full(loss_bt.shape, np.nan)
+        for b in range(num_resamples):
+            if not np.all(np.isfinite(loss_bt[b])):
+                continue
+            ystar = np.clip(base + rng.choice(resid, x.size), 0.0, 1.0)
+            try:
+                refit = fit_sigmoid(x, ystar, p0=p0)
+            except (ValueError, RuntimeError) as e:
+                failures.append(f"sigmoid refit: {type(e).__name__}: {e}")
+                continue
+            draws[b] = refit.predict(loss=loss_bt[b]) + rng.choice(resid, N.size)
+        reasons = [r for r in (self.loss_fit.reason, self.acc_fit.reason) if r]
+        reasons += bootstrap._no_dof(self.loss_fit)
+        return bootstrap._to_predictions(
+            "accuracy", self.predict(N, D), bootstrap._unless_no_dof(self.loss_fit, draws),
+            level, "two-step (Bhagia et al.)", failures, num_resamples, (0.0, 1.0), reasons)
 
 
 def fit_two_step(N, D, task_loss, acc, final=None) -> TwoStepFit:

@@ -24,6 +24,7 @@ import numpy as np
 
 from lmscale import fit as F
 from lmscale.fit.bootstrap import summarize_failures
+from lmscale.report import predict_mc
 from lmscale.train import record as record_lib
 from lmscale.train.record import RunRecord
 from lmscale.eval.results import (ACCURACY, ANSWER_LOSS, ANSWER_LOSS_SUM, BRIER_SCORE,
@@ -135,6 +136,11 @@ def _row(pred: F.Prediction, label: str, task: str, rung: "_Rung",
     """One JSON-ready prediction row: point, interval, level, reasons, the measurement,
     its relative error and whether the interval covered it."""
     measured = _num(measured)
+    if not pred.low <= pred.point <= pred.high:  # a skewed band: the row must hold its point
+        pred = dataclasses.replace(pred, low=min(pred.low, pred.point), high=max(
+            pred.high, pred.point), reasons=pred.reasons + (
+            f"the interval [{pred.low:.4g}, {pred.high:.4g}] left the point out; widened to "
+            "hold it",))
     if pred.low == pred.high and not math.isinf(pred.low):
         pred = dataclasses.replace(pred, reasons=pred.reasons + (
             "the interval has zero width: the fit leaves no residual to estimate noise from",))
@@ -353,7 +359,7 @@ def _accuracy(err: F.Prediction) -> F.Prediction:
                         err.level, err.method, err.reasons, (0.0, 1.0), details=err.details)
 
 
-def _mc_views(task, checkpoints, baseline) -> dict[str, Any]:
+def _mc_views(task, checkpoints, baseline, settings) -> dict[str, Any]:
     """Du et al.'s loss-vs-performance view of one MC task over every checkpoint."""
     out: dict[str, Any] = {}
     pts = [c for c in checkpoints if c["validation_loss"] is not None
@@ -367,9 +373,8 @@ def _mc_views(task, checkpoints, baseline) -> dict[str, Any]:
             loss, np.array([c[f"{task}/{metric}"] for c in pts])).items()}
         for metric in MC_METRICS}
     if baseline is not None:
-        thr, err = _safe(F.fit_loss_threshold, loss, F.normalize_performance(acc, baseline))
-        out["threshold"] = (dict(params=thr.params, reliable=thr.reliable,
-                                 reason=thr.reason) if thr is not None else dict(error=err))
+        out["threshold"] = predict_mc.loss_threshold(
+            loss, F.normalize_performance(acc, baseline), settings)
     return out
 
 
@@ -380,7 +385,7 @@ def _mc_task(task, ctx: _Ctx, k, targets, loss_fit, predictions, views) -> dict[
     if views:
         out["per_rung"] = [dict(N=r.N, **{m: _final_mean(index, r, task, m)
                                           for m in MC_METRICS}) for r in ctx.rungs]
-        out.update(_mc_views(task, ctx.checkpoints, baseline))
+        out.update(_mc_views(task, ctx.checkpoints, baseline, ctx.settings))
     fit_rungs = ctx.rungs[:k]
     acc = [_final_mean(index, r, task, ACCURACY) for r in fit_rungs]
     if loss_fit is None or any(v is None for v in acc):
@@ -402,9 +407,12 @@ def _mc_task(task, ctx: _Ctx, k, targets, loss_fit, predictions, views) -> dict[
                      D=np.array([r.D for r in targets], float))
     if chain is None:
         out["error_law"]["prediction_error"] = e
-        return out
-    for err, rung in zip(chain[1], targets):
-        predictions.append(_row(_accuracy(err), "accuracy", task, rung,
+    points = predict_mc.task_points(ctx.checkpoints, index, task, {r.N for r in fit_rungs})
+    out["accuracy_method"], preds = predict_mc.choose_accuracy(
+        points, [(r.N, r.D) for r in targets],
+        None if chain is None else [_accuracy(p) for p in chain[1]], ctx.settings)
+    for pred, rung in zip(preds or [], targets):
+        predictions.append(_row(pred, "accuracy", task, rung,
                                 _final_mean(index, rung, task, ACCURACY)))
     return out
 

@@ -80,8 +80,14 @@ def _plain_ticks(ax, axis) -> None:
 
 def prediction_panels(analysis: Mapping[str, Any], path: pathlib.Path) -> pathlib.Path | None:
     """Prediction vs truth: one small panel per quantity, each prediction with its
-    interval as an error bar, y = x dashed; log axes where the quantity spans a decade."""
-    preds = [p for p in analysis["predictions"] if p["measured"] is not None]
+    interval as an error bar (held-out rung filled, earlier backtests hollow), y = x
+    dashed; log axes where the quantity spans a decade."""
+    held = [dict(p, backtest=False) for p in analysis["predictions"]
+            if p["measured"] is not None]
+    k_main = max((p.get("fitted_on") or 0 for p in held), default=0)
+    preds = held + [dict(p, backtest=True)
+                    for p in (analysis.get("backtests") or {}).get("rows", [])
+                    if p["measured"] is not None and (p.get("fitted_on") or 0) < k_main]
     quantities = list(dict.fromkeys(p["quantity"] for p in preds))
     if not quantities:
         return None
@@ -94,11 +100,21 @@ def prediction_panels(analysis: Mapping[str, Any], path: pathlib.Path) -> pathli
         y = np.array([p["predicted"] for p in rows], float)
         lo = np.array([p["interval"][0] for p in rows], float)
         hi = np.array([p["interval"][1] for p in rows], float)
-        ax.errorbar(x, y, yerr=[np.maximum(y - lo, 0), np.maximum(hi - y, 0)], fmt="o",
-                    ms=4, capsize=3)
-        for p, xi, yi in zip(rows, x, y):
-            ax.annotate(f"{p['task']} {p['method']}", (xi, yi), fontsize=6,
-                        xytext=(3, 3), textcoords="offset points")
+        hollow = np.array([p["backtest"] for p in rows], bool)
+        hi = np.where(np.isfinite(hi), hi, np.nan)
+        for sel, label, mfc in ((~hollow, "held-out rung", "C0"),
+                                (hollow, "earlier backtests", "white")):
+            if sel.any():
+                ax.errorbar(x[sel], y[sel], yerr=[np.maximum(y - lo, 0)[sel],
+                                                  np.maximum(hi - y, 0)[sel]],
+                            fmt="o", ms=4, capsize=3, color="C0", mfc=mfc, label=label)
+        for p, xi, yi, h in zip(rows, x, y, hollow):
+            if not h:
+                ax.annotate(f"{p['task']} {p['method']}", (xi, yi), fontsize=6,
+                            xytext=(3, 3), textcoords="offset points")
+        if hollow.any():
+            ax.legend(fontsize=6)
+        hi = np.where(np.isfinite(hi), hi, y)
         vals = np.concatenate([x, lo, hi])
         vals = vals[vals > 0]
         span = vals.size and vals.max() / vals.min() > 10
@@ -112,7 +128,7 @@ def prediction_panels(analysis: Mapping[str, Any], path: pathlib.Path) -> pathli
         ax.set_xlabel(f"measured {q}", fontsize=8)
         ax.set_ylabel(f"predicted ({100 * analysis.get('level', 0.9):.0f}% interval)", fontsize=8)
         ax.tick_params(labelsize=7)
-    fig.suptitle("Held-out rung: predicted vs measured", fontsize=9)
+    fig.suptitle("Predicted vs measured (held-out rung and backtests)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -149,11 +149,29 @@ def _mc_section(task, info, figures) -> list[str]:
                   f"Pearson {_fmt(corr['pearson'][0])} (p {_fmt(corr['pearson'][1])})."]
     thr = info.get("threshold")
     if thr and thr.get("params"):
-        lines += [f"Loss threshold (Du et al.): eta = {_fmt(thr['params']['eta'])} nats"
+        iv = thr.get("eta_interval")
+        band = (f" [{_fmt(iv[0])}, {_fmt(iv[1])}] ({100 * thr['level']:.0f}%; "
+                f"{thr.get('interval_note')})" if iv else
+                f" (no interval: {thr.get('interval_note')})")
+        lines += [f"Loss threshold (Du et al.): eta = {_fmt(thr['params']['eta'])}{band} nats"
                   + ("" if thr.get("reliable") else f" (unreliable: {thr.get('reason')})") + "."]
+    lines += _accuracy_method_lines(info.get("accuracy_method"))
     if info.get("error_law", {}).get("error"):
         lines += [f"Err(L) not fitted: {info['error_law']['error']}"]
     return lines + _figures(task, figures, ("accuracy", "correct_choice_prob"))
+
+
+def _accuracy_method_lines(am) -> list[str]:
+    """The accuracy method chosen by backtest (Gadre et al.'s chain or Bhagia et al.'s
+    two-step) with both backtest errors."""
+    if not am:
+        return []
+    names = {"gadre": "Gadre et al. (N, D) -> L -> Err(L)",
+             "two_step": "Bhagia et al. two-step (N, D) -> answer loss -> sigmoid"}
+    errs = ", ".join(f"{names[k]}: {_fmt(v)}" for k, v in am["backtest_error"].items())
+    lines = ["", f"Accuracy method: **{names[am['choice']]}** ({am.get('reason')}). "
+             f"Backtest |error| in accuracy, largest fitted size from those below: {errs}."]
+    return lines + [f"- {names.get(k, k)} failed: {v}" for k, v in am.get("failures", {}).items()]
 
 
 def _pu_section(task, info, figures) -> list[str]:

@@ -309,3 +309,25 @@ def test_pass_at_k_task_point_and_coverage():
     assert 0.8 <= hits / 100 <= 0.99
     with pytest.raises(ValueError, match="k=0"):
         passuntil.pass_at_k_task(K, x, 0, r=4)
+
+
+def test_point_outside_the_bias_corrected_interval_is_held_and_said():
+    from lmscale.fit import pu_predictive
+    # Every resample finds the fit 30% low against its target: the pivot interval lies
+    # wholly above the point; held, it reaches down to the point.
+    errs = pu_predictive.Errors(log_ratio=np.log(0.7) + 0.01 * np.random.default_rng(0)
+                                .standard_normal((400, 1)), seed_sd=0.0,
+                                seed_sd_source="given", num_failed=0)
+    lo, hi = pu_predictive.interval_from_errors([0.2], errs, 0.9, hold_point=False)
+    assert lo[0] > 0.2
+    lo_h, hi_h = pu_predictive.interval_from_errors([0.2], errs, 0.9)
+    assert lo_h[0] == 0.2 and hi_h[0] == pytest.approx(hi[0])
+    for seed in range(6):
+        study, kw = _study_fit(seed)
+        fit = passuntil.fit_pu_dataset(study["N"][:4], **kw)
+        pred = fit.prediction(study["N"][4], 0.5, num_resamples=300)
+        assert pred.low <= pred.point <= pred.high
+        widened = any("widened to hold it" in r for r in pred.reasons)
+        raw = pu_predictive.interval_from_errors(
+            [pred.point], fit._errors[next(iter(fit._errors))], 0.5, hold_point=False)
+        assert widened == (not raw[0][0] <= pred.point <= raw[1][0])

@@ -38,3 +38,26 @@ def test_choice_reports_both_methods():
 def test_sigmoid_needs_four_points():
     with pytest.raises(ValueError, match="fit_sigmoid"):
         taskloss.fit_sigmoid([1.0, 2.0, 3.0], [0.5, 0.4, 0.3])
+
+
+def test_two_step_predictive_interval_covers_and_widens_with_level():
+    hits = 0
+    for seed in range(10):
+        N, D, tl, acc, final, p = _ladder(seed)
+        below = N < N.max()
+        two = taskloss.fit_two_step(N[below], D[below], tl[below], acc[below], final[below])
+        at = ~below & final
+        preds = two.predictions(N[at], D[at], (0.5, 0.9), 100, seed)
+        p50, p90 = preds[0.5][0], preds[0.9][0]
+        assert 0 <= p90.low <= p50.low <= p50.high <= p90.high <= 1
+        assert p90.method.startswith("two-step") and p90.quantity == "accuracy"
+        hits += p90.covers(acc[at][0])
+    assert hits >= 7   # P(Binomial(10, 0.9) < 7) ~ 1.3%
+
+
+def test_two_step_interval_is_the_whole_range_without_residual_dof():
+    N, D, tl, acc, final, _ = _ladder()
+    keep = np.isin(N, np.unique(N)[:3])    # 3 sizes: step 1's Kaplan has 3 parameters
+    two = taskloss.fit_two_step(N[keep], D[keep], tl[keep], acc[keep], final[keep])
+    (p,) = two.predictions([1e9], [2e10], 0.9, 20, 0)
+    assert (p.low, p.high) == (0.0, 1.0) and any("no residual" in r for r in p.reasons)

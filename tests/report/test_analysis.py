@@ -188,7 +188,7 @@ def test_every_prediction_has_an_interval_at_the_stated_level():
     assert quantities == {"validation loss (nats/token)", "accuracy", "PassUntil PU"}
     for p in out["predictions"]:
         lo, hi = p["interval"]
-        assert p["level"] == 0.8 and lo <= hi, p
+        assert p["level"] == 0.8 and lo <= p["predicted"] <= hi, p
         assert p["covered"] == (lo <= p["measured"] <= hi), p
         assert isinstance(p["reasons"], list)
     # PU and accuracy intervals stay inside [0, 1].
@@ -295,14 +295,17 @@ def test_pu_figure_has_measured_exact_intervals_and_a_band(tmp_path):
     assert figs["gen/pu_band"] in markdown.render(out, figs, title="t", setup={})
 
 
-def test_three_rungs_fall_back_to_kaplan_and_flag_a_zero_width_interval():
+def test_three_rungs_fall_back_to_kaplan_and_give_the_whole_range_not_zero_width():
     rows, runs = synthetic()
     small = {k: v for k, v in runs.items() if v.num_params_non_embedding <= SIZES[3]}
     out = analysis.analyze(rows, small, held_out=1, num_resamples=30)
     loss = out["predictions"][0]
     assert out["loss_law"]["form"] == "kaplan" and out["loss_law"]["backtest_error"] == {}
     assert loss["predicted"] == pytest.approx(kaplan(SIZES[3]), rel=1e-3)
-    assert any("zero width" in r for r in loss["reasons"])
+    # 3 runs for 3 parameters: no residual, so no noise estimate; the interval is the
+    # loss's whole range (flagged), never a zero-width [x, x].
+    assert loss["interval"][0] == 0.0 and loss["interval"][1] == float("inf")
+    assert any("no residual" in r for r in loss["reasons"])
     assert any("too few to choose the loss law" in n for n in out["notes"])
 
 
@@ -317,3 +320,58 @@ def test_loss_law_falls_back_to_kaplan_when_no_candidate_survives_the_backtest(m
     assert any("no candidate law survived the backtest" in n for n in out["notes"])
     loss = [p for p in out["predictions"] if "loss" in p["quantity"]]
     assert loss and all(p["interval"][0] <= p["interval"][1] for p in loss)
+
+
+def _with_answer_loss(rows):
+    """The synthetic rows plus the MC task's answer loss per checkpoint (a loss that the
+    task's accuracy follows)."""
+    extra = [dict(r, metric="answer_loss", value=0.5 * v) for r in rows
+             for v in [r["value"]] if r["task"] == "validation"]
+    return rows + [dict(r, task="mc") for r in extra]
+
+
+def test_accuracy_method_is_chosen_by_backtest_between_gadre_and_two_step(monkeypatch):
+    rows, runs = synthetic(acc_noise=0.01)
+    out = analysis.analyze(_with_answer_loss(rows), runs, mc_tasks=["mc"], held_out=1,
+                           num_resamples=30)
+    am = out["tasks"]["mc"]["accuracy_method"]
+    assert set(am["backtest_error"]) == {"gadre", "two_step"}
+    errs = {k: (np.inf if v is None else v) for k, v in am["backtest_error"].items()}
+    assert am["choice"] == min(errs, key=errs.get)
+    text = markdown.render(out, {}, title="t", setup={})
+    assert "Accuracy method:" in text and "Bhagia" in text
+
+    real = analysis.predict_mc.taskloss.choose_accuracy_method
+    def prefer_two_step(*args, **kwargs):
+        res = real(*args, **kwargs)
+        return dict(res, choice="two_step")
+    monkeypatch.setattr(analysis.predict_mc.taskloss, "choose_accuracy_method",
+                        prefer_two_step)
+    out = analysis.analyze(_with_answer_loss(rows), runs, mc_tasks=["mc"], held_out=1,
+                           num_resamples=30)
+    (acc,) = [p for p in out["predictions"] if p["quantity"] == "accuracy"]
+    assert out["tasks"]["mc"]["accuracy_method"]["choice"] == "two_step"
+    assert acc["method"].startswith("two-step") and acc["interval"][0] < acc["interval"][1]
+
+
+def test_loss_threshold_has_an_interval():
+    rows, runs = synthetic(acc_noise=0.01)
+    out = analysis.analyze(rows, runs, mc_tasks=["mc"], random_baselines={"mc": 0.25},
+                           held_out=1, num_resamples=30)
+    thr = out["tasks"]["mc"]["threshold"]
+    lo, hi = thr["eta_interval"]
+    assert lo <= thr["params"]["eta"] <= hi and lo < hi and thr["level"] == 0.9
+    text = markdown.render(out, {}, title="t", setup={})
+    assert f"[{markdown._fmt(lo)}, {markdown._fmt(hi)}] (90%" in text
+
+
+def test_a_row_whose_interval_leaves_its_point_out_is_widened_and_says_so():
+    rung = analysis._Rung(10, 12, 100, [], {})
+    pred = analysis.F.Prediction("pu", 0.25, 0.27, 0.55, 0.9, "dataset-level",
+                                 bounds=(0.0, 1.0))
+    row = analysis._row(pred, "PassUntil PU", "gen", rung, 0.3)
+    assert row["interval"] == [0.25, 0.55] and row["covered"] is True
+    assert any("left the point out" in r for r in row["reasons"])
+    inside = analysis._row(analysis.F.Prediction("pu", 0.3, 0.27, 0.55, 0.9), "PU", "gen",
+                           rung, 0.3)
+    assert inside["interval"] == [0.27, 0.55] and inside["reasons"] == []
