@@ -1,4 +1,7 @@
-"""Data stage: a Hugging Face checkpoint's `tokenizer.json` as a `seqio.Vocabulary`.
+"""Data stage: `tokenizers` JSON vocabularies behind the seqio interface.
+
+`TokenizersVocabulary` (spec "tokenizers:<file.json>") wraps one file; `HFVocabulary` adds
+what a Hugging Face checkpoint's `tokenizer.json` needs (its EOS from the files beside it).
 
 Spec "hf:<path>" (`vocab.get_vocabulary`): `<path>` is a checkpoint directory holding
 `tokenizer.json`, or the `tokenizer.json` file itself. Ids are the file's own ids, so they
@@ -15,12 +18,84 @@ The `tokenizers` package is imported only when such a vocabulary is built.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+from typing import Sequence
 
-from lmscale.data import vocab as vocab_lib
+import numpy as np
+import seqio
+import tensorflow as tf
 
 TOKENIZER_FILE = "tokenizer.json"
 FALLBACK_EOS_TOKENS = ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>")
+
+
+class TokenizersVocabulary(seqio.Vocabulary):
+    """A `tokenizers` JSON vocabulary behind the seqio interface.
+
+    Ids are the file's own ids (so imported GPT-NeoX/Pythia checkpoints line up). seqio
+    reserves id 0 for padding; in the GPT-NeoX file id 0 is "<|endoftext|>", so its EOS
+    doubles as padding and gets no loss weight in the feature converter, which matches
+    how those models treat document ends.
+
+    Args:
+      path: the tokenizer JSON file.
+      eos_token: the token that ends a document; its id is `eos_id`.
+    """
+
+    def __init__(self, path: str, eos_token: str = "<|endoftext|>"):
+        import tokenizers  # Imported here: an optional dependency.
+
+        if not os.path.isfile(path):
+            raise ValueError(f"tokenizers vocabulary file not found: {path}")
+        self._path = path
+        self._tok = tokenizers.Tokenizer.from_file(path)
+        self._eos_id = self._tok.token_to_id(eos_token)
+        unk = getattr(self._tok.model, "unk_token", None)
+        self._unk_id = self._tok.token_to_id(unk) if unk else None
+        super().__init__(extra_ids=0)
+
+    @property
+    def eos_id(self) -> int | None:
+        return self._eos_id
+
+    @property
+    def unk_id(self) -> int | None:
+        return self._unk_id
+
+    @property
+    def _base_vocab_size(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    def _encode(self, s: str) -> Sequence[int]:
+        return self._tok.encode(s, add_special_tokens=False).ids
+
+    def _decode(self, ids) -> str:
+        return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
+
+    def _encode_tf(self, s: tf.Tensor) -> tf.Tensor:
+        # tf.data calls this on scalar strings; a py_function keeps the Rust tokenizer.
+        def enc(x):
+            return np.asarray(self._encode(x.numpy().decode("utf-8")), np.int32)
+
+        out = tf.py_function(enc, [s], tf.int32)
+        out.set_shape([None])
+        return out
+
+    def _decode_tf(self, ids: tf.Tensor) -> tf.Tensor:
+        def dec(x):
+            return self._decode(x.numpy().tolist()).encode("utf-8")
+
+        out = tf.py_function(dec, [ids], tf.string)
+        out.set_shape([])
+        return out
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, TokenizersVocabulary) and other._path == self._path
+
+    def __hash__(self) -> int:
+        return hash(("TokenizersVocabulary", self._path))
+
 
 
 class HFTokenizerError(ValueError):
@@ -97,7 +172,7 @@ def find_eos_id(tok, directory: pathlib.Path) -> tuple[int, str]:
         f"in {TOKENIZER_FILE}")
 
 
-class HFVocabulary(vocab_lib.TokenizersVocabulary):
+class HFVocabulary(TokenizersVocabulary):
     """A checkpoint's `tokenizer.json` behind the seqio interface (spec "hf:<path>").
 
     Args:
@@ -123,7 +198,7 @@ class HFVocabulary(vocab_lib.TokenizersVocabulary):
         unk = getattr(tok.model, "unk_token", None)
         self._unk_id = tok.token_to_id(unk) if unk else None
         # seqio.Vocabulary.__init__ directly: the parent's would reload the file.
-        super(vocab_lib.TokenizersVocabulary, self).__init__(extra_ids=0)
+        super(TokenizersVocabulary, self).__init__(extra_ids=0)
 
     def __eq__(self, other) -> bool:
         return isinstance(other, HFVocabulary) and other._path == self._path

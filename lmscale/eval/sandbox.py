@@ -48,7 +48,7 @@ import tempfile
 import threading
 import time
 import warnings
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping
 
 from lmscale.eval import _isolation, _nsserver, _zygote
 from lmscale.eval._isolation import count_tasks_of_uid as _count_tasks_of_uid

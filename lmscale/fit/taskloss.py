@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 import scipy.optimize
 
-from lmscale.fit import _checks, fitters, laws
+from lmscale.fit import _checks, fitters
 
 
 def sigmoid(L, a, k, L0, b):

@@ -11,7 +11,6 @@ appears at N >= N0 (eta - L_inf)^(-1 / alpha_N) (eq. 5).
 """
 from __future__ import annotations
 
-import itertools
 import warnings
 
 import numpy as np

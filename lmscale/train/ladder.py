@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Callable, Sequence
+from typing import Callable
 
 from absl import logging
 

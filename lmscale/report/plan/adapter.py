@@ -11,7 +11,6 @@ study gin file into the configs the binaries would build, without training anyth
 
 from __future__ import annotations
 
-import dataclasses
 import pathlib
 from typing import Any, Mapping, Sequence
 
