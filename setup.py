@@ -35,8 +35,9 @@ setup(
             "torch==2.13.0",
             "transformers>=4.45",
             "safetensors>=0.4",
+            "tokenizers>=0.20",
         ],
         "bench": ["torch==2.13.0", "transformers>=4.45", "safetensors>=0.4"],
-        "hf": ["safetensors>=0.4"],
+        "hf": ["safetensors>=0.4", "tokenizers>=0.20"],
     },
 )
