@@ -172,6 +172,23 @@ def find_eos_id(tok, directory: pathlib.Path) -> tuple[int, str]:
         f"in {TOKENIZER_FILE}")
 
 
+def find_start_id(tok, directory: pathlib.Path) -> int | None:
+    """The id the checkpoint's model expects first in every sequence (its BOS), when its
+    tokenizer adds one: tokenizer_config.json "add_bos_token" true (LLaMA) with its
+    "bos_token", else config.json "bos_token_id" under the same flag; None otherwise
+    (GPT-NeoX/Pythia add none: the evaluator's default start id 0, "<|endoftext|>")."""
+    file = directory / "tokenizer_config.json"
+    conf = _read_json(file) or {}
+    if not conf.get("add_bos_token"):
+        return None
+    token = conf.get("bos_token")
+    token = token.get("content") if isinstance(token, dict) else token
+    if isinstance(token, str) and tok.token_to_id(token) is not None:
+        return int(tok.token_to_id(token))
+    bos = (_read_json(directory / "config.json") or {}).get("bos_token_id")
+    return bos if isinstance(bos, int) and not isinstance(bos, bool) else None
+
+
 class HFVocabulary(TokenizersVocabulary):
     """A checkpoint's `tokenizer.json` behind the seqio interface (spec "hf:<path>").
 
@@ -195,6 +212,8 @@ class HFVocabulary(TokenizersVocabulary):
         self._path = str(file)
         self._tok = tok
         self._eos_id, self.eos_source = find_eos_id(tok, file.parent)
+        # The evaluator prepends `start_id` to every scored context and prompt (None: 0).
+        self.start_id = find_start_id(tok, file.parent)
         unk = getattr(tok.model, "unk_token", None)
         self._unk_id = tok.token_to_id(unk) if unk else None
         # seqio.Vocabulary.__init__ directly: the parent's would reload the file.

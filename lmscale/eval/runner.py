@@ -413,6 +413,13 @@ def _lm_stream(corpus, split, seq_len, batch_size, vocab_spec) -> Iterable[dict]
                     repeat=False)
 
 
+def _start_id(vocab) -> int:
+    """The id put before every context and prompt: the vocabulary's `start_id` (an imported
+    checkpoint's BOS, `lmscale.data.hf_vocab`) or 0 (lmscale's training shift token)."""
+    start = getattr(vocab, "start_id", None)
+    return 0 if start is None else int(start)
+
+
 def _vocab(spec: str):
     from lmscale.data.vocab import get_vocabulary
 
@@ -429,8 +436,10 @@ class _TaskUnit:
         self.instances = task.instances(split=context.split, limit=context.limit)
         if not self.instances:
             raise ValueError(f"task {task.name!r} split {context.split!r}: no instances")
+        self.start_id = _start_id(checkpoint.vocab)
         self.scorer = scorer_lib.Scorer(checkpoint.config, checkpoint.params,
-                                        batch_questions=context.score_batch_questions)
+                                        batch_questions=context.score_batch_questions,
+                                        bos_id=self.start_id)
         point = checkpoint.point
         self.done = context.results.instance_rows(point.run, point.step, task.name)
 
@@ -504,12 +513,13 @@ class _TaskUnit:
                              f"max_seq_len={self.ckpt.config.max_seq_len}")
         pu, jobs = self.unit.passuntil, []
         for inst in todo:
-            # bos (id 0) first, as in training (the feature converter's shift) and the scorer.
+            # The start id first (0, as in training: the feature converter's shift; an
+            # imported checkpoint's BOS when its tokenizer adds one), as the scorer does.
             ids = np.asarray(self.ckpt.vocab.encode(inst.prompt), np.int32).reshape(-1)
             truncated = max(0, ids.size - room)
             jobs.append(pu_batch.PassUntilJob(
                 instance_id=inst.id,
-                prompt=np.concatenate([[0], ids[truncated:]]).astype(np.int32),
+                prompt=np.concatenate([[self.start_id], ids[truncated:]]).astype(np.int32),
                 seed=instance_seed(pu.seed, self.task.name, inst.id),
                 cap=self.unit.cap(inst.id), truncated=int(truncated),
                 checker=checkers_lib.make_checker(self.task, inst,

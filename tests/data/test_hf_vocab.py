@@ -84,3 +84,24 @@ def test_vocab_key_is_name_safe(tmp_path):
     key = vocab_lib.vocab_key(f"hf:{tmp_path}/pythia-70m/step143000")
     assert key.startswith("step143000_") and all(c.isalnum() or c == "_" for c in key)
     assert np.unique([vocab_lib.vocab_key(f"hf:{tmp_path}/{m}/step1") for m in "ab"]).size == 2
+
+
+def test_start_id_is_the_bos_only_when_the_tokenizer_adds_one(tmp_path):
+    from lmscale.eval import runner
+    tok = _tokenizer(tmp_path, special=("<unk>", "<s>", "</s>"))
+    # GPT-NeoX style: no add_bos_token -> the evaluator's default start id 0.
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"eos_token": "</s>"}))
+    vocab = hf_vocab.HFVocabulary(tmp_path)
+    assert vocab.start_id is None and runner._start_id(vocab) == 0
+    # LLaMA style: add_bos_token with "<s>" (id 1) -> every context starts with 1.
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
+        {"eos_token": "</s>", "bos_token": {"content": "<s>"}, "add_bos_token": True}))
+    vocab = hf_vocab.HFVocabulary(tmp_path)
+    assert vocab.start_id == tok.token_to_id("<s>") == 1 and runner._start_id(vocab) == 1
+    # The bos token missing from the vocabulary: config.json's bos_token_id.
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
+        {"eos_token": "</s>", "bos_token": "<bos>", "add_bos_token": True}))
+    (tmp_path / "config.json").write_text(json.dumps({"bos_token_id": 2}))
+    assert hf_vocab.HFVocabulary(tmp_path).start_id == 2
+    # lmscale's own vocabularies have no start_id: 0, the training shift token.
+    assert runner._start_id(vocab_lib.get_vocabulary("byte")) == 0

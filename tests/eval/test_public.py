@@ -37,20 +37,24 @@ SEQ_LEN = 32
 VOCAB = 300  # the embedding table: >= the tokenizer's ids (256 bytes + specials + merges)
 
 
-def build_tokenizer(directory: pathlib.Path) -> None:
-    """A byte-level BPE tokenizer.json (pad id 0, eos "</s>" id 1) and its config."""
+def build_tokenizer(directory: pathlib.Path, bos: str | None = None) -> None:
+    """A byte-level BPE tokenizer.json (pad id 0, eos "</s>" id 1, "<s>" id 2) and its
+    config; `bos`: the token the tokenizer adds first (LLaMA style), None: none (NeoX)."""
     m = tokenizers.models
     tok = tokenizers.Tokenizer(m.BPE())
     tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = tokenizers.decoders.ByteLevel()
     trainer = tokenizers.trainers.BpeTrainer(
-        vocab_size=290, special_tokens=["<pad>", "</s>"],
+        vocab_size=290, special_tokens=["<pad>", "</s>", "<s>"],
         initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(TEXTS, trainer)
     assert tok.get_vocab_size() <= VOCAB
     directory.mkdir(parents=True, exist_ok=True)
     tok.save(str(directory / "tokenizer.json"))
-    (directory / "tokenizer_config.json").write_text(json.dumps({"eos_token": "</s>"}))
+    config = {"eos_token": "</s>"}
+    if bos is not None:
+        config.update(bos_token=bos, add_bos_token=True)
+    (directory / "tokenizer_config.json").write_text(json.dumps(config))
 
 
 def _model(family: str, size: int, seed: int):
@@ -86,7 +90,7 @@ def build_ladder(root: pathlib.Path, family: str, sizes=(0, 1), steps=STEPS):
             model = _model(family, size, seed=100 * size + step)
             directory = root / name / f"step{step}"
             model.save_pretrained(directory, safe_serialization=True)
-            build_tokenizer(directory)
+            build_tokenizer(directory, bos="<s>" if family == "llama" else None)
             entries.append({"model": name, "path": f"{name}/step{step}",
                             "tokens": step * TOKENS_PER_STEP, "step": step})
             models[(name, step)] = model
@@ -131,9 +135,10 @@ def hf_validation_loss(model, batches) -> float:
     return total / count
 
 
-def hf_choice_logliks(model, tok, prompt, choices) -> list[float]:
-    """log p(choice | bos=0 + prompt) per choice, one forward each."""
-    ctx = [0] + tok.encode(prompt, add_special_tokens=False).ids
+def hf_choice_logliks(model, tok, prompt, choices, start: int = 0) -> list[float]:
+    """log p(choice | start + prompt) per choice, one forward each (start: the BOS id the
+    checkpoint's tokenizer adds, else 0)."""
+    ctx = [start] + tok.encode(prompt, add_special_tokens=False).ids
     out = []
     for choice in choices:
         ids = tok.encode(choice, add_special_tokens=False).ids
@@ -183,5 +188,6 @@ def test_public_ladder_matches_transformers(family, fixtures, tmp_path):
         assert by_key[(name, step, MC_TASK, R.UNIT_COMPLETE, None)].value == len(instances)
         for inst in instances:
             got = by_key[(name, step, MC_TASK, R.INSTANCE, inst.id)].detail["loglik"]
-            want = hf_choice_logliks(model, tok, inst.prompt, inst.choices)
+            want = hf_choice_logliks(model, tok, inst.prompt, inst.choices,
+                                     start=tok.token_to_id("<s>") if family == "llama" else 0)
             np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
