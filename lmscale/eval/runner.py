@@ -241,6 +241,7 @@ def evaluate(workdir_or_run_dirs, tasks: Sequence = (), *, results_path: str | N
              draw_factory: Callable | None = None,
              stream_factory: Callable | None = None,
              passuntil_caps: Mapping[str, Mapping[str, int]] | None = None,
+             intermediate_passuntil: PassUntilConfig | None = None,
              mesh=None) -> R.ResultsFile:
     """Evaluates every eval checkpoint of every run on every task; appends result rows.
 
@@ -267,6 +268,8 @@ def evaluate(workdir_or_run_dirs, tasks: Sequence = (), *, results_path: str | N
         finite, unshuffled `LMStream`).
       passuntil_caps: task name -> instance id -> k_max of that instance (default
         `passuntil_config.k_max`), e.g. from a per-task sample budget.
+      intermediate_passuntil: PassUntil settings of each run's non-final checkpoints (e.g.
+        a lower k_max; caps do not apply to them); None: `passuntil_config`, caps included.
       mesh: a `jax.sharding.Mesh` or `MeshConfig` for the parameters (default: the run
         record's mesh when it matches the device count, else every device along fsdp).
 
@@ -296,7 +299,7 @@ def evaluate(workdir_or_run_dirs, tasks: Sequence = (), *, results_path: str | N
     plan = plan_lib.plan_evaluation(
         checkpoints, _resolve_tasks(tasks), passuntil=passuntil_config,
         validation=validation.enabled, steps=steps, caps=passuntil_caps,
-        done=results.is_complete)
+        intermediate_passuntil=intermediate_passuntil, done=results.is_complete)
     logging.info("evaluate: %s -> %s", plan.describe(), results_path)
     results.summary = execute(plan, context)
     return results

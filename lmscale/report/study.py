@@ -232,29 +232,22 @@ def evaluate_ladder(config: StudyConfig, runs_dir: pathlib.Path,
         dataclasses.replace(config.passuntil, k_max=config.intermediate_k_max)
     stage = _Stage("evaluate", len(infos))
     results = None
-    for name, info in infos.items():
+    for name in infos:
         run_start = time.time()
         run_dir = runs_dir / name
-        final = info.num_steps
-        common = dict(results_path=str(results_path), validation=config.validation,
-                      limit=config.instances)
         caps = _budget_caps(config, infos, name, results, results_path)
-        results = runner.evaluate([str(run_dir)], tasks, steps=[final],
-                                  passuntil_config=config.passuntil, passuntil_caps=caps,
-                                  **common)
+        # One plan per run: the final checkpoint with `passuntil` (and the budget's caps),
+        # the intermediate ones with the cheaper cap.
+        results = runner.evaluate([str(run_dir)], tasks, passuntil_config=config.passuntil,
+                                  passuntil_caps=caps, intermediate_passuntil=intermediate_pu,
+                                  results_path=str(results_path), validation=config.validation,
+                                  limit=config.instances)
         _note_summary(results, name, summaries)
-        from lmscale.train import checkpoints as ckpt
-
-        others = [s for s in ckpt.list_eval_checkpoints(run_dir) if s != final]
-        if others:
-            results = runner.evaluate([str(run_dir)], tasks, steps=others,
-                                      passuntil_config=intermediate_pu, **common)
-            _note_summary(results, name, summaries)
         if seconds is not None:
             seconds[name] = seconds.get(name, 0.0) + time.time() - run_start
             if on_run is not None:
                 on_run(seconds)
-        stage.advance(1, f"{name}: {1 + len(others)} checkpoint(s) evaluated")
+        stage.advance(1, f"{name}: evaluated")
     return results
 
 

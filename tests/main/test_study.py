@@ -71,6 +71,13 @@ def test_micro_study_end_to_end_and_resume(tmp_path, monkeypatch):
         if row["task"] == "validation" and row["metric"] == "validation_loss":
             steps_per_run.setdefault(row["run"], set()).add(row["step"])
     assert all(len(s) == 2 for s in steps_per_run.values()), steps_per_run
+    # Final checkpoints sample with passuntil's cap, the intermediate ones with the cheaper one.
+    finals = {p.name: json.loads((p / "run.json").read_text())["num_steps"]
+              for p in (tmp_path / "runs").iterdir()}
+    caps = {(row["step"] == finals[row["run"]], row["detail"]["k_max"])
+            for row in map(json.loads, (tmp_path / "results.jsonl").read_text().splitlines())
+            if row["task"] == "py_copy_line:n3" and row["metric"] == "instance"}
+    assert caps == {(True, 6), (False, 3)}, caps
 
     # The held-out rung is predicted from the others and compared.
     loss_pred = [p for p in analysis["predictions"] if p["task"] == "validation"]
@@ -88,6 +95,7 @@ def test_micro_study_end_to_end_and_resume(tmp_path, monkeypatch):
     stages = json.loads((tmp_path / "stages.json").read_text())["evaluate_s"]
     assert sorted(stages) == runs and all(s > 0 for s in stages.values())
     assert "## Plan vs measured" in report
+    assert "## Loss view (Du et al.)" in report and "loss_view" in saved
     train_rows = [r for r in saved["plan_vs_measured"] if r["stage"] == "train"]
     assert [r["rung"] for r in train_rows] == ["m16", "m24", "m32", "m40", "(all)"]
     record = json.loads((tmp_path / "runs" / "m16_M0.5_s0" / "run.json").read_text())
