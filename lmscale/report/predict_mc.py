@@ -97,6 +97,14 @@ def choose_accuracy(points, targets, gadre: Sequence[F.Prediction] | None, setti
         info["failures"][TWO_STEP] = f"{type(e).__name__}: {e}"
         info["reason"] = "the two-step fit on every fitted rung failed; Gadre et al.'s chain kept"
         return info, gadre
+    bad = [f"{k}={v:g}" for fit in (two.loss_fit, two.acc_fit)
+           for k, v in dict(fit.params).items() if not math.isfinite(float(v))]
+    if bad and gadre is not None:  # e.g. a task-loss law with N0 = inf: no extrapolation
+        info["failures"][TWO_STEP] = ("the two-step fit on every fitted rung has non-finite "
+                                      f"parameters ({', '.join(bad)})")
+        info["reason"] = ("smaller backtest error, but the two-step fit on every fitted rung "
+                          "is degenerate; Gadre et al.'s chain kept")
+        return info, gadre
     info["choice"] = TWO_STEP
     info["params"] = dict(task_loss=two.loss_fit.params, sigmoid=two.acc_fit.params)
     return info, preds
