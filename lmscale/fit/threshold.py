@@ -82,6 +82,9 @@ def fit_loss_threshold(loss, perf, f: str = "linear") -> fitters.Fit:
         ssr = float(np.sum((s * g - perf) ** 2))
         if best is None or ssr < best[1]:
             best = ((eta, s) if f == "linear" else (eta, s, 1.0), ssr)
+    if best is None:  # every loss equal: no candidate threshold lies above any point
+        raise ValueError(f"fit_loss_threshold: the {loss.size} losses span no range "
+                         f"({srt[0]:g}); the threshold is not identified")
     p0 = best[0]
     try:
         with warnings.catch_warnings():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import pathlib
 import time
@@ -88,14 +89,14 @@ class StudyConfig:
     level: float = 0.9
 
     def __post_init__(self):
+        if not isinstance(self.ladder, ladder_lib.LadderConfig):
+            raise ConfigError(f"StudyConfig.ladder={self.ladder!r}: expected a LadderConfig "
+                              "(in gin: ladder = @ladder.LadderConfig())")
         check_fields(self, ConfigError, ranges={
             "held_out": {"min": 0}, "eval_checkpoints": {"min": 1}, "instances": {"min": 1},
             "intermediate_k_max": {"min": 1}, "passuntil_budget": {"min": 1}})
         for field in ("targets", "mc_tasks", "passuntil_tasks"):
             object.__setattr__(self, field, tuple(getattr(self, field)))
-        if not isinstance(self.ladder, ladder_lib.LadderConfig):
-            raise ConfigError(f"StudyConfig.ladder={self.ladder!r}: expected a LadderConfig "
-                              "(in gin: ladder = @ladder.LadderConfig())")
         if not 0 < self.level < 1:
             raise ConfigError(f"StudyConfig.level={self.level}: must lie in (0, 1)")
         ladder = self.ladder
@@ -300,6 +301,31 @@ def evaluation_summary(summaries: Sequence) -> str | None:
 
 PLAN_FILE = "plan.json"
 STAGES_FILE = "stages.json"
+REPORT_KEY_FILE = "report.key"  # what the report was made from (`inputs_key`)
+
+
+def inputs_key(config: StudyConfig, root: pathlib.Path, infos: dict[str, RunRecord]) -> str:
+    """A hash of everything the analysis reads: the study config, every run record, the
+    results file and the source of the fitting and reporting code. Equal keys: the report
+    on disk is what a fresh analysis would write."""
+    h = hashlib.sha1(repr(config).encode())
+    for name in sorted(infos):
+        h.update(record_lib.RunRecord.path(root / "runs" / name).read_bytes())
+    h.update((root / runner.RESULTS_FILE).read_bytes())
+    package = pathlib.Path(__file__).resolve().parents[1]
+    for path in sorted([*package.glob("fit/*.py"), *package.glob("report/*.py")]):
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def cached_analysis(root: pathlib.Path, key: str) -> dict[str, Any] | None:
+    """The saved analysis (results.json) when the report was made from inputs `key`."""
+    key_file, saved = root / REPORT_KEY_FILE, root / "results.json"
+    if not (key_file.exists() and saved.exists()):
+        return None
+    if key_file.read_text(encoding="utf-8").strip() != key:
+        return None
+    return json.loads(saved.read_text(encoding="utf-8"))
 
 
 def save_plan(config: StudyConfig, root: pathlib.Path, optimizer, mesh, loop,
@@ -495,11 +521,17 @@ def run_study(config: StudyConfig, workdir: str,
     eval_s = time.time() - start - train_s
     if jax.process_index() != 0:
         return {}
+    key = inputs_key(config, root, infos)
+    if (analysis := cached_analysis(root, key)) is not None:
+        logging.info("study %r: nothing new since %s was written (same runs, results, "
+                     "config and code): kept", config.name, root / "report.md")
+        return analysis
     setup = study_setup(config, optimizer, train_s, eval_s)
     if (line := evaluation_summary(summaries)) is not None:
         setup["evaluation (this invocation)"] = line
         logging.info("study evaluation: %s", line)
     analysis = analyze_and_report(config, root, infos, results.rows, setup)
+    (root / REPORT_KEY_FILE).write_text(key + "\n", encoding="utf-8")
     logging.info("study %r: report written to %s (%.0fs in all)", config.name,
                  root / "report.md", time.time() - start)
     for p in analysis["targets"] + analysis["predictions"]:

@@ -60,3 +60,8 @@ def test_threshold_fit_has_a_predict_interval_that_says_what_it_carries():
     assert np.all(lo <= point + 1e-9) and np.all(point <= hi + 1e-9) and hi[0] > lo[0]
     (p, _) = fit.prediction(0.9, 40, 0, loss=np.array([1.8, 2.5]))
     assert any("parameter uncertainty only" in r for r in p.reasons)
+
+
+def test_fit_loss_threshold_refuses_losses_without_a_range():
+    with pytest.raises(ValueError, match="span no range"):
+        threshold.fit_loss_threshold(np.full(5, 2.0), np.linspace(0.1, 0.5, 5))

@@ -51,7 +51,10 @@ def _build_config_classes(text: str) -> int:
         if not isinstance(obj, type) or obj is RunSpec:  # RunSpec: built per run below
             continue
         with gin.config_scope(scope or None):
-            _cli.configured(obj)()
+            if obj is ladder.LadderConfig:  # its start-up checks would meet the 8 forced
+                gin.get_configurable(obj)()  # devices (tests/main/test_startup_errors.py)
+            else:
+                _cli.configured(obj)()
         built += 1
     return built
 

@@ -103,10 +103,18 @@ def test_micro_study_end_to_end_and_resume(tmp_path, monkeypatch):
     assert train_rows[0]["estimated_s"] is None  # no probe asked for
     rows_before = (tmp_path / "results.jsonl").read_text()
 
-    # A rerun trains and evaluates nothing and reproduces the same analysis.
+    # A rerun trains and evaluates nothing and reproduces the same analysis: nothing the
+    # report is made from changed, so the saved one is kept (not rewritten).
+    report_mtime = (tmp_path / "report.md").stat().st_mtime_ns
     again = study.run_study(config, tmp_path.name, optimizer=opt, loop=loop)
     assert (tmp_path / "results.jsonl").read_text() == rows_before
-    assert again["predictions"] == analysis["predictions"]
+    assert json.dumps(again["predictions"]) == json.dumps(analysis["predictions"])
+    assert (tmp_path / "report.md").stat().st_mtime_ns == report_mtime
+    # A changed input (here the results file) makes the next run analyse again.
+    with open(tmp_path / "results.jsonl", "a") as f:
+        f.write(rows_before.splitlines()[0] + "\n")
+    study.run_study(config, tmp_path.name, optimizer=opt, loop=loop)
+    assert (tmp_path / "report.md").stat().st_mtime_ns != report_mtime
 
 
 def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path):

@@ -187,8 +187,10 @@ def test_tpu_variant_is_gadre_table1():
 
     gin.add_config_file_search_path(str(ROOT))
     try:
-        gin.parse_config_files_and_bindings([str(ROOT / "experiments/overtrain_tpu.gin")],
-                                            [], finalize_config=False)
+        gin.parse_config_files_and_bindings(
+            [str(ROOT / "experiments/overtrain_tpu.gin")],
+            ["TOKENIZER = 'tokenizers:/data/gpt-neox-20b/tokenizer.json'"],
+            finalize_config=False)
         cfg = gin.get_configurable(O.OvertrainConfig)()
     finally:
         gin.clear_config()
