@@ -47,14 +47,16 @@ def loss_vs_compute(analysis: Mapping[str, Any], path: pathlib.Path) -> pathlib.
                    label=f"N={rung['N']:,}" + (" (held out)" if rung["held_out"] else ""),
                    **style)
     law = analysis["loss_law"]
-    if law.get("params"):
+    # "kaplan_floor" (fit.select) is Kaplan's L(N) with a bounded L_inf: the same curve.
+    form = {"kaplan_floor": "kaplan"}.get(law.get("form"), law.get("form"))
+    if law.get("params") and form in F.laws.FORMS:
         N = np.array([r["N"] for r in rungs], float)
         D = np.array([r["D"] for r in rungs], float)
         # The ladder's D(N) (a power law for fixed M or fixed D), to place the law in C.
         slope, intercept = np.polyfit(np.log(N), np.log(D), 1)
         grid = np.geomspace(N.min() / 1.3, N.max() * 1.5, 100)
         d_grid = np.exp(intercept) * grid ** slope
-        pred = F.laws.FORMS[law["form"]].predict(law["params"], N=grid, D=d_grid)
+        pred = F.laws.FORMS[form].predict(law["params"], N=grid, D=d_grid)
         ax.plot(6 * grid * d_grid, pred, color="C3", lw=1.4, ls="--",
                 label=f"{law['form']} fit (held-out rung excluded)")
     ax.set_xscale("log")

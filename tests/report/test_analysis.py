@@ -136,6 +136,19 @@ def test_all_zero_passuntil_is_reported_not_fatal():
                    for p in out["predictions"])
 
 
+@pytest.mark.parametrize("form", ["kaplan", "kaplan_floor", "compute", "unknown"])
+def test_loss_figure_draws_whichever_law_was_chosen(form, tmp_path):
+    rows, runs = synthetic()
+    out = analysis.analyze(rows, runs, held_out=1)
+    law = dict(out["loss_law"], form=form)
+    if form in ("kaplan", "kaplan_floor"):
+        law["params"] = dict(L_inf=L_INF, N0=N0, alpha=ALPHA)
+    elif form == "compute":  # whatever the analysis chose, a compute-law parameter set
+        law["params"] = dict(E=0.5, lam=50.0, eta=0.1)
+    path = figures.loss_vs_compute(dict(out, loss_law=law), tmp_path / f"{form}.png")
+    assert path.stat().st_size > 5000
+
+
 def test_report_files_are_written(tmp_path):
     rows, runs = synthetic(acc_noise=0.01)
     out = analysis.analyze(rows, runs, mc_tasks=["mc"], passuntil_tasks=["gen"],
