@@ -337,7 +337,9 @@ def _loss_law(index, fit_rungs, target_rungs, unit, settings, notes):
         notes.append(f"loss law could not be fitted: {err}")
         return dict(form=None, error=err), None, []
     loss_fit, law = chosen
-    law.update(params=loss_fit.params, method=loss_fit.method, reliable=loss_fit.reliable,
+    # law: the curve the parameters belong to (a "kaplan_floor" form fits Kaplan's L(N))
+    law.update(law=loss_fit.law, params=loss_fit.params, method=loss_fit.method,
+               reliable=loss_fit.reliable,
                reason=loss_fit.reason, num_points=loss_fit.num_points)
     preds, perr = _safe(F.predictive, loss_fit, settings.level, settings.num_resamples,
                         settings.seed, N=np.array([r.N for r in target_rungs], float),

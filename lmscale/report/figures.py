@@ -47,8 +47,9 @@ def loss_vs_compute(analysis: Mapping[str, Any], path: pathlib.Path) -> pathlib.
                    label=f"N={rung['N']:,}" + (" (held out)" if rung["held_out"] else ""),
                    **style)
     law = analysis["loss_law"]
-    # "kaplan_floor" (fit.select) is Kaplan's L(N) with a bounded L_inf: the same curve.
-    form = {"kaplan_floor": "kaplan"}.get(law.get("form"), law.get("form"))
+    # The fitted curve ("law"): the chosen form's name can differ ("kaplan_floor" is
+    # Kaplan's L(N) with a bounded L_inf).
+    form = law.get("law") or law.get("form")
     if law.get("params") and form in F.laws.FORMS:
         N = np.array([r["N"] for r in rungs], float)
         D = np.array([r["D"] for r in rungs], float)
