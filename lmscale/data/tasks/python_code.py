@@ -123,39 +123,49 @@ _SPECS = {
 }
 
 
+def code_task(name: str, kind: str, build, *, seed, num: int, context: int | None,
+              min_context: int, default_context: int | None, stops, max_new_tokens: int,
+              description: str, random_baseline: float = 0.0) -> evaltask.EvalTask:
+    """A task on the corpus's validation files: `build(rng, num[, context])` makes its
+    instances, seeded by the name's base and `seed`; a `:c` context shorter than
+    `min_context` characters is refused, naming the task."""
+    if context is not None and context < min_context:
+        raise ValueError(f"task {name!r}: context of {context} chars; need >= {min_context}")
+    base = name.split(":")[0]
+    extra = () if default_context is None else (context or default_context,)
+
+    def loader(split):
+        del split
+        return build(random.Random(f"{base}/{seed or 0}"), num, *extra)
+    checker = checkers.EXACT if kind == evaltask.GENERATIVE else None
+    return evaltask.EvalTask(
+        name=name, kind=kind, checker=checker, random_baseline=random_baseline,
+        stop_strings=tuple(stops), max_new_tokens=max_new_tokens, loader=loader,
+        family="python", description=description)
+
+
 def _register() -> None:
     for base, (build, stops, desc) in _SPECS.items():
         def factory(name, num=None, seed=None, shots=None, context=None, _build=build,
                     _stops=stops, _desc=desc):
             del shots
-            if context is not None and context < 16:
-                raise ValueError(f"task {name!r}: context of {context} chars; need >= 16")
-
-            def loader(split):
-                del split
-                return _build(random.Random(f"{name.split(':')[0]}/{seed or 0}"),
-                              num or DEFAULT_NUM, context or CONTEXT_CHARS)
-            return evaltask.EvalTask(
-                name=name, kind=evaltask.GENERATIVE, checker=checkers.EXACT,
-                random_baseline=0.0, stop_strings=_stops, max_new_tokens=48,
-                loader=loader, family="python", description=_desc)
+            return code_task(name, evaltask.GENERATIVE, _build, seed=seed,
+                             num=num or DEFAULT_NUM, context=context, min_context=16,
+                             default_context=CONTEXT_CHARS, stops=_stops,
+                             max_new_tokens=48, description=_desc)
 
         evaltask.register_factory(base, factory)
         evaltask.register_eval_task(factory(base))
 
     def mc_factory(name, num=None, seed=None, shots=None):
         del shots
-        def loader(split):
-            del split
-            return next_line_mc(random.Random(f"py_next_line_mc/{seed or 0}"),
-                                num or DEFAULT_NUM)
-        return evaltask.EvalTask(
-            name=name, kind=evaltask.MULTIPLE_CHOICE, checker=None, random_baseline=0.25,
-            stop_strings=("\n",), max_new_tokens=80, loader=loader, family="python",
-            description="choose the real next line among lines from other files")
+        return code_task(name, evaltask.MULTIPLE_CHOICE, next_line_mc, seed=seed,
+                         num=num or DEFAULT_NUM, context=None, min_context=0,
+                         default_context=None, stops=("\n",), max_new_tokens=80,
+                         random_baseline=0.25,
+                         description="choose the real next line among lines from other files")
 
     evaltask.register_factory("py_next_line_mc", mc_factory)
     evaltask.register_eval_task(mc_factory("py_next_line_mc"))
-
 
 _register()

@@ -22,7 +22,6 @@ from __future__ import annotations
 import random
 import re
 
-from lmscale.data import checkers
 from lmscale.data import evaltask
 from lmscale.data.tasks import python_code
 
@@ -99,37 +98,24 @@ def identifier_mc(rng: random.Random, num: int, context_chars: int = CONTEXT_CHA
 def _register() -> None:
     def tail_factory(name, num=None, seed=None, shots=None, context=None):
         del shots
-        if context is not None and context < 32:
-            raise ValueError(f"task {name!r}: context of {context} chars; need >= 32")
-
-        def loader(split):
-            del split
-            return identifier_tail(random.Random(f"py_identifier_tail/{seed or 0}"),
-                                   num or DEFAULT_NUM, context or CONTEXT_CHARS)
-        return evaltask.EvalTask(
-            name=name, kind=evaltask.GENERATIVE, checker=checkers.EXACT,
-            random_baseline=0.0, stop_strings=TAIL_STOPS, max_new_tokens=MAX_TAIL + 4,
-            loader=loader, family="python",
+        return python_code.code_task(
+            name, evaltask.GENERATIVE, identifier_tail, seed=seed, num=num or DEFAULT_NUM,
+            context=context, min_context=32, default_context=CONTEXT_CHARS, stops=TAIL_STOPS,
+            max_new_tokens=MAX_TAIL + 4,
             description="finish an identifier seen earlier in the context (1-8 chars left)")
 
     def mc_factory(name, num=None, seed=None, shots=None, context=None):
         del shots
-        if context is not None and context < 32:
-            raise ValueError(f"task {name!r}: context of {context} chars; need >= 32")
-
-        def loader(split):
-            del split
-            return identifier_mc(random.Random(f"py_identifier_mc/{seed or 0}"),
-                                 num or 2 * DEFAULT_NUM, context or CONTEXT_CHARS)
-        return evaltask.EvalTask(
-            name=name, kind=evaltask.MULTIPLE_CHOICE, checker=None, random_baseline=0.25,
-            stop_strings=("\n",), max_new_tokens=32, loader=loader, family="python",
+        return python_code.code_task(
+            name, evaltask.MULTIPLE_CHOICE, identifier_mc, seed=seed,
+            num=num or 2 * DEFAULT_NUM, context=context, min_context=32,
+            default_context=CONTEXT_CHARS, stops=("\n",), max_new_tokens=32,
+            random_baseline=0.25,
             description="choose the identifier of the context among 4 of the same length")
 
     for base, factory in (("py_identifier_tail", tail_factory),
                           ("py_identifier_mc", mc_factory)):
         evaltask.register_factory(base, factory)
         evaltask.register_eval_task(factory(base))
-
 
 _register()
