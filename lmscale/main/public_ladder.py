@@ -24,9 +24,7 @@ def main(argv) -> None:
     run = _cli.configured(public.evaluate_public_ladder)
     analysis = run(workdir=flags.workdir, config_text=config_text)
     if analysis:
-        print(f"\nReport: {os.path.join(flags.workdir, 'report.md')}")
-        print("\n".join(markdown.prediction_table(analysis["targets"] + analysis["predictions"])))
-        print(markdown.coverage_line(analysis["backtests"]["summary"]))
+        print(markdown.console_summary(os.path.join(flags.workdir, "report.md"), analysis))
     logging.info("public ladder done")
 
 

@@ -35,10 +35,7 @@ def main(argv) -> None:
     run = _cli.configured(study.run_study)
     analysis = run(workdir=flags.workdir, config_text=config_text, probe=_PROBE.value)
     if analysis:
-        report = os.path.join(flags.workdir, "report.md")
-        print(f"\nReport: {report}")
-        print("\n".join(markdown.prediction_table(analysis["targets"] + analysis["predictions"])))
-        print(markdown.coverage_line(analysis["backtests"]["summary"]))
+        print(markdown.console_summary(os.path.join(flags.workdir, "report.md"), analysis))
     logging.info("study done")
 
 

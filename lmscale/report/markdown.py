@@ -73,6 +73,15 @@ def coverage_line(summary: Mapping[str, Any]) -> str:
     return f"backtests: {one(summary)}" + (f" ({per})" if per else "")
 
 
+
+def console_summary(report_path: str, analysis: Mapping[str, Any]) -> str:
+    """What a study binary prints at the end: the report's path, the prediction table
+    (targets first) and the backtest coverage line."""
+    lines = ["", f"Report: {report_path}"]
+    lines += prediction_table(list(analysis["targets"]) + list(analysis["predictions"]))
+    lines.append(coverage_line(analysis["backtests"]["summary"]))
+    return "\n".join(lines)
+
 def targets_table(analysis) -> list[str]:
     targets = analysis.get("targets") or []
     if not targets:

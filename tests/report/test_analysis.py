@@ -289,6 +289,11 @@ def test_targets_are_predicted_first_and_every_rung_is_backtested():
     assert line.startswith(f"backtests: {s['covered']} of {s['n']} 90% intervals covered")
     assert text.index("## Targets (never trained)") < text.index("## Prediction vs measurement")
     assert line in text and "| next |" in text
+    summary = markdown.console_summary("w/report.md", out).splitlines()
+    assert summary[:2] == ["", "Report: w/report.md"] and summary[-1] == line
+    rows = [l for l in summary if l.startswith("| validation loss")]
+    assert len(rows) == sum(p["task"] == "validation"
+                            for p in out["targets"] + out["predictions"])
 
 
 def test_pu_figure_has_measured_exact_intervals_and_a_band(tmp_path):
