@@ -50,18 +50,13 @@ def main(argv):
     from lmscale.eval import pu_batch
     from lmscale.data.vocab import get_vocabulary
     from lmscale.eval import sampler as sampler_lib
-    from lmscale.models import ModelConfig
+    from lmscale import testing
     from lmscale.testing import tiny_params
 
-    prompt_len, new_tokens = 64, 8
-    config = ModelConfig(vocab_size=259, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2,
-                         d_ff=160, mlp="gated", activation="gelu", rotary_fraction=0.5,
-                         tie_embeddings=True, max_seq_len=prompt_len + new_tokens,
-                         name="bench-study")
+    prompt_len, new_tokens = testing.STUDY_ROW_PROMPT_LEN, testing.STUDY_ROW_NEW_TOKENS
+    config = testing.study_row_config()
     params = tiny_params(config)
-    rng = np.random.default_rng(0)
-    prompts = [rng.integers(3, 259, prompt_len).astype(np.int32)
-               for _ in range(FLAGS.num_instances)]
+    prompts = testing.random_prompts(FLAGS.num_instances)
     r, batch = FLAGS.r, FLAGS.batch_size
     for rate in map(float, FLAGS.pass_rate):
         jobs = [pu_batch.PassUntilJob(f"i{i}", p, seed=i, cap=FLAGS.k_max,

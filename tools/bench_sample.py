@@ -268,19 +268,17 @@ def time_sampler(sampler, prompt, num_samples):
 def study_row():
     """lmscale alone on a study-ladder-sized byte model (see the module docstring)."""
     import jax
-    import numpy as np
 
     from lmscale.eval import sampler as sampler_lib
-    from lmscale.models import ModelConfig, cache_bytes_per_slot
+    from lmscale.models import cache_bytes_per_slot
+    from lmscale import testing
     from lmscale.testing import tiny_params
 
-    prompt_len, new_tokens, n = 64, 8, FLAGS.study_num_samples
-    config = ModelConfig(vocab_size=259, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2,
-                         d_ff=160, mlp="gated", activation="gelu", rotary_fraction=0.5,
-                         tie_embeddings=True, max_seq_len=prompt_len + new_tokens,
-                         name="bench-study")
+    prompt_len, new_tokens = testing.STUDY_ROW_PROMPT_LEN, testing.STUDY_ROW_NEW_TOKENS
+    n = FLAGS.study_num_samples
+    config = testing.study_row_config()
     params = tiny_params(config)
-    prompt = np.random.default_rng(0).integers(3, 259, prompt_len)
+    prompt, = testing.random_prompts(1)
     sampler = sampler_lib.Sampler(params, config, method=sampler_lib.Temperature(1.0),
                                   num_slots=FLAGS.study_slots, max_new_tokens=new_tokens,
                                   eos_id=None, max_samples_per_call=n)

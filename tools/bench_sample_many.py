@@ -35,17 +35,13 @@ def main(argv):
     import numpy as np
 
     from lmscale.eval import sampler as sampler_lib
-    from lmscale.models import ModelConfig
+    from lmscale import testing
     from lmscale.testing import tiny_params
 
-    prompt_len, new_tokens = 64, 8
-    config = ModelConfig(vocab_size=259, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2,
-                         d_ff=160, mlp="gated", activation="gelu", rotary_fraction=0.5,
-                         tie_embeddings=True, max_seq_len=prompt_len + new_tokens,
-                         name="bench-study")
+    new_tokens = testing.STUDY_ROW_NEW_TOKENS
+    config = testing.study_row_config()
     params = tiny_params(config)
-    rng = np.random.default_rng(0)
-    prompts = [rng.integers(3, 259, prompt_len) for _ in range(FLAGS.num_prompts)]
+    prompts = testing.random_prompts(FLAGS.num_prompts)
     n, total = FLAGS.per_prompt, FLAGS.per_prompt * FLAGS.num_prompts
     for slots in map(int, FLAGS.num_slots):
         sampler = sampler_lib.Sampler(params, config, num_slots=slots,

@@ -33,3 +33,27 @@ def tiny_params(config: ModelConfig | None = None, seed: int = 0):
     config = tiny_config() if config is None else config
     variables = jax.jit(lambda rng: init_params(config, rng))(jax.random.PRNGKey(seed))
     return nn.unbox(variables)["params"]
+
+
+STUDY_ROW_PROMPT_LEN = 64
+STUDY_ROW_NEW_TOKENS = 8
+
+
+def study_row_config() -> ModelConfig:
+    """The benchmarks' "study row" model: the shape of the default study's rungs (byte
+    vocabulary of 259, d_model 64, 2 layers, GQA 4/2, partial rotary), sized for a
+    64-token prompt and 8 new tokens."""
+    return ModelConfig(vocab_size=259, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2,
+                       d_ff=160, mlp="gated", activation="gelu", rotary_fraction=0.5,
+                       tie_embeddings=True,
+                       max_seq_len=STUDY_ROW_PROMPT_LEN + STUDY_ROW_NEW_TOKENS,
+                       name="bench-study")
+
+
+def random_prompts(num: int, length: int = STUDY_ROW_PROMPT_LEN, vocab_size: int = 259,
+                   seed: int = 0) -> list:
+    """`num` int32 prompts of `length` ids drawn uniformly from [3, vocab_size), seeded."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [rng.integers(3, vocab_size, length).astype(np.int32) for _ in range(num)]
