@@ -57,3 +57,19 @@ def random_prompts(num: int, length: int = STUDY_ROW_PROMPT_LEN, vocab_size: int
 
     rng = np.random.default_rng(seed)
     return [rng.integers(3, vocab_size, length).astype(np.int32) for _ in range(num)]
+
+
+# A program that forks sleeping children until fork fails (at most 200) and prints how
+# many it made: a sandbox's process cap holds when the count stays under the cap.
+FORK_COUNTER_PROGRAM = ("import os, time\n"
+                        "n = 0\n"
+                        "for _ in range(200):\n"
+                        "    try:\n"
+                        "        pid = os.fork()\n"
+                        "    except OSError:\n"
+                        "        break\n"
+                        "    if pid == 0:\n"
+                        "        time.sleep(30)\n"
+                        "        os._exit(0)\n"
+                        "    n += 1\n"
+                        "print(n)\n")

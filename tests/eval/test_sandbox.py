@@ -15,6 +15,7 @@ import time
 import psutil
 import pytest
 
+from lmscale import testing
 from lmscale.eval import sandbox
 
 _WORKING = {}
@@ -195,18 +196,7 @@ def test_fork_bomb_is_contained(level, no_leftovers):
 
 
 def test_process_cap_holds(level, no_leftovers):
-    program = ("import os, time\n"
-               "n = 0\n"
-               "for _ in range(200):\n"
-               "    try:\n"
-               "        pid = os.fork()\n"
-               "    except OSError:\n"
-               "        break\n"
-               "    if pid == 0:\n"
-               "        time.sleep(30)\n"
-               "        os._exit(0)\n"
-               "    n += 1\n"
-               "print(n)\n")
+    program = testing.FORK_COUNTER_PROGRAM
     r = sandbox.execute(program, timeout_s=5.0, isolation=level, min_isolation=level, max_processes=12)
     if r.sandbox_uid is None:
         pytest.skip("not root: RLIMIT_NPROC also counts this user's other processes")

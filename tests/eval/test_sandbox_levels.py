@@ -15,6 +15,7 @@ import sys
 
 import pytest
 
+from lmscale import testing
 from lmscale.eval import sandbox
 from tests.conftest import FAST_COMPILE_ENV
 
@@ -74,25 +75,14 @@ for level in (None, "unshare", "bwrap"):
         report[str(level)] = [r.isolation, r.status, r.stdout.strip()]
     except sandbox.SandboxError as e:
         report[str(level)] = ["refused", str(e)]
-cap = ("import os, time\n"
-       "n = 0\n"
-       "for _ in range(200):\n"
-       "    try:\n"
-       "        pid = os.fork()\n"
-       "    except OSError:\n"
-       "        break\n"
-       "    if pid == 0:\n"
-       "        time.sleep(30)\n"
-       "        os._exit(0)\n"
-       "    n += 1\n"
-       "print(n)\n")
+cap = @FORK_COUNTER@
 try:  # the process cap (counted per user namespace, so exact without root too)
     r = sandbox.execute(cap, timeout_s=10.0, isolation="unshare", max_processes=12)
     report["cap"] = [r.status, r.stdout.strip()]
 except sandbox.SandboxError as e:
     report["cap"] = ["refused", str(e)]
 print(json.dumps(report))
-"""
+""".replace("@FORK_COUNTER@", repr(testing.FORK_COUNTER_PROGRAM))
 
 
 def _probe(env_path, as_nobody=False):
