@@ -143,3 +143,21 @@ def _provider(task_name: str, vocab_spec: str) -> seqio.DatasetProviderBase:
         raise ValueError(f"unknown corpus task {task_name!r}; corpora: "
                          f"{sorted(corpora._CORPORA)}")  # pylint: disable=protected-access
     return seqio.get_mixture_or_task(task_name)
+
+
+def with_start_id(batches, start_id: int):
+    """`batches` with `start_id` as the input token at every packed piece's first position.
+
+    seqio's decoder converter shifts each piece right and puts id 0 first; lmscale's own
+    models are trained that way. An imported checkpoint (LLaMA) expects its tokenizer's BOS
+    there instead, so its validation loss is measured on `<s> t0 t1 ...` as `transformers`
+    would see the text. `start_id` 0 returns the batches unchanged.
+    """
+    for batch in batches:
+        if start_id:
+            batch = dict(batch)
+            inputs = np.array(batch["decoder_input_tokens"], copy=True)
+            first = (batch["decoder_positions"] == 0) & (batch["decoder_segment_ids"] > 0)
+            inputs[first] = start_id
+            batch["decoder_input_tokens"] = inputs
+        yield batch

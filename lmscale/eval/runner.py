@@ -400,6 +400,8 @@ def _validation_unit(checkpoint: _Checkpoint, context: plan_lib.EvalContext) -> 
     batches = context.stream_factory(cfg.corpus or rec.corpus, cfg.split,
                                      cfg.sequence_length or rec.seq_len, cfg.batch_size,
                                      rec.vocab_spec)
+    from lmscale.data import pipeline  # pylint: disable=g-import-not-at-top (TF at import)
+    batches = pipeline.with_start_id(batches, _start_id(checkpoint.vocab))
     loss = scorer_lib.validation_loss(checkpoint.config, checkpoint.params, batches,
                                       max_batches=cfg.max_batches)
     context.results.append([

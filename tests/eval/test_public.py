@@ -119,8 +119,9 @@ def _hf_logprobs(model, ids) -> np.ndarray:
     return torch.log_softmax(logits, -1).numpy()
 
 
-def hf_validation_loss(model, batches) -> float:
-    """Token-weighted NLL of packed batches, each packed segment forwarded on its own."""
+def hf_validation_loss(model, batches, start: int = 0) -> float:
+    """Token-weighted NLL of packed batches, each packed segment forwarded on its own,
+    starting with `start` (the BOS the checkpoint's tokenizer adds, else seqio's 0)."""
     total, count = 0.0, 0.0
     for b in batches:
         for row in range(b["decoder_input_tokens"].shape[0]):
@@ -128,7 +129,10 @@ def hf_validation_loss(model, batches) -> float:
             for s in set(seg.tolist()) - {0}:
                 at = np.flatnonzero(seg == s)
                 assert (b["decoder_positions"][row, at] == np.arange(at.size)).all()
-                logp = _hf_logprobs(model, b["decoder_input_tokens"][row, at])
+                ids = b["decoder_input_tokens"][row, at].copy()
+                assert ids[0] == 0  # seqio's shift: the text's tokens follow an id 0
+                ids[0] = start
+                logp = _hf_logprobs(model, ids)
                 nll = -logp[np.arange(at.size), b["decoder_target_tokens"][row, at]]
                 w = b["decoder_loss_weights"][row, at]
                 total, count = total + float((nll * w).sum()), count + float(w.sum())
@@ -184,10 +188,10 @@ def test_public_ladder_matches_transformers(family, fixtures, tmp_path):
         row = by_key[(name, step, R.VALIDATION_TASK, R.VALIDATION_LOSS, None)]
         assert row.tokens == step * TOKENS_PER_STEP and row.num_params_non_embedding == rec.N
         assert row.flops == pytest.approx(6.0 * rec.N * step * TOKENS_PER_STEP)
-        assert row.value == pytest.approx(hf_validation_loss(model, batches), abs=1e-4)
+        start = tok.token_to_id("<s>") if family == "llama" else 0
+        assert row.value == pytest.approx(hf_validation_loss(model, batches, start), abs=1e-4)
         assert by_key[(name, step, MC_TASK, R.UNIT_COMPLETE, None)].value == len(instances)
         for inst in instances:
             got = by_key[(name, step, MC_TASK, R.INSTANCE, inst.id)].detail["loglik"]
-            want = hf_choice_logliks(model, tok, inst.prompt, inst.choices,
-                                     start=tok.token_to_id("<s>") if family == "llama" else 0)
+            want = hf_choice_logliks(model, tok, inst.prompt, inst.choices, start=start)
             np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
