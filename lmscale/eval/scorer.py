@@ -365,12 +365,30 @@ def _eval_step_fn(config: ModelConfig):
     return jax.jit(lambda params, batch: step_lib.eval_step(params, batch, config=config))
 
 
+def batch_sharding(params, batch_size: int):
+    """Where a [B, T] evaluation batch goes: split over the data axes ("data", "fsdp") of
+    the mesh `params` live on, as training splits its batches; None (let jit place it)
+    when the parameters are not on a mesh, the mesh has no data axis over 1, or B does not
+    divide among the data shards."""
+    leaves = jax.tree_util.tree_leaves(params)
+    sharding = getattr(leaves[0], "sharding", None) if leaves else None
+    if not isinstance(sharding, jax.sharding.NamedSharding):
+        return None
+    mesh = sharding.mesh
+    axes = tuple(a for a in ("data", "fsdp") if mesh.shape.get(a, 1) > 1)
+    shards = int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
+    if not axes or batch_size % shards:
+        return None
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axes, None))
+
+
 def validation_loss(config: ModelConfig, params, batches: Iterable[dict[str, np.ndarray]],
                     *, max_batches: int | None = None) -> ValidationLoss:
     """Token-weighted mean NLL over `batches` (e.g. `LMStream(..., repeat=False)`).
 
     Each batch goes through `lmscale.train.step.eval_step`, the function training's periodic
     validation uses, so the evaluator and training measure validation loss identically.
+    On a mesh each batch is split over the data axes (`batch_sharding`), not replicated.
 
     Args:
       config: the model's configuration.
@@ -398,6 +416,9 @@ def validation_loss(config: ModelConfig, params, batches: Iterable[dict[str, np.
             feats = {k: np.asarray(batch[k], np.int32) for k in keys}
         except KeyError as e:
             raise ValueError(f"validation_loss: batch {n} lacks feature {e}") from None
+        placement = batch_sharding(params, feats["decoder_input_tokens"].shape[0])
+        if placement is not None:
+            feats = jax.device_put(feats, placement)
         sums = fn(params, feats)
         total += float(sums["nll_sum"])
         count += float(sums["weight_sum"])

@@ -16,6 +16,7 @@ import pytest
 from lmscale.data import registry
 from lmscale.eval import results as R
 from lmscale.eval import runner
+from lmscale.eval import scorer
 from lmscale.testing import tiny_config
 from lmscale.train import checkpoints, optim
 from lmscale.train import spec as spec_lib
@@ -88,16 +89,23 @@ def _evaluate(run_dir, results_path, mesh):
 
 
 @pytest.mark.slow
-def test_restored_on_the_training_mesh_matches_one_device(tmp_path):
+def test_restored_on_the_training_mesh_matches_one_device(tmp_path, monkeypatch):
     assert jax.device_count() == 8
     run_dir = _build_run(tmp_path)
+    placed = []
+    batch_sharding = scorer.batch_sharding
+    monkeypatch.setattr(scorer, "batch_sharding",
+                        lambda params, b: placed.append(batch_sharding(params, b)) or placed[-1])
     sharded, seen = _evaluate(run_dir, tmp_path / "mesh.jsonl", mesh=None)
+    # Validation batches (4 rows) split over data x fsdp = 4 shards, not replicated.
+    assert placed and all(tuple(p.spec) == (("data", "fsdp"), None) for p in placed)
     assert seen[0].mesh.shape == {"data": 2, "fsdp": 2, "tensor": 2}
     assert tuple(seen[0].spec) == ("fsdp", "tensor")  # the train state's sharding
     one = jax.make_mesh((1, 1, 1), state_lib.MESH_AXES, devices=jax.devices()[:1],
                         axis_types=(jax.sharding.AxisType.Auto,) * 3)
+    placed.clear()
     single, seen = _evaluate(run_dir, tmp_path / "one.jsonl", mesh=one)
-    assert seen[0].mesh.size == 1
+    assert seen[0].mesh.size == 1 and placed and all(p is None for p in placed)
     assert sharded.keys() == single.keys()
     for key, row in single.items():
         other = sharded[key]
@@ -113,3 +121,12 @@ def test_restored_on_the_training_mesh_matches_one_device(tmp_path):
     gen = [r.detail for k, r in single.items() if k[0] == "mesh_gen" and k[1] == R.INSTANCE]
     assert len(gen) == 5 and not all(d["capped"] for d in gen)  # samples do pass
     assert single[(R.VALIDATION_TASK, R.VALIDATION_LOSS, None)].value > 0
+
+
+def test_batch_sharding_splits_rows_over_the_data_axes_only_when_they_divide():
+    mesh = state_lib.make_mesh(MESH)
+    w = jax.device_put(np.ones((4, 4), np.float32), jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec("fsdp", "tensor")))
+    assert tuple(scorer.batch_sharding({"w": w}, 8).spec) == (("data", "fsdp"), None)
+    assert scorer.batch_sharding({"w": w}, 6) is None  # 6 rows over 4 data shards
+    assert scorer.batch_sharding({"w": np.ones(3)}, 8) is None  # not on a mesh
