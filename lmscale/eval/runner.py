@@ -471,9 +471,14 @@ class _TaskUnit:
 
     def _multiple_choice(self, todo) -> None:
         vocab = self.ckpt.vocab
-        questions = [scorer_lib.encode_question(vocab, i.id, i.prompt, i.choices, i.gold)
-                     for i in todo]
-        scores = self.scorer.score(questions) if questions else []
+        if getattr(self.task, "partial_scoring", False):  # Winograd schemas
+            questions = [scorer_lib.encode_partial_question(vocab, i.id, i.prompt, i.choices,
+                                                            i.target, i.gold) for i in todo]
+            scores = self.scorer.score_partial(questions) if questions else []
+        else:
+            questions = [scorer_lib.encode_question(vocab, i.id, i.prompt, i.choices, i.gold)
+                         for i in todo]
+            scores = self.scorer.score(questions) if questions else []
         self.ctx.results.append([self._row(R.INSTANCE, s.loglik[s.gold], s.id, s.detail())
                                  for s in scores])
 
