@@ -291,3 +291,27 @@ def test_papers_tasks_through_the_greedy_unit(tmp_path, monkeypatch, name, recor
     assert agg[R.GREEDY_EXACT_MATCH].value == pytest.approx(np.mean(passed))
     assert agg[R.GREEDY_EXACT_MATCH].detail["num_passed"] == sum(passed)
     assert task.checker in kinds.STRING_CHECKS
+
+
+def test_partial_scoring_task_through_the_evaluator(tmp_path):
+    """A partial-scoring task's rows are `Scorer.score_partial`'s (not full sentences)."""
+    from lmscale.eval import scorer as S
+
+    insts = [registry.Instance(f"w{k}", "Q: ", target=" was red.",
+                               choices=(f"the cup {k}", f"the table {k}"), gold=k % 2)
+             for k in range(3)]
+    task = registry.EvalTask("stand_in_schema", registry.MULTIPLE_CHOICE, None, 0.5, (), 1,
+                             loader=lambda split: insts, partial_scoring=True)
+    _write_run(tmp_path, CONFIG)
+    _evaluate(tmp_path, CONFIG, [], tasks=[task])
+    rows = {r.instance: r for r in R.read_rows(tmp_path / runner.RESULTS_FILE)
+            if r.task == task.name and r.metric == R.INSTANCE}
+    want = S.Scorer(CONFIG, _params(CONFIG)).score_partial(
+        [S.encode_partial_question(VOCAB, i.id, i.prompt, i.choices, i.target, i.gold)
+         for i in insts])
+    for w in want:
+        assert rows[w.id].detail["loglik"] == pytest.approx(list(w.loglik), abs=1e-5)
+        assert rows[w.id].detail["num_tokens"] == [len(" was red.")] * 2
+    with pytest.raises(ValueError, match="partial scoring needs the shared continuation"):
+        dataclasses.replace(task, loader=lambda split: [dataclasses.replace(
+            insts[0], target=None)]).instances()

@@ -6,9 +6,10 @@ number). Gadre et al. (17-task subset, shots from its App. D): ARC-Easy, BoolQ, 
 SQuAD and HellaSwag 10-shot; COPA, CoQA, HellaSwag, LAMBADA and Winograd (WSC273)
 zero-shot. Winograd and WinoGrande are partially scored, as LLM-foundry's schema tasks and
 lm-evaluation-harness do (each candidate completes the context, the rest of the sentence
-is scored); `winograd_full` and `winogrande_full` keep full-sentence scoring. MMLU is not in the TFDS catalogue; `make_mmlu_task` reads the original CSV
-folder instead. None of Du et al.'s Chinese sets is in TFDS. docs/tasks.md lists every
-task, its format and checker, and what is missing.
+is scored); `winograd_full` and `winogrande_full` keep full-sentence scoring. MMLU is
+not in the TFDS catalogue; `make_mmlu_task` reads the original CSV folder instead. None
+of Du et al.'s Chinese sets is in TFDS. docs/tasks.md lists every task, its format and
+checker, and what is missing.
 
 Data are read with `tfds.load(..., download=False)` from $TFDS_DATA_DIR (or
 $LMSCALE_TFDS_DIR), so nothing is fetched at run time; tests use tfds.testing.mock_data.
