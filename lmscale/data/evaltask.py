@@ -91,6 +91,9 @@ class EvalTask:
       filters: distracting-instance filters applied in order (each reports removals).
       num_test: keep at most this many instances after filtering (None = all).
       answer_pattern: regex whose group is the answer in a chain-of-thought sample.
+      partial_scoring: multiple choice whose choices are alternative contexts (after the
+        prompt) followed by one shared continuation, the instance's `target`, scored by
+        the continuation's log-likelihood (LLM-foundry's "schema" tasks: Winograd).
     """
 
     name: str
@@ -108,6 +111,7 @@ class EvalTask:
                                                              compare=False)
     num_test: int | None = None
     answer_pattern: str | None = None
+    partial_scoring: bool = False
 
     def __post_init__(self):
         if not re.fullmatch(r"[\w.:]+", self.name):
@@ -120,6 +124,9 @@ class EvalTask:
         if not 0.0 <= self.random_baseline <= 1.0:
             raise ValueError(f"EvalTask {self.name}: random_baseline="
                              f"{self.random_baseline} not in [0, 1]")
+        if self.partial_scoring and self.kind != MULTIPLE_CHOICE:
+            raise ValueError(f"EvalTask {self.name}: partial_scoring needs kind="
+                             f"{MULTIPLE_CHOICE!r}, not {self.kind!r}")
         if self.max_new_tokens < 1:
             raise ValueError(f"EvalTask {self.name}: max_new_tokens={self.max_new_tokens}")
 
@@ -159,6 +166,9 @@ class EvalTask:
             if not inst.choices or inst.gold is None or not 0 <= inst.gold < len(inst.choices):
                 raise ValueError(f"{where}: multiple choice needs choices and a gold index "
                                  f"in range (choices={inst.choices}, gold={inst.gold})")
+            if self.partial_scoring and not inst.target:
+                raise ValueError(f"{where}: partial scoring needs the shared continuation "
+                                 f"as the target (target={inst.target!r})")
         elif inst.target is None:
             raise ValueError(f"{where}: generative instance has no target")
 

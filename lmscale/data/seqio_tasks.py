@@ -31,8 +31,11 @@ def register(task, name: str) -> seqio.Task:
         del shuffle_files, seed  # evaluation order is the instance order
         items = task.instances(split)
         targets = [i.target if i.target is not None else i.choices[i.gold] for i in items]
+        # Partial scoring: the gold context is part of the input, the continuation the target.
+        inputs = [i.prompt + i.choices[i.gold] if task.partial_scoring else i.prompt
+                  for i in items]
         return tf.data.Dataset.from_tensor_slices({
-            "inputs": tf.constant([i.prompt for i in items], tf.string),
+            "inputs": tf.constant(inputs, tf.string),
             "targets": tf.constant(targets, tf.string),
             "id": tf.constant([i.id for i in items], tf.string),
         })

@@ -2,8 +2,9 @@
 
 Stage: eval. `plan_evaluation` turns runs (a `RunCheckpoints` each: directory, run record,
 evaluation checkpoint steps) and tasks into an `EvalPlan` of `EvalUnit`s, one per (run,
-step, task) plus the validation-loss pseudo-task, each marked complete when the results
-file already holds its `UNIT_COMPLETE` row. It chooses per unit what the study needs:
+step, task) plus the validation-loss pseudo-task and, for the tasks asked for, a
+greedy-decoding unit, each marked complete when the results file already holds its
+`UNIT_COMPLETE` row. It chooses per unit what the study needs:
 final vs intermediate checkpoints (`final_only`, `intermediate_passuntil`) and per-instance
 PassUntil caps. `lmscale.eval.runner.execute` runs the plan's incomplete units with one
 `EvalContext` (results file, checkpoint source, configs, hooks, mesh), restoring each
@@ -26,7 +27,8 @@ VALIDATION = "validation"            # held-out loss (the pseudo-task `R.VALIDAT
 MULTIPLE_CHOICE = "multiple_choice"  # likelihood scorer
 PASSUNTIL = "passuntil"              # generative task with a checker: sampler + PassUntil
 ANSWER_LOSS = "answer_loss"          # generative task without a checker: target NLL only
-KINDS = (VALIDATION, MULTIPLE_CHOICE, PASSUNTIL, ANSWER_LOSS)
+GREEDY = "greedy"  # generative task with a checker, decoded greedily (`lmscale.eval.greedy`)
+KINDS = (VALIDATION, MULTIPLE_CHOICE, PASSUNTIL, ANSWER_LOSS, GREEDY)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +95,13 @@ class EvalUnit:
     def key(self) -> tuple[str, int, str]:
         return (self.run_name, self.step, self.task_name)
 
+    @property
+    def source_task(self) -> str:
+        """The evaluated task's name (a greedy unit's `task_name` is `R.greedy_task` of it)."""
+        if self.kind == GREEDY:
+            return self.task_name[:-len(R.GREEDY_TASK_SUFFIX)]
+        return self.task_name
+
     def cap(self, instance_id: str) -> int:
         """The sample cap of one PassUntil instance."""
         if self.caps is not None and instance_id in self.caps:
@@ -158,8 +167,8 @@ def plan_evaluation(runs: Sequence[RunCheckpoints], tasks: Sequence, *,
                     steps: Sequence[int] | None = None, final_only: bool = False,
                     intermediate_passuntil: Any = None,
                     caps: Mapping[str, Mapping[str, int]] | None = None,
-                    done: Callable[[str, int, str], bool] = lambda run, step, task: False
-                    ) -> EvalPlan:
+                    done: Callable[[str, int, str], bool] = lambda run, step, task: False,
+                    greedy_tasks: Sequence = ()) -> EvalPlan:
     """Lists every unit of an evaluation and marks those already complete.
 
     Args:
@@ -174,13 +183,17 @@ def plan_evaluation(runs: Sequence[RunCheckpoints], tasks: Sequence, *,
       caps: task name -> instance id -> k_max, for units run with `passuntil`.
       done: (run name, step, task name) -> already complete (e.g.
         `ResultsFile.is_complete`).
+      greedy_tasks: generative `EvalTask`s with a checker to decode greedily as well (a
+        GREEDY unit per checkpoint, after the others, named `R.greedy_task(name)`); they
+        need not be among `tasks`.
 
     Returns:
       The `EvalPlan`.
 
     Raises:
       ValueError: two tasks share a name, caps name an unknown or non-PassUntil task or a
-        cap below r, or a PassUntil task has no `passuntil` settings.
+        cap below r, a PassUntil task has no `passuntil` settings, or a greedy task is not
+        generative with a checker.
     """
     by_name: dict[str, Any] = {}
     for task in tasks:
@@ -191,6 +204,7 @@ def plan_evaluation(runs: Sequence[RunCheckpoints], tasks: Sequence, *,
     if passuntil is None and any(unit_kind(t) == PASSUNTIL for t in by_name.values()):
         raise ValueError("plan_evaluation: PassUntil tasks need `passuntil` settings")
     _check_caps(caps, by_name, getattr(passuntil, "r", 1))
+    greedy = _greedy_tasks(greedy_tasks, by_name)
     wanted = None if steps is None else {int(s) for s in steps}
     units = []
     for run in runs:
@@ -210,7 +224,26 @@ def plan_evaluation(runs: Sequence[RunCheckpoints], tasks: Sequence, *,
                     run_dir=run.run_dir, run_name=run.run_name, step=int(step),
                     task_name=name, kind=kind, final=final, passuntil=pu, caps=unit_caps,
                     complete=bool(done(run.run_name, int(step), name))))
-    return EvalPlan(units=tuple(units), runs=tuple(runs), tasks=by_name)
+            for name in greedy:
+                unit_name = R.greedy_task(name)
+                units.append(EvalUnit(
+                    run_dir=run.run_dir, run_name=run.run_name, step=int(step),
+                    task_name=unit_name, kind=GREEDY, final=final,
+                    complete=bool(done(run.run_name, int(step), unit_name))))
+    return EvalPlan(units=tuple(units), runs=tuple(runs), tasks={**greedy, **by_name})
+
+
+def _greedy_tasks(tasks: Sequence, by_name: Mapping[str, Any]) -> dict[str, Any]:
+    """Greedy tasks by name (checked: generative with a checker, one object per name)."""
+    out: dict[str, Any] = {}
+    for task in tasks:
+        if task.kind == _MC_TASK or task.checker is None:
+            raise ValueError(f"greedy_tasks: task {task.name!r} is not a generative task "
+                             f"with a checker (kind={task.kind!r}, checker={task.checker!r})")
+        if task.name in out or (task.name in by_name and by_name[task.name] != task):
+            raise ValueError(f"greedy_tasks: task name {task.name!r} given twice")
+        out[task.name] = task
+    return out
 
 
 @dataclasses.dataclass(frozen=True)

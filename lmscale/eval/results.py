@@ -37,6 +37,10 @@ ANSWER_LOSS_SUM = "answer_loss_sum"
 PASSUNTIL = "passuntil"  # mean over instances of the unbiased PassUntil estimate
 PASSUNTIL_NAIVE = "passuntil_naive"  # mean over instances of r/K (Hu et al.'s printed form)
 PASSUNTIL_CAPPED = "passuntil_capped"  # fraction of instances that hit k_max
+# Greedy decoding units (`lmscale.eval.greedy`): fraction of instances whose greedy
+# completion passes the task's checker; its row's detail holds the counts and a binomial
+# interval. The unit's rows carry the task name `greedy_task(task)`.
+GREEDY_EXACT_MATCH = "greedy_exact_match"
 NUM_INSTANCES = "num_instances"  # instances evaluated in the unit
 INSTANCE = "instance"  # per-instance row: value is the instance's main number
 UNIT_COMPLETE = "unit_complete"  # marker: the (run, step, task) unit is finished
@@ -45,10 +49,18 @@ MC_METRICS = (ACCURACY, ACCURACY_NORM_CHARS, ACCURACY_NORM_BYTES, ACCURACY_NORM_
               CORRECT_CHOICE_PROB, BRIER_SCORE, ANSWER_LOSS)
 PASSUNTIL_METRICS = (PASSUNTIL, PASSUNTIL_NAIVE, PASSUNTIL_CAPPED, ANSWER_LOSS)
 METRICS = frozenset(MC_METRICS + PASSUNTIL_METRICS + (
-    VALIDATION_LOSS, NUM_INSTANCES, INSTANCE, UNIT_COMPLETE))
+    VALIDATION_LOSS, NUM_INSTANCES, INSTANCE, UNIT_COMPLETE, GREEDY_EXACT_MATCH))
 
 # The pseudo-task name of the validation-loss unit.
 VALIDATION_TASK = "validation"
+# Rows of a task's greedy unit are filed under "<task>/greedy": a unit is one (run, step,
+# task) key, and "/" never occurs in a task name, so it cannot clash with a real task.
+GREEDY_TASK_SUFFIX = "/greedy"
+
+
+def greedy_task(task: str) -> str:
+    """The results-file task name of `task`'s greedy-decoding unit."""
+    return task + GREEDY_TASK_SUFFIX
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,9 @@ units:
   * generative tasks with a checker: PassUntil (Hu et al.) per instance with the jitted
     `Sampler` + the task's pass checker + `passuntil.run`, several instances per sampler
     call (`lmscale.eval.pu_batch`), plus the answer loss of the target (the input of
-    loss-assisted PassUntil); without a checker, the answer loss only.
+    loss-assisted PassUntil); without a checker, the answer loss only;
+  * `greedy_tasks`: each instance decoded greedily and checked (`lmscale.eval.greedy`),
+    rows under the task name `results.greedy_task(task)`.
 
 Resume. A complete unit is skipped. Per-instance rows are appended (fsynced) as instances
 finish, in instance order, and an interrupted unit reuses them, so only unfinished
@@ -39,6 +41,7 @@ from absl import logging
 
 from lmscale.data import registry
 from lmscale.eval import checkers as checkers_lib
+from lmscale.eval import greedy as greedy_lib
 from lmscale.eval import plan as plan_lib
 from lmscale.eval import pu_batch
 from lmscale.eval import results as R
@@ -242,7 +245,7 @@ def evaluate(workdir_or_run_dirs, tasks: Sequence = (), *, results_path: str | N
              stream_factory: Callable | None = None,
              passuntil_caps: Mapping[str, Mapping[str, int]] | None = None,
              intermediate_passuntil: PassUntilConfig | None = None,
-             mesh=None) -> R.ResultsFile:
+             mesh=None, greedy_tasks: Sequence = ()) -> R.ResultsFile:
     """Evaluates every eval checkpoint of every run on every task; appends result rows.
 
     Plans the units (`plan.plan_evaluation`, complete ones marked) and executes the rest
@@ -272,6 +275,9 @@ def evaluate(workdir_or_run_dirs, tasks: Sequence = (), *, results_path: str | N
         a lower k_max; caps do not apply to them); None: `passuntil_config`, caps included.
       mesh: a `jax.sharding.Mesh` or `MeshConfig` for the parameters (default: the run
         record's mesh when it matches the device count, else every device along fsdp).
+      greedy_tasks: generative task names or `EvalTask`s (with a checker) also decoded
+        greedily on every checkpoint: greedy exact match beside PassUntil (they need not
+        be in `tasks`; `passuntil_config.num_slots` prompts are decoded together).
 
     Returns:
       The `ResultsFile` (all rows, earlier ones included); its `summary` attribute holds
@@ -299,7 +305,8 @@ def evaluate(workdir_or_run_dirs, tasks: Sequence = (), *, results_path: str | N
     plan = plan_lib.plan_evaluation(
         checkpoints, _resolve_tasks(tasks), passuntil=passuntil_config,
         validation=validation.enabled, steps=steps, caps=passuntil_caps,
-        intermediate_passuntil=intermediate_passuntil, done=results.is_complete)
+        intermediate_passuntil=intermediate_passuntil, done=results.is_complete,
+        greedy_tasks=_resolve_tasks(greedy_tasks))
     logging.info("evaluate: %s -> %s", plan.describe(), results_path)
     results.summary = execute(plan, context)
     return results
@@ -392,6 +399,9 @@ def _run_unit(unit: plan_lib.EvalUnit, plan: plan_lib.EvalPlan, checkpoint: _Che
     """Evaluates one unit (rows appended); returns its summary for the progress line."""
     if unit.kind == plan_lib.VALIDATION:
         return _validation_unit(checkpoint, context)
+    if unit.kind == plan_lib.GREEDY:
+        return greedy_lib.run_unit(plan.tasks[unit.source_task], checkpoint, context,
+                                   _start_id(checkpoint.vocab))
     return _TaskUnit(unit, plan.tasks[unit.task_name], checkpoint, context, counters).run()
 
 
@@ -473,9 +483,14 @@ class _TaskUnit:
 
     def _multiple_choice(self, todo) -> None:
         vocab = self.ckpt.vocab
-        questions = [scorer_lib.encode_question(vocab, i.id, i.prompt, i.choices, i.gold)
-                     for i in todo]
-        scores = self.scorer.score(questions) if questions else []
+        if getattr(self.task, "partial_scoring", False):  # Winograd schemas
+            questions = [scorer_lib.encode_partial_question(vocab, i.id, i.prompt, i.choices,
+                                                            i.target, i.gold) for i in todo]
+            scores = self.scorer.score_partial(questions) if questions else []
+        else:
+            questions = [scorer_lib.encode_question(vocab, i.id, i.prompt, i.choices, i.gold)
+                         for i in todo]
+            scores = self.scorer.score(questions) if questions else []
         self.ctx.results.append([self._row(R.INSTANCE, s.loglik[s.gold], s.id, s.detail())
                                  for s in scores])
 

@@ -6,7 +6,9 @@ and the metrics of Du et al. (accuracy, CorrectChoiceProb, Brier score) and of t
 lm-evaluation-harness family (length-normalised accuracy by characters or bytes of the
 choice without its joining delimiter, and by tokens),
 plus the per-instance answer loss used by loss-assisted PassUntil (Hu et al., Sec. 4) and
-the token-weighted validation loss of a held-out corpus.
+the token-weighted validation loss of a held-out corpus. `Scorer.score_partial` scores
+Winograd-style questions whose choices are different contexts before one shared
+continuation (LLM-foundry's "schema" tasks: the continuation's log-likelihood).
 
 How a question is scored (the context is computed once per question):
   1. prefill `[bos] + context` for a batch of questions with `return_kv=True`; the logits at
@@ -90,6 +92,59 @@ def encode_question(vocab, instance_id: str, context: str, choices: Sequence[str
         context_ids=np.asarray(vocab.encode(context), np.int32).reshape(-1),
         choice_ids=tuple(np.asarray(vocab.encode(c), np.int32).reshape(-1) for c in choices),
         choice_texts=tuple(choices), gold=gold)
+
+
+@dataclasses.dataclass(frozen=True)
+class PartialQuestion:
+    """A question whose choices are different contexts followed by one shared continuation.
+
+    LLM-foundry's "schema" tasks and lm-evaluation-harness's WinoGrande score Winograd
+    schemas this way ("partial scoring"): each choice is the sentence up to the blank with
+    one candidate filled in, and the score of a choice is the log-likelihood of the rest of
+    the sentence (the same tokens for every choice) given it. C = number of choices.
+
+    Attributes:
+      id: instance id, carried into result rows.
+      context_ids: one [P_c] int array of context token ids per choice (may be empty).
+      continuation_ids: [T] int token ids of the shared continuation (non-empty).
+      continuation_text: the continuation's string (for the length fields of the score).
+      gold: index of the correct context, or None when there is none.
+    """
+
+    id: str
+    context_ids: tuple[np.ndarray, ...]
+    continuation_ids: np.ndarray
+    continuation_text: str
+    gold: int | None = None
+
+    def __post_init__(self):
+        if len(self.context_ids) == 0:
+            raise ValueError(f"partial question {self.id!r}: no contexts")
+        if len(self.continuation_ids) == 0:
+            raise ValueError(f"partial question {self.id!r}: the continuation "
+                             f"{self.continuation_text!r} encodes to no tokens")
+        if self.gold is not None and not 0 <= self.gold < len(self.context_ids):
+            raise ValueError(f"partial question {self.id!r}: gold={self.gold} is not a "
+                             f"context index in [0, {len(self.context_ids)})")
+
+    def as_questions(self) -> list[Question]:
+        """One single-choice `Question` per context, each scoring the continuation."""
+        return [Question(id=f"{self.id}/{c}", context_ids=ctx,
+                         choice_ids=(self.continuation_ids,),
+                         choice_texts=(self.continuation_text,))
+                for c, ctx in enumerate(self.context_ids)]
+
+
+def encode_partial_question(vocab, instance_id: str, prompt: str, contexts: Sequence[str],
+                            continuation: str, gold: int | None) -> PartialQuestion:
+    """Tokenises a partial-scoring question: context c is `prompt + contexts[c]` (encoded
+    as one string), the continuation is encoded on its own, as the harnesses do."""
+    return PartialQuestion(
+        id=str(instance_id),
+        context_ids=tuple(np.asarray(vocab.encode(prompt + c), np.int32).reshape(-1)
+                          for c in contexts),
+        continuation_ids=np.asarray(vocab.encode(continuation), np.int32).reshape(-1),
+        continuation_text=continuation, gold=gold)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -315,6 +370,33 @@ class Scorer:
                     num_bytes=np.array([len(t.encode("utf-8")) for t in q.choice_texts]),
                     delimiter_chars=delimiter_chars(q.choice_texts))
         return out  # type: ignore[return-value]
+
+    def score_partial(self, questions: Sequence[PartialQuestion]) -> list[QuestionScore]:
+        """Scores partial-scoring questions; one `QuestionScore` each, in input order.
+
+        Choice c of a question scores the shared continuation after context c, so
+        `loglik[c]` is log p(continuation | [bos] + context c) and every choice has the
+        continuation's lengths (length-normalised accuracy then equals accuracy, as it
+        should: the scored tokens are the same). Each (context, continuation) pair is
+        one single-choice row of the shared-context scorer: the contexts differ, so no
+        prefill is shared, but the jitted functions and their shapes are.
+        """
+        flat = [q for pq in questions for q in pq.as_questions()]
+        scores = iter(self.score(flat))
+        out = []
+        for pq in questions:
+            per = [next(scores) for _ in pq.context_ids]
+            n = len(per)
+            text = pq.continuation_text
+            out.append(QuestionScore(
+                id=pq.id, loglik=np.array([s.loglik[0] for s in per], np.float64),
+                num_tokens=np.full(n, len(pq.continuation_ids)),
+                num_chars=np.full(n, len(text)),
+                num_bytes=np.full(n, len(text.encode("utf-8"))),
+                greedy=np.array([bool(s.greedy[0]) for s in per]), gold=pq.gold,
+                truncated=max(s.truncated for s in per),
+                delimiter_chars=np.repeat(delimiter_chars([text]), n)))
+        return out
 
     def _score_batch(self, questions, contexts):
         qn = self.batch_questions

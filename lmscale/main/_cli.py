@@ -57,7 +57,7 @@ _COMMON_FLAGS = ("gin_file", "gin_bindings", "workdir", "coordinator_address",
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 GIN_PREFIX = "--gin."
 # Fields (of configs, or parameters of the configured call) that name registry entries.
-TASK_FIELDS = ("tasks", "mc_tasks", "passuntil_tasks")
+TASK_FIELDS = ("tasks", "mc_tasks", "passuntil_tasks", "greedy_tasks")
 CORPUS_FIELDS = ("corpus",)
 VOCAB_FIELDS = ("vocab_spec",)
 

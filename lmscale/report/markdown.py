@@ -12,6 +12,7 @@ import pathlib
 from typing import Any, Mapping, Sequence
 
 from lmscale.eval import sandbox
+from lmscale.report import greedy as greedy_report
 from lmscale.report import lossview
 from lmscale.report.analysis import strip_private
 
@@ -294,6 +295,7 @@ def render(analysis: Mapping[str, Any], figures: Mapping[str, str], *, title: st
         lines += [f"### {task} ({info['kind']})", ""]
         section = _mc_section if info["kind"] == "multiple_choice" else _pu_section
         lines += section(task, info, figures) + [""]
+    lines += greedy_report.section(analysis.get("greedy"))
     if analysis.get("loss_view"):
         lines += lossview.section(analysis["loss_view"], figures) + [""]
     if analysis.get("notes"):

@@ -30,6 +30,7 @@ from lmscale.eval import runner
 from lmscale.models import ConfigError, ModelConfig
 from lmscale.report import analysis as analysis_lib
 from lmscale.report import figures as figures_lib
+from lmscale.report import greedy as greedy_report
 from lmscale.report import lossview
 from lmscale.report import markdown
 from lmscale.train import ladder as ladder_lib
@@ -58,6 +59,9 @@ class StudyConfig:
       held_out: number of largest rungs excluded from every fit and predicted.
       mc_tasks: multiple-choice tasks scored by likelihood.
       passuntil_tasks: generative tasks evaluated by PassUntil.
+      greedy_tasks: generative tasks (with a checker) also decoded greedily on every
+        checkpoint: greedy exact match with its interval, beside PassUntil in the report
+        (`lmscale.eval.greedy`, `lmscale.report.greedy`).
       instances: instances per task (None: all).
       passuntil: PassUntil settings on final checkpoints.
       intermediate_k_max: sample cap on intermediate checkpoints (cheaper; None: same).
@@ -80,6 +84,7 @@ class StudyConfig:
     held_out: int = 1
     mc_tasks: tuple[str, ...] = ()
     passuntil_tasks: tuple[str, ...] = ()
+    greedy_tasks: tuple[str, ...] = ()
     instances: int | None = None
     passuntil: runner.PassUntilConfig = runner.PassUntilConfig()
     intermediate_k_max: int | None = None
@@ -95,7 +100,7 @@ class StudyConfig:
         check_fields(self, ConfigError, ranges={
             "held_out": {"min": 0}, "eval_checkpoints": {"min": 1}, "instances": {"min": 1},
             "intermediate_k_max": {"min": 1}, "passuntil_budget": {"min": 1}})
-        for field in ("targets", "mc_tasks", "passuntil_tasks"):
+        for field in ("targets", "mc_tasks", "passuntil_tasks", "greedy_tasks"):
             object.__setattr__(self, field, tuple(getattr(self, field)))
         if not 0 < self.level < 1:
             raise ConfigError(f"StudyConfig.level={self.level}: must lie in (0, 1)")
@@ -242,7 +247,7 @@ def evaluate_ladder(config: StudyConfig, runs_dir: pathlib.Path,
         results = runner.evaluate([str(run_dir)], tasks, passuntil_config=config.passuntil,
                                   passuntil_caps=caps, intermediate_passuntil=intermediate_pu,
                                   results_path=str(results_path), validation=config.validation,
-                                  limit=config.instances)
+                                  limit=config.instances, greedy_tasks=config.greedy_tasks)
         _note_summary(results, name, summaries)
         if seconds is not None:
             seconds[name] = seconds.get(name, 0.0) + time.time() - run_start
@@ -392,6 +397,8 @@ def analyze_and_report(config: StudyConfig, workdir: pathlib.Path,
         targets=config.resolved_targets(), level=config.level)
     analysis["plan_vs_measured"] = plan_vs_measured(pathlib.Path(workdir), infos)
     analysis["isolation"] = markdown.isolation_levels(rows)  # code tasks' sandbox levels
+    if config.greedy_tasks:  # greedy exact match beside PassUntil (report/greedy.py)
+        analysis["greedy"] = greedy_report.analyze(rows, config.greedy_tasks, config.level)
     if config.mc_tasks:  # Du et al.'s loss view: every size and kept checkpoint
         analysis["loss_view"] = lossview.analyze_lossview(
             rows, mc_tasks=config.mc_tasks, random_baselines=baselines,
@@ -450,6 +457,7 @@ def study_setup(config: StudyConfig, optimizer: optim.OptimizerConfig, train_s: 
         "optimizer": (f"AdamW lr_peak {optimizer.lr_peak}, cosine to the last step"),
         "multiple-choice tasks": list(config.mc_tasks),
         "PassUntil tasks": list(config.passuntil_tasks),
+        **({"greedy tasks": list(config.greedy_tasks)} if config.greedy_tasks else {}),
         "PassUntil": (f"r={config.passuntil.r}, k_max={config.passuntil.k_max} on final "
                       f"checkpoints, {config.intermediate_k_max or config.passuntil.k_max} on "
                       f"intermediate ones, temperature {config.passuntil.temperature}"),

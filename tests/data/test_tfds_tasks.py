@@ -64,7 +64,9 @@ def test_race_expands_questions_and_maps_letters():
 
 
 @pytest.mark.parametrize("name, num_choices", [
-    ("piqa", 2), ("copa", 2), ("winogrande", 2), ("boolq", 2), ("triviaqa_closed_book", 0),
+    # winogrande_full: random mock sentences have no "_" blank for the partial form (its
+    # records are fixed in test_winogrande_is_partially_scored).
+    ("piqa", 2), ("copa", 2), ("winogrande_full", 2), ("boolq", 2), ("triviaqa_closed_book", 0),
     ("lambada", 0)])
 def test_random_mock_examples_build(name, num_choices):
     # 12 examples: piqa and boolq draw 10 demonstrations (Gadre et al.) from train.
@@ -121,7 +123,8 @@ def test_gadre_ten_shot_tasks_draw_ten_demonstrations(name):
 
 
 @pytest.mark.parametrize("name, shots", [("copa", 0), ("lambada", 0), ("hellaswag", 0),
-                                         ("winograd", 0), ("coqa", 0), ("squad", 10),
+                                         ("winograd", 0), ("winograd_full", 0),
+                                         ("coqa", 0), ("squad", 10),
                                          ("hellaswag_10shot", 10)])
 def test_gadre_shot_counts(name, shots):
     assert registry.get_eval_task(name).num_shots == shots
@@ -179,17 +182,47 @@ def test_gsm8k_target_is_the_number_after_hashes_and_checker_takes_the_last_numb
                                task.stop_strings, task.answer_pattern)
 
 
-def test_winograd_is_wsc273_full_sentences():
-    rec = {"text": "The cup fell off the table because it was unsteady.",
-           "option1": "the cup", "option1_normalized": "cup", "option2": "the table",
-           "option2_normalized": "table", "pronoun_start": 35, "pronoun_end": 37,
-           "pronoun_text": "it", "label": 1, "idx": 0}
-    with _fixed([rec]):
-        task = registry.get_eval_task("winograd")
+_WSC = {"text": "The cup fell off the table because it was unsteady.",
+        "option1": "the cup", "option1_normalized": "cup", "option2": "the table",
+        "option2_normalized": "table", "pronoun_start": 35, "pronoun_end": 37,
+        "pronoun_text": "it", "label": 1, "idx": 0}
+
+
+def test_winograd_full_is_wsc273_full_sentences():
+    with _fixed([_WSC]):
+        task = registry.get_eval_task("winograd_full")
         (item,) = task.instances()
-    assert item.prompt == "" and item.gold == 1
+    assert item.prompt == "" and item.gold == 1 and not task.partial_scoring
     assert item.choices == ("The cup fell off the table because the cup was unsteady.",
                             "The cup fell off the table because the table was unsteady.")
+
+
+def test_winograd_is_wsc273_partially_scored():
+    with _fixed([_WSC]):
+        task = registry.get_eval_task("winograd")
+        (item,) = task.instances()
+    assert task.partial_scoring and task.kind == registry.MULTIPLE_CHOICE
+    assert item.prompt == "" and item.gold == 1
+    assert item.choices == ("The cup fell off the table because the cup",
+                            "The cup fell off the table because the table")
+    assert item.target == " was unsteady."
+
+
+def test_winogrande_is_partially_scored():
+    recs = [{"sentence": "Sam lent Kim a pen because _ had   two.", "option1": "Sam",
+             "option2": "Kim", "label": 0}]
+    with _fixed(recs):
+        task = registry.get_eval_task("winogrande")
+        (item,) = task.instances()
+    assert task.partial_scoring
+    assert item.choices == ("Sam lent Kim a pen because Sam", "Sam lent Kim a pen because Kim")
+    assert item.target == " had   two." and item.gold == 0
+    with _fixed([dict(recs[0], sentence="Sam lent Kim a pen because _")]), pytest.raises(
+            errors.DataError, match="field 'sentence'.*nothing follows the blank"):
+        registry.get_eval_task("winogrande").instances()
+    with _fixed(recs):
+        (full,) = registry.get_eval_task("winogrande_full").instances()
+    assert full.choices[1] == "Sam lent Kim a pen because Kim had   two."
 
 
 def test_squad_answers_become_aliases_and_coqa_turns_carry_history():

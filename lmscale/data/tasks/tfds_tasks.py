@@ -4,9 +4,12 @@ Du et al. (Table 1): TriviaQA (closed book, few-shot, EM), HellaSwag (zero-shot)
 (few-shot), WinoGrande (zero-shot), GSM8K (few-shot chain-of-thought, EM on the final
 number). Gadre et al. (17-task subset, shots from its App. D): ARC-Easy, BoolQ, PIQA,
 SQuAD and HellaSwag 10-shot; COPA, CoQA, HellaSwag, LAMBADA and Winograd (WSC273)
-zero-shot. MMLU is not in the TFDS catalogue; `make_mmlu_task` reads the original CSV
-folder instead. None of Du et al.'s Chinese sets is in TFDS. docs/tasks.md lists every
-task, its format and checker, and what is missing.
+zero-shot. Winograd and WinoGrande are partially scored, as LLM-foundry's schema tasks and
+lm-evaluation-harness do (each candidate completes the context, the rest of the sentence
+is scored); `winograd_full` and `winogrande_full` keep full-sentence scoring. MMLU is
+not in the TFDS catalogue; `make_mmlu_task` reads the original CSV folder instead. None
+of Du et al.'s Chinese sets is in TFDS. docs/tasks.md lists every task, its format and
+checker, and what is missing.
 
 Data are read with `tfds.load(..., download=False)` from $TFDS_DATA_DIR (or
 $LMSCALE_TFDS_DIR), so nothing is fetched at run time; tests use tfds.testing.mock_data.
@@ -39,6 +42,16 @@ class Gen(NamedTuple):
     aliases: tuple[str, ...] = ()
 
 
+class Partial(NamedTuple):
+    """A Winograd-style question for partial scoring: the `contexts` differ (the sentence
+    up to the blank with each candidate), the `continuation` (the rest of the sentence,
+    with its leading space) is shared, `gold` indexes the right context."""
+
+    contexts: tuple[str, ...]
+    continuation: str
+    gold: int
+
+
 def _s(x: Any) -> str:
     return x.decode("utf-8") if isinstance(x, bytes) else str(x)
 
@@ -65,6 +78,7 @@ class TfdsDef:
     max_new_tokens: int = 32
     answer_pattern: str | None = None
     description: str = ""
+    partial: bool = False  # `convert` gives `Partial` answers (scorer.score_partial)
 
 
 def load_examples(tfds_name: str, split: str) -> list[dict]:
@@ -94,11 +108,35 @@ def _hellaswag(ex):
                 "hellaswag")]
 
 
-def _winogrande(ex):
+def _winogrande_full(ex):
     # Full-sentence scoring: the options differ before the blank, so no shared prefix.
     sent = _s(ex["sentence"])
     opts = [sent.replace("_", _s(ex[k]), 1) for k in ("option1", "option2")]
     return [_mc("", opts, int(ex["label"]), "label", "winogrande")]
+
+
+def _partial(head: str, options, tail: str, gold: int, field: str, tfds_name: str):
+    """('', Partial) of a schema: contexts `head + option`, continuation `tail` with one
+    leading space (lm-evaluation-harness's WinoGrande: `" " + rest.strip()`)."""
+    tail = tail.strip()
+    if not tail:
+        raise errors.DataError("nothing follows the blank, so partial scoring has no "
+                               "continuation", path=tfds_name, field=field)
+    contexts = tuple(head + _s(o) for o in options)
+    if not 0 <= gold < len(contexts):
+        raise errors.DataError(f"gold index {gold} outside {len(contexts)} options",
+                               path=tfds_name, field="label")
+    return "", Partial(contexts, " " + tail, gold)
+
+
+def _winogrande(ex):
+    sent = _s(ex["sentence"])
+    blank = sent.find("_")
+    if blank < 0:
+        raise errors.DataError("sentence has no '_' blank", path="winogrande",
+                               field="sentence")
+    return [_partial(sent[:blank], [ex["option1"], ex["option2"]], sent[blank + 1:],
+                     int(ex["label"]), "sentence", "winogrande")]
 
 
 def _trivia_qa(ex):
@@ -169,11 +207,19 @@ def _lambada(ex):
     return [(head, Gen(" " + last, last))]
 
 
-def _wsc273(ex):
+def _wsc273_full(ex):
     # Full-sentence scoring, as for WinoGrande: the pronoun replaced by each candidate.
     text, start, end = _s(ex["text"]), int(ex["pronoun_start"]), int(ex["pronoun_end"])
     opts = [text[:start] + _s(ex[k]) + text[end:] for k in ("option1", "option2")]
     return [_mc("", opts, int(ex["label"]), "label", "wsc273")]
+
+
+def _wsc273(ex):
+    # LLM-foundry's schema form: the text before the pronoun with each candidate, then the
+    # shared rest of the sentence.
+    text, start, end = _s(ex["text"]), int(ex["pronoun_start"]), int(ex["pronoun_end"])
+    return [_partial(text[:start], [ex["option1"], ex["option2"]], text[end:],
+                     int(ex["label"]), "pronoun_end", "wsc273")]
 
 
 def _squad(ex):
@@ -205,9 +251,14 @@ DEFS = (
     TfdsDef("hellaswag_10shot", "hellaswag", "validation", "train", 10, _hellaswag, 4,
             description="HellaSwag, 10-shot (Gadre et al.)"),
     TfdsDef("winogrande", "winogrande", "validation", None, 0, _winogrande, 2,
-            description="WinoGrande, zero-shot, full-sentence scoring (Du et al.)"),
-    TfdsDef("winograd", "wsc273", "test", None, 0, _wsc273, 2,
-            description="Winograd WSC273, zero-shot, full-sentence scoring (Gadre et al.)"),
+            partial=True,
+            description="WinoGrande, zero-shot, partial scoring (Du et al.)"),
+    TfdsDef("winogrande_full", "winogrande", "validation", None, 0, _winogrande_full, 2,
+            description="WinoGrande, zero-shot, full-sentence scoring"),
+    TfdsDef("winograd", "wsc273", "test", None, 0, _wsc273, 2, partial=True,
+            description="Winograd WSC273, zero-shot, partial scoring (Gadre et al.)"),
+    TfdsDef("winograd_full", "wsc273", "test", None, 0, _wsc273_full, 2,
+            description="Winograd WSC273, zero-shot, full-sentence scoring"),
     TfdsDef("triviaqa_closed_book", "trivia_qa/rc.nocontext", "validation", "train", 5,
             _trivia_qa, checker=checkers.EXACT_NORM,
             description="TriviaQA closed book, 5-shot, normalised exact match with aliases"),
@@ -242,6 +293,8 @@ DEFS = (
 def _format(defn: TfdsDef, query: str, answer: Any) -> str:
     if isinstance(answer, Gen):
         return query + answer.demo
+    if isinstance(answer, Partial):
+        return query + answer.contexts[answer.gold] + answer.continuation
     choices, gold = answer
     return query + choices[gold]
 
@@ -266,7 +319,10 @@ def make_tfds_task(defn: TfdsDef, seed: int = 0) -> evaltask.EvalTask:
             for j, (query, answer) in enumerate(defn.convert(ex)):
                 iid = f"{i}" if j == 0 else f"{i}.{j}"
                 meta = {"input": query}
-                if defn.num_choices:
+                if defn.partial:
+                    out.append(evaltask.Instance(iid, prefix + query, answer.continuation,
+                                                 answer.contexts, answer.gold, meta))
+                elif defn.num_choices:
                     choices, gold = answer
                     out.append(evaltask.Instance(iid, prefix + query, None, choices, gold,
                                                  meta))
@@ -284,7 +340,7 @@ def make_tfds_task(defn: TfdsDef, seed: int = 0) -> evaltask.EvalTask:
         random_baseline=1.0 / defn.num_choices if mc else 0.0,
         stop_strings=defn.stop_strings, max_new_tokens=defn.max_new_tokens, loader=loader,
         family="tfds", description=defn.description, num_shots=defn.shots,
-        answer_pattern=defn.answer_pattern)
+        answer_pattern=defn.answer_pattern, partial_scoring=defn.partial)
 
 
 def make_mmlu_task(data_dir: str, name: str = "mmlu", shots: int = 5) -> evaltask.EvalTask:
