@@ -216,12 +216,17 @@ def gadre_fit_set(points: Sequence[Mapping[str, Any]]) -> list[bool]:
 
 
 def _points(rows, infos: Mapping[str, Any], mc_tasks, counting) -> list[dict[str, Any]]:
-    """One point per (N, D): final-checkpoint loss and task errors, seed means and per run."""
+    """One point per (N, D): final-checkpoint loss and task errors, seed means and per run.
+
+    `infos`: run name -> `RunRecord` (as training returns and run.json loads) or its
+    run.json dict."""
     from lmscale.report import lossview  # pylint: disable=g-import-not-at-top
 
     index = lossview.Index(rows)
     groups: dict[tuple[int, int], dict[str, Any]] = {}
     for run, info in infos.items():
+        if isinstance(info, record_lib.RunRecord):
+            info = info.to_dict()
         n = int(info["num_params"] if counting == "total" else
                 info["num_params_non_embedding"])
         d = int(info["num_tokens"])
@@ -431,6 +436,47 @@ def plan(config: OvertrainConfig) -> str:
     return "\n".join(lines)
 
 
+def cost_plan(config: OvertrainConfig, optimizer=None, mesh=None, loop=None, *,
+              probe: bool = False, use_jax: bool = True):
+    """The study's cost plan (`lmscale.report.plan`): one rung per run (its steps, FLOPs,
+    memory, `eval_checkpoints` checkpoints) and the evaluation work of validation and every
+    MC task on them; with `probe`, timed by a few real train steps per run shape
+    (`lmscale.report.plan.probe.time_plan`)."""
+    from lmscale.report.plan import adapter, core  # pylint: disable=g-import-not-at-top
+
+    rungs = []
+    for s in config.specs():  # one rung per (model, M), its seeds counted
+        if rungs and rungs[-1].model == s.model and rungs[-1].num_steps == s.num_steps:
+            rungs[-1] = dataclasses.replace(rungs[-1], seeds=rungs[-1].seeds + 1)
+            continue
+        try:
+            warmup = optimizer.warmup_for(s.num_steps) if optimizer is not None else 0
+        except ConfigError:
+            warmup = s.num_steps  # the plan's step check then warns; training would refuse
+        rungs.append(core.Rung(name=s.name.rsplit("_s", 1)[0], model=s.model,
+                               seq_len=s.seq_len, batch_size=s.batch_size,
+                               num_steps=s.num_steps, checkpoints=config.eval_checkpoints,
+                               warmup_steps=warmup,
+                               token_multiplier=s.num_tokens / config.n_of(s.model)))
+    tasks = []
+    if config.validation.enabled:
+        tasks.append(core.Task(name=adapter.VALIDATION_NAME, kind=core.VALIDATION,
+                               scored_tokens=adapter.validation_tokens(
+                                   config.corpus, config.vocab_spec, config.validation,
+                                   config.seq_len)))
+    tasks += [adapter.task_from_registry(t, config.vocab_spec, config.instances, None, None,
+                                         None) for t in config.mc_tasks]
+    dev_mesh, device = adapter.mesh_and_device(mesh, use_jax=use_jax)
+    cost = core.build_plan(config.name, rungs, tasks, dev_mesh, device)
+    if probe:
+        from lmscale.report.plan import probe as probe_lib  # pylint: disable=g-import-not-at-top
+
+        probe_lib.time_plan(cost, optimizer=optimizer, mesh_config=mesh,
+                            constrain_activations=True if loop is None
+                            else loop.constrain_activations)
+    return cost
+
+
 def train_runs(config: OvertrainConfig, runs_dir: pathlib.Path, optimizer, mesh, loop,
                config_text) -> dict[str, record_lib.RunRecord]:
     """Trains every run not yet done (smallest first); returns run name -> record."""
@@ -507,13 +553,18 @@ def run_overtrain(config: OvertrainConfig, workdir: str,
                   optimizer: optim.OptimizerConfig = optim.OptimizerConfig(),
                   mesh: state_lib.MeshConfig = state_lib.MeshConfig(),
                   loop: train_loop.LoopConfig = train_loop.LoopConfig(),
-                  config_text: str | None = None, mode: str = "run") -> dict[str, Any]:
+                  config_text: str | None = None, mode: str = "run",
+                  probe: bool = False) -> dict[str, Any]:
     """Runs (or resumes) the over-training study; returns the analysis dict.
 
-    mode "plan": {"plan": `plan(config)`}; "predict": `predict_workdir` (no training).
+    mode "plan": {"plan": `plan(config)` and the cost plan (`cost_plan`; timed by a short
+    probe with `probe`)}; "predict": `predict_workdir` (no training).
     """
     if mode == "plan":
-        return {"plan": plan(config)}
+        from lmscale.report.plan import render  # pylint: disable=g-import-not-at-top
+
+        cost = cost_plan(config, optimizer, mesh, loop, probe=probe)
+        return {"plan": plan(config) + "\n\n" + render.format_plan(cost)}
     if mode == "predict":
         return predict_workdir(config, workdir)
     if mode != "run":

@@ -140,11 +140,47 @@ def _pyplot():
     return plt
 
 
+def _fitted_and_held(ax, pts, x, y, color, label: str = "") -> None:
+    """Fitted points filled and held-out points hollow, in `color`."""
+    for fitted in (True, False):
+        s = [p for p in pts if p["fitted"] == fitted]
+        if s:
+            style = dict(color=color) if fitted else dict(facecolors="none",
+                                                          edgecolors=color, s=90)
+            ax.scatter([x(p) for p in s], [y(p) for p in s], zorder=4,
+                       label=(label + " " if label else "")
+                       + ("fitted" if fitted else "held out"), **style)
+
+
+def _predicted(ax, preds, x) -> None:
+    """Each prediction as a black x at (x(p), predicted) with its interval; `x` returns
+    None to skip one."""
+    for p in preds:
+        at = x(p)
+        if at is not None:
+            lo, hi = p["interval"]
+            ax.errorbar([at], [p["predicted"]], yerr=[[p["predicted"] - lo],
+                                                      [hi - p["predicted"]]],
+                        fmt="x", color="k", capsize=3, zorder=5)
+
+
+def _finish(plt, fig, ax, path, xlabel: str, ylabel: str, title: str) -> pathlib.Path:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return pathlib.Path(path)
+
+
 def loss_vs_compute(analysis, path) -> pathlib.Path:
     """Final loss vs C, one colour per M, the fitted L(C, M) per M; held out hollow,
     predictions with their intervals."""
     plt = _pyplot()
     pts = analysis["points"]
+    preds = analysis["predictions"] + analysis.get("targets", [])
     mults = sorted({nominal(p["M"]) for p in pts})
     colors = dict(zip(mults, plt.cm.plasma(np.linspace(0, 0.85, len(mults)))))
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
@@ -152,70 +188,38 @@ def loss_vs_compute(analysis, path) -> pathlib.Path:
     cs = [p["C"] for p in pts] + [p["C"] for p in analysis.get("targets", [])]
     grid = np.geomspace(min(cs) / 1.5, max(cs) * 1.5, 100)
     for m in mults:
-        sel = [p for p in pts if nominal(p["M"]) == m]
-        for fitted in (True, False):
-            s = [p for p in sel if p["fitted"] == fitted]
-            style = dict(color=colors[m]) if fitted else dict(facecolors="none",
-                                                               edgecolors=colors[m], s=90)
-            if s:
-                ax.scatter([p["C"] for p in s], [p["loss"] for p in s], zorder=4,
-                           label=f"M={m:g}" + ("" if fitted else " held out"), **style)
+        _fitted_and_held(ax, [p for p in pts if nominal(p["M"]) == m], lambda p: p["C"],
+                         lambda p: p["loss"], colors[m], f"M={m:g}")
         if law.get("params"):
             ax.plot(grid, F.laws.overtrain(grid, m, **law["params"]), color=colors[m],
                     lw=0.9, ls="--")
-    for p in analysis["predictions"] + analysis.get("targets", []):
-        if p["quantity"] == "loss":
-            lo, hi = p["interval"]
-            ax.errorbar([p["C"]], [p["predicted"]], yerr=[[p["predicted"] - lo],
-                                                          [hi - p["predicted"]]],
-                        fmt="x", color="k", capsize=3, zorder=5)
+    _predicted(ax, preds, lambda p: p["C"] if p["quantity"] == "loss" else None)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel(f"C = 6 N D (FLOPs, N counted {analysis['counting']})")
-    ax.set_ylabel("final validation loss")
-    ax.set_title("L(C, M): fitted on cheap runs (filled); x = predicted, with interval")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return pathlib.Path(path)
+    return _finish(plt, fig, ax, path, f"C = 6 N D (FLOPs, N counted {analysis['counting']})",
+                   "final validation loss",
+                   "L(C, M): fitted on cheap runs (filled); x = predicted, with interval")
 
 
 def error_vs_loss(analysis, path) -> pathlib.Path | None:
-    """Average top-1 error vs final loss with the fitted Err(L) and the predictions."""
+    """Average top-1 error vs final loss with the fitted Err(L) and the predictions (each
+    at its chained loss prediction)."""
     plt = _pyplot()
     pts = analysis["points"]
+    preds = analysis["predictions"] + analysis.get("targets", [])
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    for fitted in (True, False):
-        s = [p for p in pts if p["fitted"] == fitted]
-        if s:
-            ax.scatter([p["loss"] for p in s], [p["err"]["average"] for p in s],
-                       label="fitted" if fitted else "held out",
-                       **({} if fitted else dict(facecolors="none", edgecolors="C0", s=90)))
+    _fitted_and_held(ax, pts, lambda p: p["loss"], lambda p: p["err"]["average"], "C0")
     e = analysis.get("error_laws", {}).get("average", {})
     ls = [p["loss"] for p in pts]
     if e.get("params"):
         grid = np.linspace(min(ls) * 0.97, max(ls) * 1.03, 100)
         ax.plot(grid, F.laws.error_law(grid, **e["params"]), "C3--", label="Err(L) fit")
-    for p in analysis["predictions"] + analysis.get("targets", []):
-        if p["quantity"] == "error" and p["task"] == "average":
-            lo, hi = p["interval"]
-            loss = next((q["predicted"] for q in analysis["predictions"]
-                         + analysis.get("targets", []) if q["quantity"] == "loss"
-                         and q["N"] == p["N"] and q["D"] == p["D"]), None)
-            if loss is not None:
-                ax.errorbar([loss], [p["predicted"]], yerr=[[p["predicted"] - lo],
-                                                            [hi - p["predicted"]]],
-                            fmt="x", color="k", capsize=3)
+    loss_of = {(q["N"], q["D"]): q["predicted"] for q in preds if q["quantity"] == "loss"}
+    _predicted(ax, preds, lambda p: loss_of.get((p["N"], p["D"])) if (
+        p["quantity"] == "error" and p["task"] == "average") else None)
     ax.invert_xaxis()
-    ax.set_xlabel("final validation loss")
-    ax.set_ylabel("average top-1 error")
-    ax.set_title("Err(L) on the task average; x = chained prediction")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return pathlib.Path(path)
+    return _finish(plt, fig, ax, path, "final validation loss", "average top-1 error",
+                   "Err(L) on the task average; x = chained prediction")
 
 
 def write_figures(analysis, outdir) -> dict[str, str]:

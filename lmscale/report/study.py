@@ -496,7 +496,7 @@ def run_study(config: StudyConfig, workdir: str,
     if overtrain is not None:  # the over-training study (report/overtrain.py)
         from lmscale.report import overtrain as overtrain_lib  # pylint: disable=g-import-not-at-top
         return overtrain_lib.run_overtrain(overtrain, workdir, optimizer, mesh, loop,
-                                           config_text, mode)
+                                           config_text, mode, probe)
     if mode == "plan":
         from lmscale.report import plan as plan_lib  # pylint: disable=g-import-not-at-top
         return {"plan": plan_lib.dry_run(config, optimizer, mesh, probe=probe, loop=loop)}

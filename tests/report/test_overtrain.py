@@ -141,6 +141,22 @@ def test_error_fit_also_joins_err_fit_only(synthetic):
                           error_fit_also=("w48:40",))
 
 
+def test_run_records_read_as_training_returns_them(synthetic, analysis):
+    # train_runs and predict_workdir pass RunRecords, not run.json dicts.
+    from lmscale.train.record import RunRecord
+
+    runs, rows = synthetic
+    records = {name: RunRecord(run_name=name, model_config={}, flops=0.0,
+                               token_multiplier=None, batch_size=1, seq_len=1,
+                               vocab_spec="byte", loss_unit="nats/byte", corpus="c", seed=0,
+                               status="done", **info) for name, info in runs.items()}
+    out = O.analyze_overtrain(rows, records, mc_tasks=TASKS, fit_max_flops=CUTOFF,
+                              predict=["N=320000,M=20,name=big"], num_resamples=20)
+    assert [(p["N"], p["D"], p["loss"]) for p in out["points"]] == [
+        (p["N"], p["D"], p["loss"]) for p in analysis["points"]]
+    assert out["loss_law"]["params"] == analysis["loss_law"]["params"]
+
+
 def test_missing_final_loss_is_named(synthetic):
     runs, rows = synthetic
     rows = [r for r in rows if not (r["run"] == "n20000_M5_s0" and r["step"] == 3
@@ -176,10 +192,32 @@ def test_study_hook_and_gin_plan():
         cfg = gin.get_configurable(O.OvertrainConfig)()
     finally:
         gin.clear_config()
-    assert cfg.counting == "total" and len(cfg.specs()) == 10
+    assert cfg.counting == "total" and len(cfg.specs()) == 9
+    assert cfg.mc_tasks == ("py_next_line_mc:n200", "py_identifier_mc:n200")
     text = study.run_study(None, "/nonexistent", overtrain=cfg, mode="plan")["plan"]
-    assert text.count("held out") == 2 and text.count(" fit") == 8
-    assert "w80_M20_s0" in text and "N counted total" in text
+    runs = [line.split() for line in text.splitlines() if line.startswith("  w")
+            and line.split()[-1] in ("fit", "out")]
+    held = sorted(r[0] for r in runs if r[-1] == "out")
+    assert len(runs) == 9 and held == ["w48_M40_s0", "w64_M20_s0"]  # over-trained, larger
+    assert "N counted total" in text
+    # The cost plan (lmscale.report.plan): one rung per run, validation + both MC tasks.
+    assert "Training (per rung" in text and "Evaluation (all evaluated" in text
+    assert "w64_M20 " in text and "py_identifier_mc:n200" in text
+
+
+def test_cost_plan_has_one_rung_per_run_and_every_task():
+    cfg = O.OvertrainConfig(models=MODELS, runs=("w32:5", "w32:20", "w48:20"),
+                            mc_tasks=("py_next_line_mc:n20",), batch_sizes=(8, 12, 16),
+                            eval_checkpoints=2)
+    plan = O.cost_plan(cfg, use_jax=False)
+    assert [r.rung.name for r in plan.rungs] == ["w32_M5", "w32_M20", "w48_M20"]
+    assert [r.rung.num_steps for r in plan.rungs] == [s.num_steps for s in cfg.specs()]
+    assert plan.rungs[1].rung.token_multiplier == pytest.approx(20, rel=0.01)
+    assert all(r.rung.checkpoints == 2 for r in plan.rungs)
+    assert [e.task for e in plan.rungs[0].evals] == ["validation", "py_next_line_mc:n20"]
+    # The 6ND of a rung counts the non-embedding N over its trained tokens.
+    r = plan.rungs[2]
+    assert r.flops_6nd == pytest.approx(6 * r.n_non_embedding * r.rung.tokens)
 
 
 def test_tpu_variant_is_gadre_table1():
