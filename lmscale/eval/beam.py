@@ -80,7 +80,8 @@ def evaluate_beam(run_dir: str, tasks: Sequence, beam_sizes: Sequence[int], *,
     record = source.load_record(str(run_dir))
     step = int(record.num_steps)
     run = plan_lib.RunCheckpoints(str(run_dir), record, (step,))
-    todo = [(t, int(w)) for t in runner._resolve_tasks(tasks) for w in beam_sizes  # pylint: disable=protected-access
+    resolved = runner._resolve_tasks(tasks)  # pylint: disable=protected-access
+    todo = [(t, int(w)) for t in resolved for w in beam_sizes
             if not results.is_complete(run.run_name, step, beam_task_name(t.name, w))]
     if not todo:
         return results
@@ -93,6 +94,10 @@ def evaluate_beam(run_dir: str, tasks: Sequence, beam_sizes: Sequence[int], *,
     for task, width in todo:
         if not task.checker:
             raise ValueError(f"evaluate_beam: task {task.name!r} has no pass checker")
+        if room - task.max_new_tokens < 1:
+            raise ValueError(f"evaluate_beam: task {task.name!r}: max_new_tokens="
+                             f"{task.max_new_tokens} leaves no room for a prompt in "
+                             f"max_seq_len={ckpt.config.max_seq_len}")
         name = beam_task_name(task.name, width)
         rows = []
         for inst in task.instances(split=split, limit=limit):

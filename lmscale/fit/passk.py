@@ -101,8 +101,8 @@ def predict_pass_at_k(inst_fit, N: float, ks, level: float = 0.9, *, r: int | No
     options = dict(num_resamples=num_resamples, seed=seed, r=r, k_max=k_max)
     if target_k_max != k_max:
         options["target_k_max"] = target_k_max
-    errs = passuntil._errors_for(inst_fit, "instance", [float(N)],  # pylint: disable=protected-access
-                                 options)
+    errors_for = passuntil._errors_for  # pylint: disable=protected-access
+    errs = errors_for(inst_fit, "instance", [float(N)], options)
     rng = np.random.default_rng([seed, 7])
     base_fit = inst_fit.predict_instances(inst_fit.N)
     not_own = inst_fit.status != "fit"
