@@ -238,7 +238,8 @@ def evaluate_ladder(config: StudyConfig, runs_dir: pathlib.Path,
     """Evaluates every kept checkpoint: full PassUntil on finals, capped on the rest.
     Adds each run's evaluation wall time to `seconds[run name]` when given and calls
     `on_run(seconds)` after each run (the study saves stages.json as it goes); appends
-    each evaluator call's `runner.EvalSummary` to `summaries` when given."""
+    each evaluator call's `runner.EvalSummary` to `summaries` when given. With
+    `config.beam_sizes`, beam search on the final checkpoints follows (`beam_ladder`)."""
     tasks = list(config.mc_tasks) + list(config.passuntil_tasks)
     intermediate_pu = config.passuntil if config.intermediate_k_max is None else \
         dataclasses.replace(config.passuntil, k_max=config.intermediate_k_max)
@@ -260,6 +261,8 @@ def evaluate_ladder(config: StudyConfig, runs_dir: pathlib.Path,
             if on_run is not None:
                 on_run(seconds)
         stage.advance(1, f"{name}: evaluated")
+    if config.beam_sizes and config.passuntil_tasks:  # Hu et al.'s beam vs sampling table
+        results = beam_ladder(config, runs_dir, infos, results_path)
     return results
 
 
@@ -541,8 +544,6 @@ def run_study(config: StudyConfig, workdir: str,
     results = evaluate_ladder(config, runs_dir, infos, results_path, eval_seconds,
                               on_run=functools.partial(_save_stages, root),
                               summaries=summaries)
-    if config.beam_sizes and config.passuntil_tasks:  # Hu et al.'s beam vs sampling table
-        results = beam_ladder(config, runs_dir, infos, results_path)
     eval_s = time.time() - start - train_s
     if jax.process_index() != 0:
         return {}
