@@ -24,7 +24,7 @@ import numpy as np
 
 from lmscale import fit as F
 from lmscale.fit.bootstrap import summarize_failures
-from lmscale.report import predict_mc
+from lmscale.report import hu, predict_mc
 from lmscale.train import record as record_lib
 from lmscale.train.record import RunRecord
 from lmscale.eval.results import (ACCURACY, ANSWER_LOSS, ANSWER_LOSS_SUM, BRIER_SCORE,
@@ -129,6 +129,8 @@ class Settings:
     num_resamples: int = 200
     seed: int = 0
     k_max: int | None = None  # the PassUntil cap of final checkpoints (predictive PU bands)
+    pass_at_k: tuple[int, ...] = hu.DEFAULT_KS  # k's of measured and predicted pass@k
+    two_circuit: bool = True  # Hu et al.'s two-circuit fit beside the PU fits (report/hu.py)
 
 
 def _row(pred: F.Prediction, label: str, task: str, rung: "_Rung",
@@ -180,7 +182,8 @@ def analyze(rows: Iterable, runs: Mapping[str, RunRecord], *,
             random_baselines: Mapping[str, float] | None = None, held_out: int = 1,
             passuntil_r: int | None = None, targets: Sequence = (), level: float = 0.9,
             num_resamples: int = 200, seed: int = 0,
-            passuntil_k_max: int | None = None) -> dict[str, Any]:
+            passuntil_k_max: int | None = None, pass_at_k: Sequence[int] = hu.DEFAULT_KS,
+            two_circuit: bool = True) -> dict[str, Any]:
     """Fits the ladder's laws on all but the largest rung(s); predicts the targets and
     the held-out rung(s); backtests every rung from the fourth up from the rungs below.
 
@@ -197,6 +200,7 @@ def analyze(rows: Iterable, runs: Mapping[str, RunRecord], *,
         name, N, D (non-embedding N, training tokens D).
       level: nominal coverage of every prediction interval.
       num_resamples, seed: bootstrap size and seed of the intervals.
+      pass_at_k, two_circuit: pass@k's k's and the two-circuit fit (`lmscale.report.hu`).
 
     Returns:
       A JSON-ready dict: "rungs", "checkpoints", "loss_law", "tasks", "targets" (their
@@ -214,7 +218,8 @@ def analyze(rows: Iterable, runs: Mapping[str, RunRecord], *,
         raise ValueError(f"analyze: {len(rungs)} rung(s) (distinct (N, D)) for held_out={held_out}; "
                          f"the loss law needs >= 3 fitted rungs")
     ctx = _Ctx(index, rungs, _checkpoints(rungs, runs, index, mc_tasks, passuntil_tasks),
-               loss_unit(runs), Settings(level, num_resamples, seed, passuntil_k_max), mc_tasks,
+               loss_unit(runs), Settings(level, num_resamples, seed, passuntil_k_max,
+                                         tuple(pass_at_k), two_circuit), mc_tasks,
                passuntil_tasks, dict(random_baselines or {}), passuntil_r, [])
     rung_rows = _rung_rows(rungs, runs, index)
     for row in rung_rows[-held_out:]:
@@ -575,6 +580,8 @@ def _passuntil_task(task, ctx: _Ctx, k, targets, predictions, views) -> dict[str
     if views and (ds_fit is not None or inst_fit is not None):
         out["band"] = _pu_band(ds_fit, inst_fit, N_all, ctx.settings)
         out["fitted_rungs"] = k
+    hu.add_to_task(out, ctx, task, k, targets, predictions, _row, inst_fit, pu, N_all,
+                   measured, views)
     out["_fits"] = dict(dataset=ds_fit, instance=inst_fit)
     return out
 

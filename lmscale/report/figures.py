@@ -145,7 +145,8 @@ def pu_band(info: Mapping[str, Any], level: float, path: pathlib.Path, title: st
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 4.2))
     band = info["band"]
-    for (label, b), col in zip(((k, v) for k, v in band.items() if k != "N"), ("C1", "C2")):
+    for (label, b), col in zip(((k, v) for k, v in band.items() if k != "N"),
+                               ("C1", "C2", "C3")):  # dataset, instance, two-circuit
         ax.plot(band["N"], b["point"], color=col, lw=1.2, label=f"{label} fit")
         ax.fill_between(band["N"], np.maximum(b["low"], 1e-12), b["high"], color=col,
                         alpha=0.2, label=f"{label} {100 * level:.0f}% interval")

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 from lmscale.eval import sandbox
 from lmscale.report import greedy as greedy_report
-from lmscale.report import lossview
+from lmscale.report import hu, lossview
 from lmscale.report.analysis import strip_private
 
 
@@ -207,6 +207,7 @@ def _pu_section(task, info, figures) -> list[str]:
                      or ", ".join(f"{k}: {v}" for k, v in d.get("status_counts", {}).items()))
             flag = "" if d.get("reliable", True) else f" (unreliable: {d.get('reason')})"
             lines += [f"- {label} fit: {extra}{flag}"]
+    lines += hu.section(task, info)  # pass@k, two-circuit fit, beam vs sampling
     return lines + _figures(task, figures, ("pu_band", "pu_scaling", "pu_vs_loss"))
 
 

@@ -76,6 +76,11 @@ class StudyConfig:
         the width, D = M N), "N=<non-embedding N>,D=<tokens>" or "N=<N>,M=<multiplier>";
         an optional "name=..." part names it.
       level: nominal coverage of every prediction interval.
+      pass_at_k: the k's of the report's measured and predicted pass@k (k above the cap
+        is left out).
+      beam_sizes: () (default, off), or beam widths W: beam search on every PassUntil
+        instance at each run's final checkpoint, for Hu et al.'s beam-search vs
+        random-sampling table (`lmscale.eval.beam`, `lmscale.report.hu`).
     """
 
     ladder: ladder_lib.LadderConfig
@@ -92,6 +97,8 @@ class StudyConfig:
     validation: runner.ValidationConfig = runner.ValidationConfig()
     targets: tuple[str, ...] = ()
     level: float = 0.9
+    pass_at_k: tuple[int, ...] = (1, 10, 100)
+    beam_sizes: tuple[int, ...] = ()
 
     def __post_init__(self):
         if not isinstance(self.ladder, ladder_lib.LadderConfig):
@@ -100,8 +107,13 @@ class StudyConfig:
         check_fields(self, ConfigError, ranges={
             "held_out": {"min": 0}, "eval_checkpoints": {"min": 1}, "instances": {"min": 1},
             "intermediate_k_max": {"min": 1}, "passuntil_budget": {"min": 1}})
-        for field in ("targets", "mc_tasks", "passuntil_tasks", "greedy_tasks"):
+        for field in ("targets", "mc_tasks", "passuntil_tasks", "greedy_tasks", "pass_at_k",
+                      "beam_sizes"):
             object.__setattr__(self, field, tuple(getattr(self, field)))
+        for field in ("pass_at_k", "beam_sizes"):
+            if any(not isinstance(v, int) or v < 1 for v in getattr(self, field)):
+                raise ConfigError(f"StudyConfig.{field}={getattr(self, field)!r}: positive "
+                                  "integers")
         if not 0 < self.level < 1:
             raise ConfigError(f"StudyConfig.level={self.level}: must lie in (0, 1)")
         ladder = self.ladder
@@ -232,7 +244,8 @@ def evaluate_ladder(config: StudyConfig, runs_dir: pathlib.Path,
     """Evaluates every kept checkpoint: full PassUntil on finals, capped on the rest.
     Adds each run's evaluation wall time to `seconds[run name]` when given and calls
     `on_run(seconds)` after each run (the study saves stages.json as it goes); appends
-    each evaluator call's `runner.EvalSummary` to `summaries` when given."""
+    each evaluator call's `runner.EvalSummary` to `summaries` when given. With
+    `config.beam_sizes`, beam search on the final checkpoints follows (`beam_ladder`)."""
     tasks = list(config.mc_tasks) + list(config.passuntil_tasks)
     intermediate_pu = config.passuntil if config.intermediate_k_max is None else \
         dataclasses.replace(config.passuntil, k_max=config.intermediate_k_max)
@@ -254,7 +267,21 @@ def evaluate_ladder(config: StudyConfig, runs_dir: pathlib.Path,
             if on_run is not None:
                 on_run(seconds)
         stage.advance(1, f"{name}: evaluated")
+    if config.beam_sizes and config.passuntil_tasks:  # Hu et al.'s beam vs sampling table
+        results = beam_ladder(config, runs_dir, infos, results_path)
     return results
+
+
+def beam_ladder(config: StudyConfig, runs_dir: pathlib.Path, infos: dict[str, RunRecord],
+                results_path: pathlib.Path) -> results_lib.ResultsFile:
+    """Beam search (`config.beam_sizes`) on every PassUntil instance at each run's final
+    checkpoint (`lmscale.eval.beam`; finished units skipped); returns the results."""
+    from lmscale.eval import beam  # pylint: disable=g-import-not-at-top
+
+    for name in infos:
+        beam.evaluate_beam(str(runs_dir / name), config.passuntil_tasks, config.beam_sizes,
+                           results_path=str(results_path), limit=config.instances)
+    return results_lib.ResultsFile(results_path)
 
 
 def _note_summary(results, name: str, summaries: list | None) -> None:
@@ -394,7 +421,7 @@ def analyze_and_report(config: StudyConfig, workdir: pathlib.Path,
         passuntil_tasks=config.passuntil_tasks, random_baselines=baselines,
         held_out=config.held_out, passuntil_r=config.passuntil.r,
         passuntil_k_max=config.passuntil.k_max,
-        targets=config.resolved_targets(), level=config.level)
+        targets=config.resolved_targets(), level=config.level, pass_at_k=config.pass_at_k)
     analysis["plan_vs_measured"] = plan_vs_measured(pathlib.Path(workdir), infos)
     analysis["isolation"] = markdown.isolation_levels(rows)  # code tasks' sandbox levels
     if config.greedy_tasks:  # greedy exact match beside PassUntil (report/greedy.py)

@@ -49,13 +49,17 @@ def test_study_config_rejects_bad_ladders():
         _config(ladder=_ladder_config(token_multipliers=(0.5, 1)))
     with pytest.raises(ConfigError, match="StudyConfig.ladder=.*expected a LadderConfig"):
         _config(ladder=_ladder())
+    with pytest.raises(ConfigError, match="StudyConfig.beam_sizes"):
+        _config(beam_sizes=(0,))
+    with pytest.raises(ConfigError, match="StudyConfig.pass_at_k"):
+        _config(pass_at_k=(1, -10))
 
 
 @pytest.mark.slow
 def test_micro_study_end_to_end_and_resume(tmp_path, monkeypatch):
     # A relative workdir, as users type it (orbax needs absolute paths internally).
     monkeypatch.chdir(tmp_path.parent)
-    config = _config()
+    config = _config(beam_sizes=(2,))  # with Hu et al.'s beam vs sampling table
     loop = train_loop.LoopConfig(log_every_steps=5, eval_batches=2, save_every_steps=5,
                                  async_checkpointing=False, peak_flops_per_device=1e10,
                                  noise_scale=False)
@@ -95,6 +99,16 @@ def test_micro_study_end_to_end_and_resume(tmp_path, monkeypatch):
     stages = json.loads((tmp_path / "stages.json").read_text())["evaluate_s"]
     assert sorted(stages) == runs and all(s > 0 for s in stages.values())
     assert "## Plan vs measured" in report
+    # Beam search ran on every final checkpoint's PassUntil instances; pass@k is reported.
+    beam_rows = [r for r in map(json.loads, (tmp_path / "results.jsonl").read_text()
+                                .splitlines())
+                 if r["task"] == "py_copy_line:n3#beam2" and r["metric"] == "instance"]
+    assert len(beam_rows) == 4 * 3 and {r["step"] for r in beam_rows} <= set(finals.values())
+    assert "Beam search vs random sampling" in report and "| N | pass@1 |" in report
+    table = saved["tasks"]["py_copy_line:n3"]["beam"]
+    assert [t["beam_top"] for t in table] == [
+        sum(r["detail"]["top_passed"] for r in beam_rows if r["num_params_non_embedding"] ==
+            t["N"]) for t in table]
     assert "## Loss view (Du et al.)" in report and "loss_view" in saved
     train_rows = [r for r in saved["plan_vs_measured"] if r["stage"] == "train"]
     assert [r["rung"] for r in train_rows] == ["m16", "m24", "m32", "m40", "(all)"]
