@@ -49,6 +49,9 @@ def main(argv=None) -> int:
         rows[name] = calibration.coverage(trial, args.num_sims, seed=args.seed)
         ok &= calibration.within(rows[name], args.tolerance)
         print(f"{name}: {time.time() - t0:.0f}s", file=sys.stderr)
+        # Each row as it is done (a long run cut short keeps what it measured).
+        print(calibration.table({name: rows[name]}).splitlines()[-1], file=sys.stderr,
+              flush=True)
     print(calibration.table(rows))
     print(f"every cell within {args.tolerance:.2f} of nominal: {'yes' if ok else 'NO'}")
     return 0 if ok else 1

@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 import logging
 
 import numpy as np
+import scipy.stats
 
 
 @dataclasses.dataclass
@@ -162,20 +163,31 @@ def _noise_scale(resid: np.ndarray, num_params: int, num_resamples: int, rng,
     return np.sqrt(var * dof / rng.chisquare(dof, num_resamples)), dof
 
 
+# Significance of the chi-square test below which the error law's residuals are taken as
+# binomial question noise alone (no excess scatter).
+EXCESS_TEST_LEVEL = 0.1
+
+
 def _excess_scale(resid: np.ndarray, num_params: int, num_resamples: int,
                   floor_var: float) -> np.ndarray:
-    """[B] sd of the scatter beyond the binomial `floor_var`: a point estimate.
+    """[B] sd of the scatter beyond the binomial `floor_var`: a point estimate, or 0.
 
-    The excess S / dof - floor_var is a difference of two variances, truncated at 0;
-    under no real excess it is positive half the time, and drawing it from a chi-square
-    posterior (as `_noise_scale` does for a directly measured variance) scales that
-    truncated value by dof / chi2 (mean dof / (dof - 2)), inflating it further. The
-    moment estimate is used as is.
+    The excess S / dof - floor_var is a difference of two variances. Truncated at 0 (the
+    earlier estimate) it is positive half the time when there is no excess, and adds
+    0.24 binomial variances on average (simulated ladders, dof 7): accuracy intervals
+    over-covered, 0.55 / 0.85 at 50 / 80%. The excess is now kept only where the
+    residuals reject pure binomial noise, S / floor_var > the chi-square(dof) quantile
+    at 1 - EXCESS_TEST_LEVEL, and is then its moment estimate. (Drawing it from a
+    chi-square posterior, as `_noise_scale` does for a directly measured variance,
+    would scale the truncated value by dof / chi2 and inflate it further.)
     """
     dof = resid.size - num_params
     if dof <= 0:
         return np.zeros(num_resamples)
-    var = max(float(np.sum(resid ** 2)) / dof - floor_var, 0.0)
+    S = float(np.sum(resid ** 2))
+    if floor_var > 0 and S / floor_var <= scipy.stats.chi2.ppf(1 - EXCESS_TEST_LEVEL, dof):
+        return np.zeros(num_resamples)
+    var = max(S / dof - floor_var, 0.0)
     return np.full(num_resamples, np.sqrt(var))
 
 

@@ -288,14 +288,37 @@ def _sanity_flags(fit: Fit, spec: laws.LossForm) -> None:
         fit._flag("a fitted exponent is <= 0: loss does not decrease with scale")
     floor = fit.params.get("L_inf", fit.params.get("E"))
     if floor is not None and floor < 1e-3 * float(np.min(fit.data["loss"])):
-        fit._flag(f"irreducible loss {floor:.3g} is at its bound 0: the law has no floor "
-                  "and its extrapolation is not trustworthy")
+        neg = fit.details.get("unbounded_floor")
+        why = "" if neg is None else f" (unbounded, the fit went to {neg:.3g})"
+        fit._flag(f"irreducible loss {floor:.3g} is at its bound 0{why}: the law has no "
+                  "floor and its extrapolation is not trustworthy")
+
+
+# The irreducible-loss parameter of each least-squares parameterisation: bounded >= 0.
+_LM_FLOOR = {"overtrain": "E", "chinchilla": "E", "kaplan": "L_inf", "compute": "E"}
 
 
 def _fit_lm(spec, N, D, loss, starts, maxfev) -> Fit:
-    func, default_grid, convert = LM_MODELS[spec.name]
+    """Gadre et al.'s unbounded Levenberg-Marquardt grid; where its best fit has a
+    negative irreducible loss (a log-law: E = -1414, lambda = 1423, eta = 1.8e-4 on the
+    default study's four rungs), the grid is refitted with that parameter bounded >= 0
+    (`curve_fit`'s trust-region method) and the bounded optimum is kept."""
+    _, default_grid, _ = LM_MODELS[spec.name]
     names = list(default_grid)
     grid = _grid(starts if starts is not None else default_grid, names)
+    fit = _lm_grid(spec, N, D, loss, grid, names, maxfev, bounded=False)
+    floor = _LM_FLOOR[spec.name]
+    if fit.details["lm_params"][floor] < 0:
+        unbounded = fit.details["lm_params"][floor]
+        fit = _lm_grid(spec, N, D, loss, grid, names, maxfev, bounded=True)
+        fit.details["unbounded_floor"] = unbounded
+    return fit
+
+
+def _lm_grid(spec, N, D, loss, grid, names, maxfev, bounded) -> Fit:
+    func, _, convert = LM_MODELS[spec.name]
+    lower = np.full(len(names), -np.inf)
+    lower[names.index(_LM_FLOOR[spec.name])] = 0.0
     n = len(loss)
     best, best_score, failures = None, np.inf, 0
     for p0 in grid:
@@ -303,7 +326,14 @@ def _fit_lm(spec, N, D, loss, starts, maxfev) -> Fit:
             with warnings.catch_warnings():
                 # Poorly conditioned starts overflow and warn; they lose the selection.
                 warnings.simplefilter("ignore")
-                popt, pcov = scipy.optimize.curve_fit(func, (N, D), loss, p0=p0, maxfev=maxfev)
+                if bounded:
+                    p0 = np.maximum(p0, lower + 1e-12 * np.isfinite(lower))
+                    popt, pcov = scipy.optimize.curve_fit(func, (N, D), loss, p0=p0,
+                                                          bounds=(lower, np.inf),
+                                                          max_nfev=maxfev)
+                else:
+                    popt, pcov = scipy.optimize.curve_fit(func, (N, D), loss, p0=p0,
+                                                          maxfev=maxfev)
         except (RuntimeError, ValueError, FloatingPointError):
             failures += 1
             continue
@@ -317,12 +347,12 @@ def _fit_lm(spec, N, D, loss, starts, maxfev) -> Fit:
         raise RuntimeError(f"fit_loss_law(form={spec.name!r}, method='lm'): curve_fit failed "
                            f"from all {len(grid)} starts")
     popt, pcov, ssr = best
-    fit = Fit(law=spec.name, method="lm", params={k: float(v) for k, v in convert(popt).items()},
-              objective=ssr, num_points=n,
-              details=dict(lm_params=dict(zip(names, map(float, popt))), best_start=best_p0,
-                           score=best_score, num_starts=len(grid), num_failed=failures,
-                           covariance=pcov))
-    return fit
+    return Fit(law=spec.name, method="lm",
+               params={k: float(v) for k, v in convert(popt).items()},
+               objective=ssr, num_points=n,
+               details=dict(lm_params=dict(zip(names, map(float, popt))), best_start=best_p0,
+                            score=best_score, num_starts=len(grid), num_failed=failures,
+                            covariance=pcov, bounded=bounded))
 
 
 def huber_objective(theta_sp: np.ndarray, X_jnp: np.ndarray, y_n: np.ndarray,

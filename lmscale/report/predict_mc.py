@@ -105,9 +105,25 @@ def choose_accuracy(points, targets, gadre: Sequence[F.Prediction] | None, setti
         info["reason"] = ("smaller backtest error, but the two-step fit on every fitted rung "
                           "is degenerate; Gadre et al.'s chain kept")
         return info, gadre
+    whole = [p for p in preds if _no_interval(p)]
+    if whole and gadre is not None:  # every refit failed: the band is all of [0, 1]
+        info["failures"][TWO_STEP] = ("the two-step prediction has no interval: "
+                                      + "; ".join(whole[0].reasons))
+        info["reason"] = ("smaller backtest error, but the two-step prediction's interval "
+                          "is all of [0, 1] (its bootstrap refits failed or it has no "
+                          "residual degrees of freedom); Gadre et al.'s chain kept")
+        return info, gadre
     info["choice"] = TWO_STEP
     info["params"] = dict(task_loss=two.loss_fit.params, sigmoid=two.acc_fit.params)
     return info, preds
+
+
+def _no_interval(pred: F.Prediction) -> bool:
+    """Whether fewer than 2 bootstrap refits behind `pred` succeeded, or the fit had no
+    residual to estimate its noise from: either way its interval is the whole range."""
+    d = pred.details or {}
+    failed = "num_failed" in d and d["num_resamples"] - d["num_failed"] < 2
+    return failed or any("whole range" in r for r in pred.reasons)
 
 
 def loss_threshold(loss, perf, settings) -> dict[str, Any]:

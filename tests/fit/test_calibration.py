@@ -73,3 +73,27 @@ def test_loss_law_at_its_bound_is_unreliable_and_failures_are_reported():
     boot._refit = lambda idx: (_ for _ in ()).throw(RuntimeError("boom"))
     with pytest.raises(ValueError, match="RuntimeError: boom"):
         boot.bootstrap(5)
+
+
+def test_excess_scatter_is_added_only_where_residuals_reject_binomial_noise():
+    from lmscale.fit import bootstrap
+    rng = np.random.default_rng(0)
+    binvar = 2.5e-4                              # 10 points, 3 parameters: dof 7
+
+    def resid(var):   # least-squares residuals of 10 points: S ~ var chi2(7)
+        return np.concatenate([np.sqrt(var) * rng.standard_normal(7), np.zeros(3)])
+    pure = [bootstrap._excess_scale(resid(binvar), 3, 1, binvar)[0] for _ in range(2000)]
+    # Without excess, the truncated moment estimate was positive about half the time.
+    assert 0.06 <= np.mean(np.array(pure) > 0) <= 0.14
+    big = [bootstrap._excess_scale(resid(6 * binvar), 3, 1, binvar)[0] for _ in range(500)]
+    assert np.mean(np.array(big) > 0) > 0.9
+    assert np.median(np.square(big)) == pytest.approx(5 * binvar * 0.9, rel=0.35)
+
+
+def test_accuracy_intervals_cover_at_their_nominal_level():
+    spec = simulate.LadderSpec(num_resamples=50)
+    row = calibration.coverage(functools.partial(simulate.accuracy_trial, spec=spec),
+                               num_sims=100, seed=2)
+    assert row["num_failed"] == 0, row["failures"][:3]
+    assert 0.82 <= row["coverage"][0.9] <= 0.97, row
+    assert 0.35 <= row["coverage"][0.5] <= 0.65, row

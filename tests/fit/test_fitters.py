@@ -156,3 +156,25 @@ def test_exactly_as_many_points_as_parameters_is_flagged_unreliable():
     N = np.array([1e7, 1e8, 1e9])
     fit = fitters.fit_loss_law(N, None, laws.kaplan(N, 1.8, 8.8e13, 0.076), form="kaplan")
     assert not fit.reliable and "degrees of freedom" in fit.reason
+
+
+def test_compute_law_irreducible_loss_is_bounded_at_zero():
+    # The default study's four fitted rungs (seed 0, results.json): unbounded
+    # Levenberg-Marquardt drives the compute law to a log-law, E = -1414, lambda = 1423,
+    # eta = 1.8e-4, and the report called that "at its bound 0".
+    N = np.array([23712, 53232, 94528, 147600], float)
+    D = np.array([214016, 479232, 851968, 1330176], float)
+    loss = np.array([2.5834275221998895, 2.183626791934092, 1.875391621109035,
+                     1.6598189362633222])
+    fit = fitters.fit_loss_law(N, D, loss, form="compute")
+    assert fit.params["E"] >= 0.0 and fit.params["eta"] > 0.01
+    assert fit.details["bounded"] and fit.details["unbounded_floor"] < -100
+    assert not fit.reliable and "at its bound 0 (unbounded, the fit went to -1.41e+03)" \
+        in fit.reason
+    # The held-out rung (N = 212448, D = 1912832, measured 1.5758) within 3%.
+    assert fit.predict(N=np.array([212448.0]), D=np.array([1912832.0]))[0] == \
+        pytest.approx(1.5758, rel=0.03)
+    # A law with a real floor is not touched by the bound.
+    good = fitters.fit_loss_law(N, D, laws.compute_law(6 * N * D, 1.2, 60.0, 0.15),
+                                form="compute")
+    assert not good.details["bounded"] and good.params["E"] == pytest.approx(1.2, rel=1e-3)
