@@ -51,6 +51,8 @@ from lmscale.models import ModelConfig
 from lmscale.train import record as record_lib
 
 RESULTS_FILE = "results.jsonl"
+# Default cap of one scorer call: questions x max_seq_len (score_batch).
+SCORE_ROW_TOKENS = 32768
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,7 +240,7 @@ class EvalSummary:
 def evaluate(workdir_or_run_dirs, tasks: Sequence = (), *, results_path: str | None = None,
              passuntil_config: PassUntilConfig = PassUntilConfig(),
              validation: ValidationConfig = ValidationConfig(), split: str = "test",
-             limit: int | None = None, score_batch_questions: int = 8,
+             limit: int | None = None, score_batch_questions: int | None = None,
              sandbox_timeout_s: float = 10.0, steps: Sequence[int] | None = None,
              source: CheckpointSource | None = None,
              draw_factory: Callable | None = None,
@@ -261,7 +263,10 @@ def evaluate(workdir_or_run_dirs, tasks: Sequence = (), *, results_path: str | N
       validation: validation-loss settings.
       split: task split to evaluate.
       limit: at most this many instances per task (None: all).
-      score_batch_questions: questions prefilled together by the scorer.
+      score_batch_questions: questions prefilled together by the scorer; None: all of a
+        task's questions in one call, up to `SCORE_ROW_TOKENS` // max_seq_len of them (the
+        scorer compiles once per shape, and on 2 CPU cores a batch of 8 gave a 200-question
+        task 21 shapes: 15-25 s of compiling per checkpoint; all 200 together gave 2).
       sandbox_timeout_s: wall-clock limit of one "code" check.
       steps: evaluate only these checkpoint steps (None: all eval checkpoints).
       source: where runs come from (default `train_source()`; tests pass stand-ins).
@@ -441,6 +446,14 @@ def _vocab(spec: str):
     return get_vocabulary(spec)
 
 
+def score_batch(requested: int | None, num_questions: int, config) -> int:
+    """Questions per scorer call: `requested`, or (None) every question of the task, at most
+    `SCORE_ROW_TOKENS // config.max_seq_len` of them (at least 1)."""
+    if requested is not None:
+        return int(requested)
+    return max(1, min(num_questions, SCORE_ROW_TOKENS // max(1, config.max_seq_len)))
+
+
 class _TaskUnit:
     """One (run, step, task) unit: per-instance rows as they finish, then aggregates."""
 
@@ -453,7 +466,9 @@ class _TaskUnit:
             raise ValueError(f"task {task.name!r} split {context.split!r}: no instances")
         self.start_id = _start_id(checkpoint.vocab)
         self.scorer = scorer_lib.Scorer(checkpoint.config, checkpoint.params,
-                                        batch_questions=context.score_batch_questions,
+                                        batch_questions=score_batch(
+                                            context.score_batch_questions,
+                                            len(self.instances), checkpoint.config),
                                         bos_id=self.start_id)
         point = checkpoint.point
         self.done = context.results.instance_rows(point.run, point.step, task.name)

@@ -146,6 +146,30 @@ def param_shardings(spec: RunSpec, mesh: jax.sharding.Mesh, rules) -> tuple[Any,
     return abstract, shardings
 
 
+def _key_names(path) -> tuple[str, ...]:
+    return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def _moment_shardings(abstract_opt, abstract_params, p_shardings, replicated):
+    """Each optimizer-state leaf takes the sharding of the parameter whose key path ends its
+    own path with the same shape (Adam's moments, also inside `optax.multi_transform`,
+    whose masked states hold `MaskedNode`s where `tree_map_params` expects parameters);
+    every other leaf (counts, scalars) is replicated."""
+    by_path = {}
+    for (path, a), s in zip(jax.tree_util.tree_flatten_with_path(abstract_params)[0],
+                            jax.tree_util.tree_leaves(p_shardings)):
+        by_path[_key_names(path)] = (a.shape, s)
+
+    def sharding(path, leaf):
+        names = _key_names(path)
+        for start in range(len(names)):
+            hit = by_path.get(names[start:])
+            if hit is not None and hit[0] == leaf.shape:
+                return hit[1]
+        return replicated
+    return jax.tree_util.tree_map_with_path(sharding, abstract_opt)
+
+
 def state_shardings(spec: RunSpec, tx: optax.GradientTransformation,
                     mesh: jax.sharding.Mesh, rules) -> tuple[TrainState, TrainState]:
     """(abstract TrainState of ShapeDtypeStructs with shardings, TrainState of shardings).
@@ -155,9 +179,7 @@ def state_shardings(spec: RunSpec, tx: optax.GradientTransformation,
     abstract_params, p_shardings = param_shardings(spec, mesh, rules)
     abstract_opt = jax.eval_shape(tx.init, abstract_params)
     replicated = NamedSharding(mesh, PartitionSpec())
-    opt_shardings = optax.tree_utils.tree_map_params(
-        tx, lambda _, s: s, abstract_opt, p_shardings,
-        transform_non_params=lambda _: replicated)
+    opt_shardings = _moment_shardings(abstract_opt, abstract_params, p_shardings, replicated)
     shardings = TrainState(step=replicated, params=p_shardings, opt_state=opt_shardings,
                            rng=replicated)
     abstract = TrainState(step=jax.ShapeDtypeStruct((), np.int32), params=abstract_params,

@@ -355,3 +355,13 @@ def test_summary_reports_compile_share_and_skips(tmp_path):
     assert "compile" in first.line() and "samples/s" in first.line()
     again = _evaluate(tmp_path, _Source()).summary
     assert (again.units_run, again.units_skipped, again.pu_samples) == (0, 3, 0)
+
+
+def test_score_batch_default_takes_whole_task_under_token_cap():
+    """None: one scorer call per task (one compiled shape), capped by rows x max_seq_len."""
+    short, long_ = tiny_config(max_seq_len=128), tiny_config(max_seq_len=4096)
+    assert runner.score_batch(None, 200, short) == 200
+    assert runner.score_batch(None, 10_000, short) == runner.SCORE_ROW_TOKENS // 128
+    assert runner.score_batch(None, 200, long_) == runner.SCORE_ROW_TOKENS // 4096
+    assert runner.score_batch(8, 200, short) == 8
+    assert runner.score_batch(None, 3, tiny_config(max_seq_len=10 ** 6)) == 1

@@ -1,6 +1,7 @@
 """Mesh config checks and the sharded state layout."""
 import jax
 import numpy as np
+import optax
 import pytest
 
 from lmscale.models.config import ConfigError
@@ -55,3 +56,25 @@ def test_state_shardings_follow_logical_rules_and_moments_follow_params():
     assert abstract.params["embed"]["embedding"].shape == (256, 32)
     del mu
     assert np.prod(mesh.devices.shape) == 8
+
+
+def test_state_shardings_under_mup_multi_transform():
+    """muP's optax.multi_transform holds MaskedNodes in its moments; every moment still takes
+    its parameter's sharding (this raised a pytree structure error before)."""
+    config = state_lib.MeshConfig(data=2, fsdp=2, tensor=2)
+    mesh = state_lib.make_mesh(config)
+    spec = spec_lib.RunSpec(tiny_config(d_ff=81), seq_len=16, batch_size=8, num_tokens=1280)
+    tx, _ = optim.make_optimizer(optim.OptimizerConfig(warmup_steps=0, mup_base_width=16),
+                                 spec.num_steps, 32)
+    _, shardings = state_lib.state_shardings(spec, tx, mesh, config.logical_rules())
+    p = shardings.params
+    adam = [s for s in jax.tree_util.tree_leaves(
+        shardings.opt_state, is_leaf=lambda x: hasattr(x, "mu")) if hasattr(s, "mu")]
+    assert len(adam) == 2, "one Adam state per muP group"
+    hidden = [a for a in adam if "block_0" in a.mu and not isinstance(
+        a.mu["block_0"]["attn"]["query"]["kernel"], optax.MaskedNode)]
+    assert hidden, "no Adam state holds the hidden matrices"
+    assert hidden[0].nu["block_0"]["attn"]["query"]["kernel"] == \
+        p["block_0"]["attn"]["query"]["kernel"]
+    base = [a for a in adam if not isinstance(a.mu["embed"]["embedding"], optax.MaskedNode)]
+    assert base[0].mu["embed"]["embedding"] == p["embed"]["embedding"]
