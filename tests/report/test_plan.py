@@ -159,6 +159,30 @@ def test_default_study_dry_run_prints_the_plan():
         "task ", "")
 
 
+def test_default_study_plan_counts_the_evaluators_programs_and_batches():
+    import gin
+
+    from lmscale.report.plan import evaltime
+    try:
+        configs = study_lib.load_gin(["experiments/default.gin"], search_path=".")
+        plan = plan_lib.plan_study_config(configs["study_config"], use_jax=False)
+    finally:
+        gin.clear_config()
+    tasks = {t.name: t for t in plan.tasks}
+    mc, pu = tasks["py_identifier_mc:n200:c96"], tasks["py_identifier_tail:n120:c96"]
+    # 200 questions and 120 answers in calls of 8: 25 and 15 scorer calls per checkpoint
+    assert len(mc.score_shapes) == 25 and len(pu.score_shapes) == 15
+    # four choices per question, one answer (padded to 2) per PassUntil instance
+    assert {s[1] for s in mc.score_shapes} == {4} and {s[1] for s in pu.score_shapes} == {2}
+    # distinct shapes: the programs compiled per rung (the log of a run showed 25 programs
+    # for a final checkpoint: these 21, the validation step and the sampler's)
+    assert len(set(mc.score_shapes)) == 15 and len(set(pu.score_shapes)) == 6
+    assert len(evaltime.scorer_shapes(plan.tasks)) == 21
+    # validation: the 377 KB held-out split in batches of 64 rows x 128 bytes
+    val = tasks["validation"]
+    assert val.batches == -(-int(val.scored_tokens) // (64 * 128)) and 40 <= val.batches <= 50
+
+
 def test_probe_fills_wall_times_from_real_steps():
     from lmscale.eval import runner
     from lmscale.report.plan import evalprobe, probe

@@ -296,7 +296,7 @@ def make_plan(study_config, optimizer=None, mesh_config=None, *, probe: bool = F
         constrain = True if loop is None else loop.constrain_activations
         probe_lib.time_plan(plan, optimizer=optimizer, mesh_config=mesh_config,
                             steps=probe_steps, constrain_activations=constrain,
-                            evaluation=eval_setup(study_config))
+                            evaluation=eval_setup(study_config), study_config=study_config)
     return plan
 
 

@@ -219,6 +219,7 @@ class Plan:
     errors: list[str] = dataclasses.field(default_factory=list)
     tasks: list[Task] = dataclasses.field(default_factory=list)
     probe_seconds: float | None = None
+    report_seconds: float | None = None
 
     @property
     def train_flops(self) -> float:

@@ -6,7 +6,8 @@ checkpoint of the rung's shape (`params`: the train probe's, a few steps from th
 initialisation) with small pieces of the real work, each twice in a row: the first call
 pays the compiles, the second (same process, a fresh results file) only the run, so
 
-  compile = first - second;  run rates = second / the work it did.
+  compile = what JAX reports compiling in the first call (`EvalSummary.compile_s`);
+  run rates = the second call's wall time / the work it did.
 
 The pieces: the validation pass over 1 and 5 batches of the real held-out stream (per
 batch and per checkpoint costs); the most common real scorer batch shape of each
@@ -109,6 +110,14 @@ class _StandIn:
         return results.summary
 
 
+def _compile_s(cold, warm) -> float:
+    """Compile seconds of a first call: what JAX reported compiling in it (tracing,
+    lowering, compiling: `EvalSummary.compile_s`) less what the second call compiled
+    (nothing, unless a program depends on the data). The wall-time difference of the two
+    calls would also count any burst of load on a shared machine."""
+    return max(0.0, cold.compile_s - warm.compile_s)
+
+
 def _twice(fn):
     """(first call's summary, second call's summary) of `fn()`."""
     return fn(), fn()
@@ -156,7 +165,7 @@ def _mc_probe(model, names, setup: EvalSetup, stand_in: _StandIn) -> dict[str, f
                 for a, b in zip(one, two))
     per_batch = (max(0.0, warm_two.wall_s - warm.wall_s) / extra if extra
                  else warm.wall_s / len(one))
-    return {"score_compile_s": max(0.0, cold.wall_s - warm.wall_s) / len(one),
+    return {"score_compile_s": _compile_s(cold, warm) / len(one),
             "score_batch_s": per_batch,
             "score_fixed_s": max(0.0, warm.wall_s - len(one) * per_batch) / len(one)}
 
@@ -196,7 +205,7 @@ def _passuntil_probe(model, params, name: str, setup: EvalSetup, stand_in: _Stan
                                       (evaltime.FINAL, stand_in.final, 0.0)):
         cold, warm = _twice(lambda: stand_in.evaluate([subset], [step]))
         rates["sampler_compile_s"].setdefault(name, {})[path] = max(
-            0.0, cold.wall_s - warm.wall_s - extra_compile)
+            0.0, _compile_s(cold, warm) - extra_compile)
         rates["sample_s"].setdefault(name, {})[path] = (
             warm.pu_sample_s / warm.pu_samples if warm.pu_samples else 0.0)
         rates["instance_s"].setdefault(name, {})[path] = max(
@@ -222,7 +231,7 @@ def time_evaluation(rung, params, setup: EvalSetup) -> evaltime.EvalRates:
             warm_three = stand_in.evaluate([], [stand_in.final], three)
             per_batch = max(0.0, (warm_three.wall_s - warm_one.wall_s)
                             / (VALIDATION_BATCHES[1] - VALIDATION_BATCHES[0]))
-            rates.update(validation_compile_s=max(0.0, cold.wall_s - warm_one.wall_s),
+            rates.update(validation_compile_s=_compile_s(cold, warm_one),
                          validation_batch_s=per_batch,
                          validation_fixed_s=max(0.0, warm_one.wall_s - per_batch))
         if setup.mc_tasks:

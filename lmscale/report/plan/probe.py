@@ -107,16 +107,25 @@ def isolated_compiles():
 
 
 def time_plan(plan: core.Plan, optimizer=None, mesh_config=None, steps: int = 3,
-              constrain_activations: bool = True, evaluation=None) -> core.Plan:
+              constrain_activations: bool = True, evaluation=None,
+              study_config=None) -> core.Plan:
     """Fills every rung's `train_seconds`, `eval_seconds`, `eval_breakdown` and `measured`
-    from the probe (inside `isolated_compiles`).
+    from the probe (inside `isolated_compiles`), and the plan's `report_seconds`.
 
     `constrain_activations`: as the study's `LoopConfig` sets it (the loop's default).
     `evaluation`: an `evalprobe.EvalSetup` (the study's evaluation settings); None: the
-    evaluation is not timed."""
+    evaluation is not timed. `study_config`: the `StudyConfig` whose fit/report stage
+    `reportprobe.time_report` times on stand-in rows; None: not timed."""
     with isolated_compiles():
-        return _time_plan(plan, optimizer, mesh_config, steps, constrain_activations,
-                          evaluation)
+        _time_plan(plan, optimizer, mesh_config, steps, constrain_activations, evaluation)
+    if study_config is not None:
+        from lmscale.report.plan import reportprobe  # pylint: disable=g-import-not-at-top
+
+        start = time.perf_counter()
+        instances = {t.name: t.instances for t in plan.tasks}
+        plan.report_seconds = reportprobe.time_report(study_config, instances)
+        plan.probe_seconds = (plan.probe_seconds or 0.0) + time.perf_counter() - start
+    return plan
 
 
 def _time_plan(plan, optimizer, mesh_config, steps, constrain_activations, evaluation):
@@ -157,4 +166,3 @@ def _time_plan(plan, optimizer, mesh_config, steps, constrain_activations, evalu
             peak /= plan.mesh.devices  # CPU devices share one host's cores
         plan.device = dataclasses.replace(plan.device, peak_flops=peak)
     plan.probe_seconds = time.perf_counter() - start
-    return plan

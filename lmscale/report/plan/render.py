@@ -107,6 +107,8 @@ def _totals(plan: core.Plan, sections: Sequence[str]) -> list[str]:
                              (EVALUATION, [rp.eval_seconds for rp in plan.rungs])):
         if section in sections and all(t is not None for t in seconds):
             times.append(f"{section} {_seconds(sum(seconds))}")
+    if times and plan.report_seconds is not None and EVALUATION in sections:
+        times.append(f"fit/report {_seconds(plan.report_seconds)}")
     if times:
         probe = "" if plan.probe_seconds is None else f", {plan.probe_seconds:.0f} s"
         lines.append(f"estimated wall time: {', '.join(times)} (from the probe{probe})")
@@ -185,7 +187,7 @@ def plan_to_json(plan: core.Plan) -> dict[str, Any]:
         rungs.append(entry)
     return {"name": plan.name, "mesh": _plain(plan.mesh), "device": _plain(plan.device),
             "thresholds": _plain(plan.thresholds), "rungs": rungs,
-            "probe_seconds": plan.probe_seconds,
+            "probe_seconds": plan.probe_seconds, "report_seconds": plan.report_seconds,
             "totals": {"train_flops_6nd": plan.train_flops_6nd,
                        "train_flops_model": plan.train_flops,
                        "eval_flops_worst": plan.eval_flops(False),
