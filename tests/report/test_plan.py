@@ -368,3 +368,27 @@ def test_plan_vs_measured_rows_and_report_section():
     text = "\n".join(markdown.plan_section(rows))
     assert "## Plan vs measured" in text and "| train | w16 |" in text and "1.20" in text
     assert markdown.plan_section(None) == []
+
+
+@pytest.mark.slow
+def test_run_overhead_is_the_real_loop_less_its_steps_and_compile(tmp_path, monkeypatch):
+    from lmscale.report.plan import probe
+    from lmscale.testing import tiny_config
+    from lmscale.train import loop as loop_lib
+    from lmscale.train.spec import RunSpec
+    from lmscale.train.state import MeshConfig
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    spec = RunSpec(model=tiny_config(vocab_size=259, max_seq_len=64), seq_len=32,
+                   batch_size=8, num_tokens=8 * 32 * 200, name="tiny")
+    calls = []
+    real = loop_lib.train
+    monkeypatch.setattr(loop_lib, "train", lambda s, *a, **k: calls.append(s) or real(
+        s, *a, **k))
+    loop = loop_lib.LoopConfig(noise_scale=False, eval_batches=1)
+    whole = probe.time_run_overhead(spec, None, MeshConfig(), loop, 0.0, 0.0)
+    # the real loop ran, cut to a few steps, and left nothing behind
+    (short,) = calls
+    assert short.num_steps == probe.OVERHEAD_STEPS and short.model == spec.model
+    assert whole > 0
+    assert not list(tmp_path.glob("lmscale_probe_run_*"))

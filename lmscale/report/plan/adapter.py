@@ -285,7 +285,7 @@ def eval_setup(study_config):
 
 
 def make_plan(study_config, optimizer=None, mesh_config=None, *, probe: bool = False,
-              probe_steps: int = 3, loop=None, **plan_kwargs: Any) -> core.Plan:
+              probe_steps: int = 5, loop=None, **plan_kwargs: Any) -> core.Plan:
     """`plan_study_config`, then (with `probe`) timed by `probe.time_plan` with the
     train step built as `loop` (a `LoopConfig`; None: the loop's default) builds it and
     the study's evaluator run on a stand-in checkpoint of each rung shape."""
@@ -296,7 +296,8 @@ def make_plan(study_config, optimizer=None, mesh_config=None, *, probe: bool = F
         constrain = True if loop is None else loop.constrain_activations
         probe_lib.time_plan(plan, optimizer=optimizer, mesh_config=mesh_config,
                             steps=probe_steps, constrain_activations=constrain,
-                            evaluation=eval_setup(study_config), study_config=study_config)
+                            evaluation=eval_setup(study_config), study_config=study_config,
+                            loop=loop)
     return plan
 
 
@@ -311,7 +312,7 @@ def write_json(plan: core.Plan, path: str | pathlib.Path) -> pathlib.Path:
 
 
 def dry_run(study_config_or_ladder, optimizer=None, mesh_config=None, *, probe: bool = False,
-            probe_steps: int = 3, json_path: str | None = None, loop=None,
+            probe_steps: int = 5, json_path: str | None = None, loop=None,
             **plan_kwargs: Any) -> str:
     """What a binary's `--dry_run` prints: the plan, optionally timed by a short probe.
 
@@ -334,7 +335,7 @@ def dry_run(study_config_or_ladder, optimizer=None, mesh_config=None, *, probe: 
 
 
 def ladder_dry_run(ladder, optimizer=None, mesh_config=None, loop=None, *,
-                   probe: bool = False, probe_steps: int = 3, **device_kwargs: Any) -> str:
+                   probe: bool = False, probe_steps: int = 5, **device_kwargs: Any) -> str:
     """What the ladder binary's `--dry_run` prints: the training part of the plan
     (`plan_ladder`; with `probe`, timed on the devices at hand)."""
     plan = plan_ladder(ladder, optimizer, mesh_config, loop, **device_kwargs)

@@ -6,7 +6,9 @@ every rung, and, given the study's evaluation settings, its evaluator on a stand
 checkpoint of the rung (`evalprobe.time_evaluation`), then fills each rung's estimated
 wall time:
 
-  train = seeds x (compile time + steps x median step time);
+  train = seeds x (compile time + steps x median step time + a run's fixed cost: the
+          real training loop of the first run cut to a few steps, less its compile and
+          steps: data pipeline, state init, checkpoint saves, final validation);
   evaluate = `evaltime.evaluation_seconds`: compiles once per rung shape (validation
              step, one program per distinct scorer batch shape, the sampler's paths) plus
              the measured run rates times the planned work of every evaluated checkpoint.
@@ -86,6 +88,34 @@ def time_train_step(rung: core.Rung, optimizer, mesh_config, compute_dtype: str,
     return seconds, first, box["state"].params
 
 
+OVERHEAD_STEPS = 3  # steps of the real training run that measures a run's fixed cost
+
+
+def time_run_overhead(spec, optimizer, mesh_config, loop, step_s: float,
+                      compile_s: float, checkpoints: int = 3) -> float:
+    """Seconds one training run costs besides its steps and its step's compile: the real
+    `lmscale.train.loop.train` of `spec` cut to `OVERHEAD_STEPS` steps, with `checkpoints`
+    evaluation checkpoints as the study keeps them, in a temporary directory (data
+    pipeline start, state init, checkpoint manager and saves, the final validation, the
+    run record), less compile_s + OVERHEAD_STEPS x step_s measured for the same shape."""
+    import tempfile  # pylint: disable=g-import-not-at-top
+
+    from lmscale.train import loop as loop_lib  # pylint: disable=g-import-not-at-top
+    from lmscale.train import optim  # pylint: disable=g-import-not-at-top
+
+    steps = max(OVERHEAD_STEPS, checkpoints)
+    short = dataclasses.replace(spec, token_multiplier=None, name="probe_overhead",
+                                num_tokens=steps * spec.tokens_per_step)
+    loop = dataclasses.replace(loop or loop_lib.LoopConfig(),
+                               checkpoint_every_tokens=spec.tokens_per_step
+                               * max(1, steps // checkpoints))
+    with tempfile.TemporaryDirectory(prefix="lmscale_probe_run_") as tmp:
+        start = time.perf_counter()
+        loop_lib.train(short, tmp, optimizer or optim.OptimizerConfig(), mesh_config, loop)
+        wall = time.perf_counter() - start
+    return max(0.0, wall - compile_s - steps * step_s)
+
+
 @contextlib.contextmanager
 def isolated_compiles():
     """Compiles inside leave nothing for the code after: the persistent compilation cache
@@ -108,16 +138,30 @@ def isolated_compiles():
 
 def time_plan(plan: core.Plan, optimizer=None, mesh_config=None, steps: int = 3,
               constrain_activations: bool = True, evaluation=None,
-              study_config=None) -> core.Plan:
+              study_config=None, loop=None) -> core.Plan:
     """Fills every rung's `train_seconds`, `eval_seconds`, `eval_breakdown` and `measured`
     from the probe (inside `isolated_compiles`), and the plan's `report_seconds`.
 
     `constrain_activations`: as the study's `LoopConfig` sets it (the loop's default).
     `evaluation`: an `evalprobe.EvalSetup` (the study's evaluation settings); None: the
-    evaluation is not timed. `study_config`: the `StudyConfig` whose fit/report stage
-    `reportprobe.time_report` times on stand-in rows; None: not timed."""
+    evaluation is not timed. `study_config`: the `StudyConfig` whose first run measures
+    a run's fixed cost (`time_run_overhead`, with `loop`, its `LoopConfig`; added to every
+    run) and whose fit/report stage `reportprobe.time_report` times on stand-in rows;
+    None: neither is timed."""
     with isolated_compiles():
         _time_plan(plan, optimizer, mesh_config, steps, constrain_activations, evaluation)
+        if study_config is not None:
+            from lmscale.train import state as state_lib  # pylint: disable=g-import-not-at-top
+
+            start, first = time.perf_counter(), plan.rungs[0]
+            overhead = time_run_overhead(
+                study_config.specs()[0], optimizer, mesh_config or state_lib.MeshConfig(),
+                loop, first.measured["step_s"], first.measured["compile_s"],
+                first.rung.checkpoints)
+            for rp in plan.rungs:
+                rp.measured["run_overhead_s"] = overhead
+                rp.train_seconds += overhead * rp.rung.seeds
+            plan.probe_seconds += time.perf_counter() - start
     if study_config is not None:
         from lmscale.report.plan import reportprobe  # pylint: disable=g-import-not-at-top
 
