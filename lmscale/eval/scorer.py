@@ -274,6 +274,13 @@ def _bucket(n: int, minimum: int) -> int:
     raise AssertionError(target)
 
 
+def _batch_shape(questions, contexts) -> tuple[int, int, int]:
+    """Padded (context, choice count, packed choices width) of one scorer call."""
+    return (_bucket(max(len(c) for c in contexts), 8),
+            _bucket(max(len(q.choice_ids) for q in questions), 2),
+            _bucket(max(sum(len(x) for x in q.choice_ids) for q in questions), 4))
+
+
 def _as_params(params):
     params = nn.unbox(params)
     if isinstance(params, dict) and set(params) == {"params"}:
@@ -354,11 +361,8 @@ class Scorer:
         if truncated:
             logging.warning("scorer: %d of %d contexts left-truncated to fit max_seq_len=%d",
                             truncated, len(questions), self.config.max_seq_len)
-        # Similar context lengths share a batch, so little is padded.
-        order = sorted(range(len(questions)), key=lambda i: len(prepared[i][0]))
         out: list[QuestionScore | None] = [None] * len(questions)
-        for start in range(0, len(order), self.batch_questions):
-            idx = order[start:start + self.batch_questions]
+        for idx in self._batches(prepared):
             lls, greedy = self._score_batch([questions[i] for i in idx],
                                             [prepared[i][0] for i in idx])
             for i, ll, gr in zip(idx, lls, greedy):
@@ -398,11 +402,28 @@ class Scorer:
                 delimiter_chars=np.repeat(delimiter_chars([text]), n)))
         return out
 
+    def _batches(self, prepared) -> list[list[int]]:
+        """Question indices per jitted call: similar context lengths share a batch, so
+        little is padded."""
+        order = sorted(range(len(prepared)), key=lambda i: len(prepared[i][0]))
+        return [order[s:s + self.batch_questions]
+                for s in range(0, len(order), self.batch_questions)]
+
+    def batch_indices(self, questions: Sequence[Question]) -> list[list[int]]:
+        """The indices into `questions` of each jitted call `score(questions)` makes."""
+        return self._batches([self._prepare(q) for q in questions])
+
+    def batch_shapes(self, questions: Sequence[Question]) -> list[tuple[int, int, int]]:
+        """(context, choices, width) padded sizes of each jitted call `score(questions)`
+        makes: one compiled program per distinct shape (what `lmscale.report.plan`
+        counts). Nothing is computed on the device (params may be None)."""
+        prepared = [self._prepare(q) for q in questions]
+        return [_batch_shape([questions[i] for i in idx], [prepared[i][0] for i in idx])
+                for idx in self._batches(prepared)]
+
     def _score_batch(self, questions, contexts):
         qn = self.batch_questions
-        p = _bucket(max(len(c) for c in contexts), 8)
-        c = _bucket(max(len(q.choice_ids) for q in questions), 2)
-        width = _bucket(max(sum(len(x) for x in q.choice_ids) for q in questions), 4)
+        p, c, width = _batch_shape(questions, contexts)
         ctx_tokens = np.zeros((qn, p), np.int32)
         ctx_len = np.ones((qn,), np.int32)  # padding questions: bos alone
         tokens, segments, offsets = (np.zeros((qn, width), np.int32) for _ in range(3))

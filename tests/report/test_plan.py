@@ -159,26 +159,178 @@ def test_default_study_dry_run_prints_the_plan():
         "task ", "")
 
 
+def test_default_study_plan_counts_the_evaluators_programs_and_batches():
+    import gin
+
+    from lmscale.report.plan import evaltime
+    try:
+        configs = study_lib.load_gin(["experiments/default.gin"], search_path=".")
+        plan = plan_lib.plan_study_config(configs["study_config"], use_jax=False)
+    finally:
+        gin.clear_config()
+    tasks = {t.name: t for t in plan.tasks}
+    mc, pu = tasks["py_identifier_mc:n200:c96"], tasks["py_identifier_tail:n120:c96"]
+    # 200 questions and 120 answers in calls of 8: 25 and 15 scorer calls per checkpoint
+    assert len(mc.score_shapes) == 25 and len(pu.score_shapes) == 15
+    # four choices per question, one answer (padded to 2) per PassUntil instance
+    assert {s[1] for s in mc.score_shapes} == {4} and {s[1] for s in pu.score_shapes} == {2}
+    # distinct shapes: the programs compiled per rung (the log of a run showed 25 programs
+    # for a final checkpoint: these 21, the validation step and the sampler's)
+    assert len(set(mc.score_shapes)) == 15 and len(set(pu.score_shapes)) == 6
+    assert len(evaltime.scorer_shapes(plan.tasks)) == 21
+    # validation: the 377 KB held-out split in batches of 64 rows x 128 bytes
+    val = tasks["validation"]
+    assert val.batches == -(-int(val.scored_tokens) // (64 * 128)) and 40 <= val.batches <= 50
+
+
 def test_probe_fills_wall_times_from_real_steps():
-    from lmscale.report.plan import probe
+    from lmscale.eval import runner
+    from lmscale.report.plan import evalprobe, probe
     from lmscale.train.state import MeshConfig
 
     tiny = W32.replace(d_model=16, n_heads=1, n_kv_heads=1, d_ff=40, name="w16")
     rung = core.Rung("w16", tiny, seq_len=32, batch_size=8, num_steps=50, checkpoints=2)
-    task = core.Task("gen", core.PASSUNTIL, instances=2, scored_tokens=20.0,
-                     prompt_tokens=10.0, generated_tokens=4, r=2, k_max=8, draw_batch=4,
-                     num_slots=4)
-    plan = core.build_plan("t", [rung], [task], core.Mesh(1, 1, 1, 4),
+    pu = runner.PassUntilConfig(r=2, k_max=8, batch_size=4, num_slots=4)
+    validation = runner.ValidationConfig(batch_size=2, max_batches=2)
+    from lmscale.report.plan import adapter
+    tasks = [adapter.validation_task("lmscale_stdlib_py", "byte", validation, 32),
+             adapter.task_from_registry("py_identifier_mc:n8:c48", "byte", None, pu,
+                                                 4, None, model=tiny),
+             adapter.task_from_registry("py_identifier_tail:n2:c48", "byte", None,
+                                                 pu, 4, None, model=tiny)]
+    plan = core.build_plan("t", [rung], tasks, core.Mesh(1, 1, 1, 4),
                            core.Device(peak_flops=1e12))
-    probe.time_plan(plan, mesh_config=MeshConfig(), steps=1)  # fsdp over the test devices
+    setup = evalprobe.EvalSetup(
+        mc_tasks=("py_identifier_mc:n8:c48",), passuntil_tasks=("py_identifier_tail:n2:c48",),
+        passuntil=pu, intermediate_passuntil=dataclasses.replace(pu, k_max=4),
+        validation=validation, corpus="lmscale_stdlib_py", vocab_spec="byte")
+    probe.time_plan(plan, mesh_config=MeshConfig(), steps=1, evaluation=setup)
     rp = plan.rungs[0]
     # compilation is paid once per run, the steps 50 times
     assert rp.measured["step_s"] > 0 and rp.measured["compile_s"] > 0
     assert rp.train_seconds == pytest.approx(
         rp.measured["compile_s"] + 50 * rp.measured["step_s"])
-    # 2 instances x (8 + 8) samples worst case (no prior) x the measured time per sample
-    assert rp.eval_seconds >= 32 * rp.measured["sample_s:gen"] > 0
+    # the evaluator ran on the stand-in: both sampler paths timed, samples drawn
+    rates = rp.measured["eval_rates"]
+    name = "py_identifier_tail:n2:c48"
+    assert set(rates["sample_s"][name]) == {"final", "intermediate"}
+    assert rates["sample_s"][name]["final"] > 0 and rates["score_compile_s"] > 0
+    assert 1 <= rates["sample_tokens"][name] <= 12
+    # worst case (no prior): 2 instances x (8 final + 4 intermediate) samples, each at the
+    # measured time per sample scaled to the expected completion length
+    length = tasks[2].expected_generated_tokens / rates["sample_tokens"][name]
+    floor = 2 * length * (8 * rates["sample_s"][name]["final"]
+                          + 4 * rates["sample_s"][name]["intermediate"])
+    assert rp.eval_breakdown["passuntil_s"] >= floor > 0
+    assert rp.eval_seconds == pytest.approx(sum(
+        rp.eval_breakdown[k] for k in ("compile_s", "validation_s", "scoring_s",
+                                       "passuntil_s")))
+    assert plan.probe_seconds > 0
     assert "%" in plan_lib.format_plan(plan).split("Memory")[0]  # MFU printed
+
+
+def _rates():
+    from lmscale.report.plan import evaltime
+
+    task = "gen"
+    return evaltime.EvalRates(
+        validation_compile_s=3.0, validation_fixed_s=0.5, validation_batch_s=0.1,
+        score_compile_s=2.0, score_batch_s=0.01, score_fixed_s=0.2,
+        sampler_compile_s={task: {"final": 4.0, "intermediate": 5.0}},
+        sample_s={task: {"final": 1e-3, "intermediate": 2e-3}}, sample_tokens={task: 5.0},
+        instance_s={task: {"final": 0.02, "intermediate": 0.01}})
+
+
+def _eval_tasks(instances=10):
+    mc_shapes = ((80, 4, 32),) * 3 + ((96, 4, 48),) * 2
+    return [core.Task("validation", core.VALIDATION, scored_tokens=1e5, batches=40),
+            core.Task("mc", core.MULTIPLE_CHOICE, instances=40, scored_tokens=100.0,
+                      score_shapes=mc_shapes),
+            core.Task("gen", core.PASSUNTIL, instances=instances, scored_tokens=90.0,
+                      prompt_tokens=86.0, generated_tokens=12, r=2, k_max=100,
+                      k_max_intermediate=10, draw_batch=50, num_slots=50,
+                      score_shapes=((96, 2, 8), (80, 4, 32)))]
+
+
+def test_evaluation_estimate_by_hand():
+    from lmscale.report.plan import evaltime
+
+    rung = core.Rung("w32", W32, seq_len=128, batch_size=8, num_steps=100, checkpoints=3)
+    got = evaltime.evaluation_seconds(rung, _eval_tasks(), _rates())
+    # compile: validation 3 + distinct scorer shapes {(80,4,32), (96,4,48), (96,2,8)} x 2
+    # (the PassUntil answers share (80,4,32) with the choices) + sampler 4 + 5
+    assert got["compile_s"] == pytest.approx(3 + 3 * 2 + 4 + 5)
+    # validation: 3 checkpoints x (0.5 + 40 x 0.1); scoring: 3 x (0.2 + 5 batches x 0.01)
+    assert got["validation_s"] == pytest.approx(3 * (0.5 + 4.0))
+    assert got["scoring_s"] == pytest.approx(3 * (0.2 + 5 * 0.01))
+    # PassUntil, worst case: final 10 instances x 100 samples, 2 intermediate checkpoints
+    # x 10 x 10; a sample costs its time x expected length (90 - 86 + 1 = 5) / probe's 5
+    pu = (10 * 0.02 + 1000 * 1e-3) + (2 * 10 * 0.01 + 200 * 2e-3)
+    assert got["passuntil_s"] == pytest.approx(pu)
+    assert got["total_s"] == pytest.approx(sum(got[k] for k in (
+        "compile_s", "validation_s", "scoring_s", "passuntil_s")))
+
+
+def test_evaluation_estimate_scales_runs_with_work_and_compiles_once_per_shape():
+    from lmscale.report.plan import evaltime
+
+    rung = core.Rung("w32", W32, seq_len=128, batch_size=8, num_steps=100, checkpoints=3)
+    base = evaltime.evaluation_seconds(rung, _eval_tasks(), _rates())
+    run = lambda e: e["total_s"] - e["compile_s"]  # noqa: E731
+    # twice the seeds: every run term doubles, the compiles (one process) do not
+    seeds = evaltime.evaluation_seconds(dataclasses.replace(rung, seeds=2), _eval_tasks(),
+                                        _rates())
+    assert seeds["compile_s"] == pytest.approx(base["compile_s"])
+    assert run(seeds) == pytest.approx(2 * run(base))
+    # more checkpoints: validation and scoring grow with them, compiles do not
+    more = evaltime.evaluation_seconds(dataclasses.replace(rung, checkpoints=6), _eval_tasks(),
+                                       _rates())
+    assert more["compile_s"] == base["compile_s"]
+    assert more["validation_s"] == pytest.approx(2 * base["validation_s"])
+    # twice the PassUntil instances: twice its samples and instance costs
+    wide = evaltime.evaluation_seconds(rung, _eval_tasks(instances=20), _rates())
+    assert wide["passuntil_s"] == pytest.approx(2 * base["passuntil_s"])
+    # one checkpoint: the intermediate path is neither compiled nor run
+    final = evaltime.evaluation_seconds(dataclasses.replace(rung, checkpoints=1),
+                                        _eval_tasks(), _rates())
+    assert final["compile_s"] == pytest.approx(base["compile_s"] - 5.0)
+    # repeated shapes compile once: five MC batches of two shapes are two programs
+    assert evaltime.scorer_shapes(_eval_tasks()[1:2]) == {(80, 4, 32), (96, 4, 48)}
+    # a prior PU lowers the expected samples below the caps
+    prior = [dataclasses.replace(t, prior_pu={core.ALL_RUNGS: [0.5]}) if t.kind ==
+             core.PASSUNTIL else t for t in _eval_tasks()]
+    expected = evaltime.passuntil_samples(prior[2], rung)
+    # final: PU 0.5, r 2: the first draw batch of 50 holds both passes almost surely;
+    # intermediate: its cap 10 is below one draw batch, so all 10 are always drawn
+    assert expected["final"] == pytest.approx(10 * 50)
+    assert expected["intermediate"] == pytest.approx(2 * 10 * 10)
+    assert evaltime.evaluation_seconds(rung, prior, _rates())["passuntil_s"] < base[
+        "passuntil_s"]
+
+
+def test_scorer_batch_shapes_are_the_shapes_it_calls():
+    import jax
+
+    from lmscale.data.vocab import get_vocabulary
+    from lmscale.eval import scorer
+    from lmscale.models.decoder import init_params
+
+    tiny = W32.replace(d_model=16, n_heads=1, n_kv_heads=1, d_ff=40, max_seq_len=64)
+    vocab = get_vocabulary("byte")
+    questions = [scorer.encode_question(vocab, str(i), "x" * (3 + 7 * i), [" a" * (1 + i % 3),
+                                                                          " b"], 0)
+                 for i in range(11)]
+    params = init_params(tiny, jax.random.PRNGKey(0))
+    s = scorer.Scorer(tiny, params, batch_questions=4)
+    seen = []
+    fn = s._fn
+    s._fn = lambda p, ctx, ctx_len, tokens, *rest: (  # noqa: E731
+        seen.append((ctx.shape[1], rest[-1].size, tokens.shape[1])) or fn(
+            p, ctx, ctx_len, tokens, *rest))
+    s.score(questions)
+    assert seen == scorer.Scorer(tiny, None, batch_questions=4).batch_shapes(questions)
+    assert len(seen) == 3 and len(set(seen)) > 1
+    assert sorted(i for g in s.batch_indices(questions) for i in g) == list(range(11))
 
 
 def test_expected_completion_length_is_answer_plus_stop_capped():
@@ -216,3 +368,27 @@ def test_plan_vs_measured_rows_and_report_section():
     text = "\n".join(markdown.plan_section(rows))
     assert "## Plan vs measured" in text and "| train | w16 |" in text and "1.20" in text
     assert markdown.plan_section(None) == []
+
+
+@pytest.mark.slow
+def test_run_overhead_is_the_real_loop_less_its_steps_and_compile(tmp_path, monkeypatch):
+    from lmscale.report.plan import probe
+    from lmscale.testing import tiny_config
+    from lmscale.train import loop as loop_lib
+    from lmscale.train.spec import RunSpec
+    from lmscale.train.state import MeshConfig
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    spec = RunSpec(model=tiny_config(vocab_size=259, max_seq_len=64), seq_len=32,
+                   batch_size=8, num_tokens=8 * 32 * 200, name="tiny")
+    calls = []
+    real = loop_lib.train
+    monkeypatch.setattr(loop_lib, "train", lambda s, *a, **k: calls.append(s) or real(
+        s, *a, **k))
+    loop = loop_lib.LoopConfig(noise_scale=False, eval_batches=1)
+    whole = probe.time_run_overhead(spec, None, MeshConfig(), loop, 0.0, 0.0)
+    # the real loop ran, cut to a few steps, and left nothing behind
+    (short,) = calls
+    assert short.num_steps == probe.OVERHEAD_STEPS and short.model == spec.model
+    assert whole > 0
+    assert not list(tmp_path.glob("lmscale_probe_run_*"))

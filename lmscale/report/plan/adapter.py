@@ -11,6 +11,7 @@ study gin file into the configs the binaries would build, without training anyth
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 from typing import Any, Mapping, Sequence
 
@@ -23,6 +24,7 @@ from lmscale.report.plan import render
 VALIDATION_NAME = "validation"  # lmscale.eval.results.VALIDATION_TASK
 _STDLIB = "lmscale_stdlib_py"
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+SCORE_BATCH_QUESTIONS = 8  # lmscale.eval.runner.evaluate's score_batch_questions
 
 
 def _warmup(optimizer, num_steps: int) -> int:
@@ -76,13 +78,26 @@ def _encoded_length(vocab, text: str) -> int:
     return len(vocab.encode(text))
 
 
+def score_shapes(model, questions, batch_questions: int = SCORE_BATCH_QUESTIONS
+                 ) -> tuple[tuple[int, ...], ...]:
+    """The padded shape of each scorer call on `questions` (`Scorer.batch_shapes`, the
+    evaluator's own batching), for a model of `model`'s max_seq_len."""
+    from lmscale.eval import scorer  # pylint: disable=g-import-not-at-top
+
+    return tuple(scorer.Scorer(model, None, batch_questions=batch_questions
+                               ).batch_shapes(questions))
+
+
 def task_from_registry(name: str, vocab_spec: str, limit: int | None, passuntil,
                        k_max_intermediate: int | None,
-                       prior_pu: Mapping[str, Sequence[float]] | None) -> core.Task:
+                       prior_pu: Mapping[str, Sequence[float]] | None,
+                       model=None) -> core.Task:
     """A plan `Task` from a registered eval task: instance count and token lengths measured
-    by encoding its instances with the study's vocabulary."""
+    by encoding its instances with the study's vocabulary; with `model` (a `ModelConfig`),
+    the shapes of the scorer calls one checkpoint makes."""
     from lmscale.data import registry
     from lmscale.data.vocab import get_vocabulary
+    from lmscale.eval import scorer  # pylint: disable=g-import-not-at-top
 
     task = registry.get_eval_task(name)
     vocab = get_vocabulary(vocab_spec)
@@ -91,18 +106,32 @@ def task_from_registry(name: str, vocab_spec: str, limit: int | None, passuntil,
         raise ConfigError(f"task {name!r}: no instances")
     prompts = [_encoded_length(vocab, i.prompt) + 1 for i in instances]  # + bos
     mean_prompt = sum(prompts) / len(prompts)
-    if task.kind == registry.MULTIPLE_CHOICE:
+    mc = task.kind == registry.MULTIPLE_CHOICE
+    shapes = () if model is None else score_shapes(model, [
+        scorer.encode_question(vocab, i.id, i.prompt, i.choices if mc else [i.target or " "],
+                               i.gold if mc else 0) for i in instances])
+    if mc:
         scored = sum(p + sum(_encoded_length(vocab, c) for c in i.choices)
                      for p, i in zip(prompts, instances)) / len(instances)
         return core.Task(name=name, kind=core.MULTIPLE_CHOICE, instances=len(instances),
-                         scored_tokens=scored, prompt_tokens=mean_prompt)
+                         scored_tokens=scored, prompt_tokens=mean_prompt, score_shapes=shapes)
     answer = sum(p + _encoded_length(vocab, i.target or "")
                  for p, i in zip(prompts, instances)) / len(instances)
     return core.Task(name=name, kind=core.PASSUNTIL, instances=len(instances),
                      scored_tokens=answer, prompt_tokens=mean_prompt,
                      generated_tokens=task.max_new_tokens, r=passuntil.r, k_max=passuntil.k_max,
                      k_max_intermediate=k_max_intermediate, draw_batch=passuntil.batch_size,
-                     num_slots=passuntil.num_slots, prior_pu=prior_pu)
+                     num_slots=passuntil.num_slots, prior_pu=prior_pu, score_shapes=shapes)
+
+
+def validation_task(corpus: str, vocab_spec: str, validation, seq_len: int) -> core.Task:
+    """The validation pseudo-task: scored tokens and batches per checkpoint (the packed
+    held-out stream: tokens / (batch_size x length), rounded up)."""
+    tokens = validation_tokens(corpus, vocab_spec, validation, seq_len)
+    rows = validation.batch_size * (validation.sequence_length or seq_len)
+    batches = 0 if tokens is None else int(-(-tokens // rows))
+    return core.Task(name=VALIDATION_NAME, kind=core.VALIDATION, instances=1,
+                     scored_tokens=tokens, batches=batches)
 
 
 def mesh_and_device(mesh_config=None, num_devices: int | None = None,
@@ -165,16 +194,15 @@ def plan_study_config(study_config, optimizer=None, mesh_config=None, *,
     c = study_config
     rungs = rungs_from_specs(c.specs(), c.eval_checkpoints, optimizer)
     tasks = []
+    template = c.ladder.template
     if c.validation.enabled:
-        template = c.ladder.template
-        tokens = validation_tokens(template.corpus, template.vocab_spec, c.validation,
-                                   template.seq_len)
-        tasks.append(core.Task(name=VALIDATION_NAME, kind=core.VALIDATION, instances=1,
-                               scored_tokens=tokens))
+        tasks.append(validation_task(template.corpus, template.vocab_spec, c.validation,
+                                     template.seq_len))
     prior_pu = prior_pu or {}
     for name in list(c.mc_tasks) + list(c.passuntil_tasks):
-        tasks.append(task_from_registry(name, c.ladder.template.vocab_spec, c.instances,
-                                        c.passuntil, c.intermediate_k_max, prior_pu.get(name)))
+        tasks.append(task_from_registry(name, template.vocab_spec, c.instances,
+                                        c.passuntil, c.intermediate_k_max, prior_pu.get(name),
+                                        model=rungs[0].model))
     mesh, device = mesh_and_device(mesh_config, num_devices, device_bytes, compute_dtype,
                                    peak_flops, use_jax)
     return core.build_plan(c.name, rungs, tasks, mesh, device, thresholds)
@@ -230,29 +258,46 @@ def plan_evaluation(records: Sequence, tasks: Sequence[str], passuntil, validati
     first = records[0]
     plan_tasks = []
     if validation.enabled:
-        plan_tasks.append(core.Task(name=VALIDATION_NAME, kind=core.VALIDATION, instances=1,
-                                    scored_tokens=validation_tokens(
-                                        first.corpus, first.vocab_spec, validation,
-                                        first.seq_len)))
+        plan_tasks.append(validation_task(first.corpus, first.vocab_spec, validation,
+                                          first.seq_len))
     prior_pu = prior_pu or {}
     for name in tasks:
         plan_tasks.append(task_from_registry(name, first.vocab_spec, limit, passuntil,
-                                             k_max_intermediate, prior_pu.get(name)))
+                                             k_max_intermediate, prior_pu.get(name),
+                                             model=rungs[0].model))
     mesh, device = mesh_and_device(mesh_config, **device_kwargs)
     return core.build_plan("evaluation", rungs, plan_tasks, mesh, device, thresholds)
 
 
+def eval_setup(study_config):
+    """What the probe needs to run the study's evaluator (`probe.EvalSetup`)."""
+    from lmscale.report.plan import evalprobe  # pylint: disable=g-import-not-at-top
+
+    c = study_config
+    intermediate = c.passuntil if c.intermediate_k_max is None else dataclasses.replace(
+        c.passuntil, k_max=c.intermediate_k_max)
+    template = c.ladder.template
+    return evalprobe.EvalSetup(mc_tasks=tuple(c.mc_tasks),
+                               passuntil_tasks=tuple(c.passuntil_tasks),
+                               passuntil=c.passuntil, intermediate_passuntil=intermediate,
+                               validation=c.validation, corpus=template.corpus,
+                               vocab_spec=template.vocab_spec, limit=c.instances)
+
+
 def make_plan(study_config, optimizer=None, mesh_config=None, *, probe: bool = False,
-              probe_steps: int = 3, loop=None, **plan_kwargs: Any) -> core.Plan:
+              probe_steps: int = 5, loop=None, **plan_kwargs: Any) -> core.Plan:
     """`plan_study_config`, then (with `probe`) timed by `probe.time_plan` with the
-    train step built as `loop` (a `LoopConfig`; None: the loop's default) builds it."""
+    train step built as `loop` (a `LoopConfig`; None: the loop's default) builds it and
+    the study's evaluator run on a stand-in checkpoint of each rung shape."""
     plan = plan_study_config(study_config, optimizer, mesh_config, **plan_kwargs)
     if probe:
         from lmscale.report.plan import probe as probe_lib
 
         constrain = True if loop is None else loop.constrain_activations
         probe_lib.time_plan(plan, optimizer=optimizer, mesh_config=mesh_config,
-                            steps=probe_steps, constrain_activations=constrain)
+                            steps=probe_steps, constrain_activations=constrain,
+                            evaluation=eval_setup(study_config), study_config=study_config,
+                            loop=loop)
     return plan
 
 
@@ -267,7 +312,7 @@ def write_json(plan: core.Plan, path: str | pathlib.Path) -> pathlib.Path:
 
 
 def dry_run(study_config_or_ladder, optimizer=None, mesh_config=None, *, probe: bool = False,
-            probe_steps: int = 3, json_path: str | None = None, loop=None,
+            probe_steps: int = 5, json_path: str | None = None, loop=None,
             **plan_kwargs: Any) -> str:
     """What a binary's `--dry_run` prints: the plan, optionally timed by a short probe.
 
@@ -290,7 +335,7 @@ def dry_run(study_config_or_ladder, optimizer=None, mesh_config=None, *, probe: 
 
 
 def ladder_dry_run(ladder, optimizer=None, mesh_config=None, loop=None, *,
-                   probe: bool = False, probe_steps: int = 3, **device_kwargs: Any) -> str:
+                   probe: bool = False, probe_steps: int = 5, **device_kwargs: Any) -> str:
     """What the ladder binary's `--dry_run` prints: the training part of the plan
     (`plan_ladder`; with `probe`, timed on the devices at hand)."""
     plan = plan_ladder(ladder, optimizer, mesh_config, loop, **device_kwargs)

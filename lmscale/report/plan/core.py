@@ -75,6 +75,10 @@ class Task:
       num_slots: sampler slots decoded in parallel.
       prior_pu: per-instance prior PU by rung name (key "*" for every rung), for the
         expected budget; None: worst case only.
+      score_shapes: the padded shape of every scorer call one checkpoint makes
+        (`lmscale.eval.scorer.Scorer.batch_shapes`: choices, or PassUntil answers); the
+        distinct ones are the programs compiled per rung; () when unknown.
+      batches: validation batches per checkpoint (validation only; 0 when unknown).
     """
 
     name: str
@@ -89,6 +93,8 @@ class Task:
     draw_batch: int = 1
     num_slots: int = 1
     prior_pu: Mapping[str, Sequence[float]] | None = None
+    score_shapes: tuple[tuple[int, ...], ...] = ()
+    batches: int = 0
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -186,6 +192,7 @@ class RungPlan:
     evals: list[EvalWork]
     train_seconds: float | None = None
     eval_seconds: float | None = None
+    eval_breakdown: dict = dataclasses.field(default_factory=dict)
     measured: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -211,6 +218,8 @@ class Plan:
     warnings: list[str] = dataclasses.field(default_factory=list)
     errors: list[str] = dataclasses.field(default_factory=list)
     tasks: list[Task] = dataclasses.field(default_factory=list)
+    probe_seconds: float | None = None
+    report_seconds: float | None = None
 
     @property
     def train_flops(self) -> float:

@@ -1,19 +1,22 @@
-"""A short measured probe: a few real train steps and sampler calls per distinct shape.
+"""A short measured probe: a few real train steps and evaluator calls per distinct shape.
 
 Stage: report (runs JAX). `time_plan(plan)` times, on the devices at hand, the library's
-own jitted train step (`lmscale.train.state` + `lmscale.train.step.make_train_step`) and
-sampler (`lmscale.eval.sampler.Sampler.sample`) for every rung, then fills each rung's
-estimated wall time:
+own jitted train step (`lmscale.train.state` + `lmscale.train.step.make_train_step`) for
+every rung, and, given the study's evaluation settings, its evaluator on a stand-in
+checkpoint of the rung (`evalprobe.time_evaluation`), then fills each rung's estimated
+wall time:
 
-  train = seeds x (compile time + steps x median step time);
-  evaluate = (sampler compile per run and task) + scored tokens x step time / (3 x tokens per step)  (a forward pass is a third
-             of a training step) + PassUntil samples (expected under the prior, else the
-             worst case) x (time per sample of one draw batch at full length) x (expected
-             completion length / full length: the mean answer plus its stop token).
+  train = seeds x (compile time + steps x median step time + a run's fixed cost: the
+          real training loop of the first run cut to a few steps, less its compile and
+          steps: data pipeline, state init, checkpoint saves, final validation);
+  evaluate = `evaltime.evaluation_seconds`: compiles once per rung shape (validation
+             step, one program per distinct scorer batch shape, the sampler's paths) plus
+             the measured run rates times the planned work of every evaluated checkpoint.
 
 The compile time of a run (the first call of its jitted step, less one step) is paid once
 per run, not per step; the train step is built as the training loop builds it (its
-`constrain_activations` setting), so the probe times the program the study runs.
+`constrain_activations` setting), so the probe times the program the study runs. The probe
+runs inside `isolated_compiles`, so it warms no cache the study then benefits from.
 
 It also records the measured peak device memory where JAX reports it (`peak_bytes_in_use`)
 and, when unknown, the peak FLOP/s from a float32 matmul (`metrics.measure_peak_flops`).
@@ -21,6 +24,7 @@ and, when unknown, the peak FLOP/s from a float32 matmul (`metrics.measure_peak_
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import statistics
 import time
@@ -84,33 +88,94 @@ def time_train_step(rung: core.Rung, optimizer, mesh_config, compute_dtype: str,
     return seconds, first, box["state"].params
 
 
-def time_sampler(rung: core.Rung, task: core.Task, params, compute_dtype: str,
-                 calls: int) -> tuple[float, float]:
-    """(median seconds per sample of one draw batch of full-length completions (no EOS),
-    seconds of the first, compiling, call less one batch)."""
-    import numpy as np
+OVERHEAD_STEPS = 3  # steps of the real training run that measures a run's fixed cost
 
-    from lmscale.eval import sampler as sampler_lib
 
-    model = rung.model.replace(dtype=compute_dtype)
-    sampler = sampler_lib.Sampler(params, model, None, num_slots=task.num_slots,
-                                  max_new_tokens=task.generated_tokens, eos_id=None)
-    # truncated as the evaluator does, so prompt + completion fit max_seq_len
-    length = max(1, min(int(task.prompt_tokens), model.max_seq_len - task.generated_tokens - 1))
-    prompt = (np.arange(length, dtype=np.int32) % (model.vocab_size - 1)) + 1
-    state = sampler.prefill(prompt)
-    n = task.draw_batch
-    batch_s, first = _timed(lambda: sampler.sample(state, n, seed=0), calls)
-    return batch_s / n, max(0.0, first - batch_s)
+def time_run_overhead(spec, optimizer, mesh_config, loop, step_s: float,
+                      compile_s: float, checkpoints: int = 3) -> float:
+    """Seconds one training run costs besides its steps and its step's compile: the real
+    `lmscale.train.loop.train` of `spec` cut to `OVERHEAD_STEPS` steps, with `checkpoints`
+    evaluation checkpoints as the study keeps them, in a temporary directory (data
+    pipeline start, state init, checkpoint manager and saves, the final validation, the
+    run record), less compile_s + OVERHEAD_STEPS x step_s measured for the same shape."""
+    import tempfile  # pylint: disable=g-import-not-at-top
+
+    from lmscale.train import loop as loop_lib  # pylint: disable=g-import-not-at-top
+    from lmscale.train import optim  # pylint: disable=g-import-not-at-top
+
+    steps = max(OVERHEAD_STEPS, checkpoints)
+    short = dataclasses.replace(spec, token_multiplier=None, name="probe_overhead",
+                                num_tokens=steps * spec.tokens_per_step)
+    loop = dataclasses.replace(loop or loop_lib.LoopConfig(),
+                               checkpoint_every_tokens=spec.tokens_per_step
+                               * max(1, steps // checkpoints))
+    with tempfile.TemporaryDirectory(prefix="lmscale_probe_run_") as tmp:
+        start = time.perf_counter()
+        loop_lib.train(short, tmp, optimizer or optim.OptimizerConfig(), mesh_config, loop)
+        wall = time.perf_counter() - start
+    return max(0.0, wall - compile_s - steps * step_s)
+
+
+@contextlib.contextmanager
+def isolated_compiles():
+    """Compiles inside leave nothing for the code after: the persistent compilation cache
+    is off while the probe runs and every in-memory jit cache is cleared after it, so the
+    study that follows compiles (and caches) its own programs as if no probe had run, and
+    its measured times are those the estimate is compared with."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache as cc
+
+    enabled = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    cc.reset_cache()
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_compilation_cache", enabled)
+        cc.reset_cache()
+        jax.clear_caches()
 
 
 def time_plan(plan: core.Plan, optimizer=None, mesh_config=None, steps: int = 3,
-              constrain_activations: bool = True) -> core.Plan:
-    """Fills every rung's `train_seconds`, `eval_seconds` and `measured` from the probe.
+              constrain_activations: bool = True, evaluation=None,
+              study_config=None, loop=None) -> core.Plan:
+    """Fills every rung's `train_seconds`, `eval_seconds`, `eval_breakdown` and `measured`
+    from the probe (inside `isolated_compiles`), and the plan's `report_seconds`.
 
-    `constrain_activations`: as the study's `LoopConfig` sets it (the loop's default)."""
+    `constrain_activations`: as the study's `LoopConfig` sets it (the loop's default).
+    `evaluation`: an `evalprobe.EvalSetup` (the study's evaluation settings); None: the
+    evaluation is not timed. `study_config`: the `StudyConfig` whose first run measures
+    a run's fixed cost (`time_run_overhead`, with `loop`, its `LoopConfig`; added to every
+    run) and whose fit/report stage `reportprobe.time_report` times on stand-in rows;
+    None: neither is timed."""
+    with isolated_compiles():
+        _time_plan(plan, optimizer, mesh_config, steps, constrain_activations, evaluation)
+        if study_config is not None:
+            from lmscale.train import state as state_lib  # pylint: disable=g-import-not-at-top
+
+            start, first = time.perf_counter(), plan.rungs[0]
+            overhead = time_run_overhead(
+                study_config.specs()[0], optimizer, mesh_config or state_lib.MeshConfig(),
+                loop, first.measured["step_s"], first.measured["compile_s"],
+                first.rung.checkpoints)
+            for rp in plan.rungs:
+                rp.measured["run_overhead_s"] = overhead
+                rp.train_seconds += overhead * rp.rung.seeds
+            plan.probe_seconds += time.perf_counter() - start
+    if study_config is not None:
+        from lmscale.report.plan import reportprobe  # pylint: disable=g-import-not-at-top
+
+        start = time.perf_counter()
+        instances = {t.name: t.instances for t in plan.tasks}
+        plan.report_seconds = reportprobe.time_report(study_config, instances)
+        plan.probe_seconds = (plan.probe_seconds or 0.0) + time.perf_counter() - start
+    return plan
+
+
+def _time_plan(plan, optimizer, mesh_config, steps, constrain_activations, evaluation):
     import jax
 
+    from lmscale.report.plan import evalprobe, evaltime
     from lmscale.train import metrics as metrics_lib
     from lmscale.train import state as state_lib
 
@@ -120,35 +185,28 @@ def time_plan(plan: core.Plan, optimizer=None, mesh_config=None, steps: int = 3,
                         "times the shapes on these, so its wall times are for this host",
                         plan.mesh.devices, jax.device_count())
     dtype = {4: "float32", 2: "bfloat16"}[plan.mesh.compute_bytes]
-    gen = [t for t in plan.tasks if t.kind == core.PASSUNTIL]
+    start = time.perf_counter()
     for rp in plan.rungs:
         r = rp.rung
         t_step, first, params = time_train_step(r, optimizer, mesh_config, dtype, steps,
                                                 constrain_activations)
         compile_s = max(0.0, first - t_step)
         rp.train_seconds = (compile_s + t_step * r.num_steps) * r.seeds
-        per_scored = t_step / (3.0 * r.tokens_per_step)
-        seconds = sum(e.scored_tokens or 0.0 for e in rp.evals) * per_scored
-        for task in gen:
-            work = next(e for e in rp.evals if e.task == task.name)
-            full_sample, sampler_compile = time_sampler(r, task, params, dtype, steps)
-            per_sample = full_sample * (task.expected_generated_tokens
-                                        / max(1, task.generated_tokens))
-            seconds += sampler_compile * r.seeds  # compiled once per run and task
-            samples = work.samples_expected if work.samples_expected is not None else (
-                work.samples_worst)
-            seconds += samples * per_sample
-            rp.measured[f"sample_s:{task.name}"] = per_sample
-        rp.eval_seconds = seconds
         rp.measured["step_s"] = t_step
         rp.measured["compile_s"] = compile_s
+        if evaluation is not None:
+            rates = evalprobe.time_evaluation(r, params, evaluation)
+            rp.eval_breakdown = evaltime.evaluation_seconds(r, plan.tasks, rates)
+            rp.eval_seconds = rp.eval_breakdown["total_s"]
+            rp.measured["eval_rates"] = dataclasses.asdict(rates)
         stats = jax.devices()[0].memory_stats() or {}
         if "peak_bytes_in_use" in stats:
             rp.measured["peak_bytes"] = float(stats["peak_bytes_in_use"])
-        logging.info("probe %s: %.4fs per step, %.1fs compile", r.name, t_step, compile_s)
+        logging.info("probe %s: %.4fs per step, %.1fs compile; evaluation %s", r.name,
+                     t_step, compile_s, rp.eval_breakdown)
     if plan.device.peak_flops is None:
         peak = metrics_lib.measure_peak_flops()
         if jax.default_backend() == "cpu":
             peak /= plan.mesh.devices  # CPU devices share one host's cores
         plan.device = dataclasses.replace(plan.device, peak_flops=peak)
-    return plan
+    plan.probe_seconds = time.perf_counter() - start

@@ -107,9 +107,29 @@ def _totals(plan: core.Plan, sections: Sequence[str]) -> list[str]:
                              (EVALUATION, [rp.eval_seconds for rp in plan.rungs])):
         if section in sections and all(t is not None for t in seconds):
             times.append(f"{section} {_seconds(sum(seconds))}")
+    if times and plan.report_seconds is not None and EVALUATION in sections:
+        times.append(f"fit/report {_seconds(plan.report_seconds)}")
     if times:
-        lines.append(f"estimated wall time: {', '.join(times)} (from the probe)")
+        probe = "" if plan.probe_seconds is None else f", {plan.probe_seconds:.0f} s"
+        lines.append(f"estimated wall time: {', '.join(times)} (from the probe{probe})")
+    compile_s = [rp.eval_breakdown.get("compile_s") for rp in plan.rungs]
+    if EVALUATION in sections and compile_s and all(c is not None for c in compile_s):
+        lines.append(f"of the evaluation, compiles {_seconds(sum(compile_s))} (once per rung "
+                     f"shape and scorer batch shape, for a cold compilation cache: a rerun "
+                     f"in the same workdir reads them back from <workdir>/.jax_cache)")
     return lines
+
+
+def _eval_times(plan: core.Plan) -> list[str]:
+    """Per rung: the probe's estimated evaluation seconds by part."""
+    keys = ("compile_s", "validation_s", "scoring_s", "passuntil_s", "total_s")
+    rows = [[rp.rung.name] + [_seconds(rp.eval_breakdown.get(k)) for k in keys]
+            for rp in plan.rungs if rp.eval_breakdown]
+    if not rows:
+        return []
+    return ["", "Estimated evaluation time per rung (probe: the evaluator on a stand-in "
+            "checkpoint; compiles once per shape, runs x every evaluated checkpoint)"] + (
+        _table(["rung", "compile", "validation", "MC scoring", "PassUntil", "total"], rows))
 
 
 TRAINING, MEMORY, EVALUATION = "training", "memory", "evaluation"
@@ -136,6 +156,7 @@ def format_plan(plan: core.Plan, sections: Sequence[str] = SECTIONS) -> str:
         out += ["", "Evaluation (all evaluated checkpoints; max = k_max samples per instance, "
                 "E = expected under the prior PU)"]
         out += _evaluation(plan)
+        out += _eval_times(plan)
     out += ["", "Totals"] + ["  " + x for x in _totals(plan, sections)]
     if plan.warnings:
         out += ["", "Warnings"] + [f"  ! {w}" for w in plan.warnings]
@@ -166,6 +187,7 @@ def plan_to_json(plan: core.Plan) -> dict[str, Any]:
         rungs.append(entry)
     return {"name": plan.name, "mesh": _plain(plan.mesh), "device": _plain(plan.device),
             "thresholds": _plain(plan.thresholds), "rungs": rungs,
+            "probe_seconds": plan.probe_seconds, "report_seconds": plan.report_seconds,
             "totals": {"train_flops_6nd": plan.train_flops_6nd,
                        "train_flops_model": plan.train_flops,
                        "eval_flops_worst": plan.eval_flops(False),
