@@ -170,14 +170,22 @@ def test_default_study_plan_counts_the_evaluators_programs_and_batches():
         gin.clear_config()
     tasks = {t.name: t for t in plan.tasks}
     mc, pu = tasks["py_identifier_mc:n200:c96"], tasks["py_identifier_tail:n120:c96"]
-    # 200 questions and 120 answers in calls of 8: 25 and 15 scorer calls per checkpoint
-    assert len(mc.score_shapes) == 25 and len(pu.score_shapes) == 15
+    # The evaluator's default batching (runner.score_batch): a task's questions in one
+    # call up to 32,768 row tokens = 256 rows of 128: one scorer call per task.
+    assert len(mc.score_shapes) == 1 and len(pu.score_shapes) == 1
     # four choices per question, one answer (padded to 2) per PassUntil instance
     assert {s[1] for s in mc.score_shapes} == {4} and {s[1] for s in pu.score_shapes} == {2}
-    # distinct shapes: the programs compiled per rung (the log of a run showed 25 programs
-    # for a final checkpoint: these 21, the validation step and the sampler's)
-    assert len(set(mc.score_shapes)) == 15 and len(set(pu.score_shapes)) == 6
-    assert len(evaltime.scorer_shapes(plan.tasks)) == 21
+    assert len(evaltime.scorer_shapes(plan.tasks)) == 2
+    # An explicit batch of 8 (the evaluate binary's evaluate.gin): 25 calls, 15 shapes.
+    from lmscale.data import registry
+    from lmscale.data.vocab import get_vocabulary
+    from lmscale.eval import scorer
+    from lmscale.report.plan import adapter
+    vocab = get_vocabulary("byte")
+    questions = [scorer.encode_question(vocab, i.id, i.prompt, i.choices, i.gold) for i in
+                 registry.get_eval_task("py_identifier_mc:n200:c96").instances(split="test")]
+    eights = adapter.score_shapes(plan.rungs[0].rung.model, questions, 8)
+    assert len(eights) == 25 and len(set(eights)) == 15
     # validation: the 377 KB held-out split in batches of 64 rows x 128 bytes
     val = tasks["validation"]
     assert val.batches == -(-int(val.scored_tokens) // (64 * 128)) and 40 <= val.batches <= 50

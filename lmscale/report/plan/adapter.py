@@ -24,7 +24,6 @@ from lmscale.report.plan import render
 VALIDATION_NAME = "validation"  # lmscale.eval.results.VALIDATION_TASK
 _STDLIB = "lmscale_stdlib_py"
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-SCORE_BATCH_QUESTIONS = 8  # lmscale.eval.runner.evaluate's score_batch_questions
 
 
 def _warmup(optimizer, num_steps: int) -> int:
@@ -78,13 +77,16 @@ def _encoded_length(vocab, text: str) -> int:
     return len(vocab.encode(text))
 
 
-def score_shapes(model, questions, batch_questions: int = SCORE_BATCH_QUESTIONS
+def score_shapes(model, questions, batch_questions: int | None = None
                  ) -> tuple[tuple[int, ...], ...]:
     """The padded shape of each scorer call on `questions` (`Scorer.batch_shapes`, the
-    evaluator's own batching), for a model of `model`'s max_seq_len."""
-    from lmscale.eval import scorer  # pylint: disable=g-import-not-at-top
+    evaluator's own batching), for a model of `model`'s max_seq_len; `batch_questions`
+    None: the evaluator's default (`runner.score_batch`: the whole task per call, up to
+    its row-token cap)."""
+    from lmscale.eval import runner, scorer  # pylint: disable=g-import-not-at-top
 
-    return tuple(scorer.Scorer(model, None, batch_questions=batch_questions
+    per_call = runner.score_batch(batch_questions, len(questions), model)
+    return tuple(scorer.Scorer(model, None, batch_questions=per_call
                                ).batch_shapes(questions))
 
 
