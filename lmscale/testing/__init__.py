@@ -73,3 +73,21 @@ FORK_COUNTER_PROGRAM = ("import os, time\n"
                         "        os._exit(0)\n"
                         "    n += 1\n"
                         "print(n)\n")
+
+
+def mock_tfds_records(records):
+    """`tfds.testing.mock_data` that serves `records` (dicts of features, with at most
+    nested dicts of equal-length lists) as every split of every TFDS builder, for tests
+    of TFDS-backed tasks: use as a context manager."""
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    def columns(rows):
+        if isinstance(rows[0], dict):
+            return {k: columns([r[k] for r in rows]) for k in rows[0]}
+        return rows
+
+    def as_dataset(self, *args, **kwargs):
+        del self, args, kwargs
+        return tf.data.Dataset.from_tensor_slices(columns(records))
+    return tfds.testing.mock_data(as_dataset_fn=as_dataset)

@@ -1,19 +1,14 @@
 """Tests for the TFDS-backed benchmark tasks under tfds.testing.mock_data."""
 import pytest
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from lmscale import testing
 from lmscale.data import errors
 from lmscale.data import registry
 from lmscale.data.tasks import tfds_tasks
 
 
-def _fixed(records):
-    def as_dataset(self, *args, **kwargs):
-        del self, args, kwargs
-        cols = {k: [r[k] for r in records] for k in records[0]}
-        return tf.data.Dataset.from_tensor_slices(cols)
-    return tfds.testing.mock_data(as_dataset_fn=as_dataset)
+_fixed = _nested = testing.mock_tfds_records
 
 
 def test_hellaswag_zero_shot_format():
@@ -93,19 +88,6 @@ def test_mmlu_from_csv(tmp_path):
     (tmp_path / "test" / "bad_test.csv").write_text("q,a,b,c,d,E\n")
     with pytest.raises(errors.DataError, match=r"bad_test\.csv, line 1"):
         tfds_tasks.make_mmlu_task(str(tmp_path)).instances()
-
-
-def _nested(records):
-    """As `_fixed`, for records with one level of dict features (equal-length lists)."""
-    def col(rows):
-        if isinstance(rows[0], dict):
-            return {k: col([r[k] for r in rows]) for k in rows[0]}
-        return rows
-
-    def as_dataset(self, *args, **kwargs):
-        del self, args, kwargs
-        return tf.data.Dataset.from_tensor_slices(col(records))
-    return tfds.testing.mock_data(as_dataset_fn=as_dataset)
 
 
 @pytest.mark.parametrize("name", ["arc_easy", "piqa", "boolq"])

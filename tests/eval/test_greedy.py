@@ -15,8 +15,6 @@ import flax.linen as nn
 import jax
 import numpy as np
 import pytest
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from lmscale.data import checkers as kinds
 from lmscale.data import registry
@@ -28,6 +26,7 @@ from lmscale.eval import results as R
 from lmscale.eval import runner
 from lmscale.fit import passuntil as fit_pu
 from lmscale.models import Decoder, count_params, init_params
+from lmscale import testing
 from lmscale.testing import tiny_config
 from lmscale.train.record import RunRecord
 
@@ -216,16 +215,7 @@ def test_binomial_interval_by_hand_and_bad_input_named():
 BIG = tiny_config(vocab_size=259, max_seq_len=512)
 
 
-def _fixed(records):
-    def col(rows):
-        if isinstance(rows[0], dict):
-            return {k: col([r[k] for r in rows]) for k in rows[0]}
-        return rows
-
-    def as_dataset(self, *args, **kwargs):
-        del self, args, kwargs
-        return tf.data.Dataset.from_tensor_slices(col(records))
-    return tfds.testing.mock_data(as_dataset_fn=as_dataset)
+_fixed = testing.mock_tfds_records
 
 
 def _scripted(monkeypatch, script):
