@@ -9,12 +9,16 @@ A study (defaults: the default study's shape):
   - instances with their own law PU_i(N) = exp(-c_i N^-alpha_i): PU_i at the largest
     fitted rung log-uniform in [pu_low, pu_high]; alpha_i ~ U(alpha_low, alpha_high), and
     a fraction `falling` of instances with alpha_i ~ U(-0.3, -0.05) (PU falls with N).
+  - `curvature` > 0: instance i's F also falls by kappa_i log(N / N_0)^2, kappa_i ~
+    U(0, curvature) (growth that accelerates: its answer loss plunges).
   - one seed per rung: rung j's checkpoint shifts every instance's F = log(-log PU) by
     a common z_j ~ N(0, seed_sd^2) (training noise), the target rung included.
   - PassUntil per (rung, instance) with r and cap k_max (`passuntil.sample_passuntil`,
     negative-binomial draws, vectorised).
   - answer loss (sum over the answer's tokens, nats) = -log PU_ij * loss_scale +
-    N(0, loss_noise^2), floored at 0.01: correlated with PU, for loss assistance.
+    d_i + N(0, loss_noise^2), floored at 0.01: correlated with PU, for loss assistance;
+    d_i ~ N(0, loss_instance_sd^2) is an instance's own lasting offset (answer loss
+    does not fix PU: instances of one loss scatter in PU).
 truth: the target rung's MEASURED dataset PU (mean of the instances' unbiased PassUntil
 estimates with the same r and cap), so coverage is of the measurement the study makes.
 """
@@ -30,7 +34,7 @@ LEVELS = (0.5, 0.8, 0.9)
 DEFAULTS = dict(num_rungs=5, held_out=1, num_instances=24, r=4, k_max=1000, N_min=2e7,
                 ratio=2.0, pu_low=1e-3, pu_high=0.5, alpha_low=0.2, alpha_high=0.8,
                 falling=0.1, seed_sd=0.05, loss_scale=1.0, loss_noise=0.3,
-                use_loss=True)
+                loss_instance_sd=0.0, curvature=0.0, use_loss=True)
 
 
 def simulate_study(rng: np.random.Generator, **settings) -> dict:
@@ -55,9 +59,15 @@ def simulate_study(rng: np.random.Generator, **settings) -> dict:
     # F_i(N) = log c_i - alpha_i log N, anchored at PU_i(ref) = pu_ref.
     F = (np.log(-np.log(pu_ref))[None] - alpha[None] * np.log(N / ref)[:, None]
          + s["seed_sd"] * rng.standard_normal((m, 1)))
+    if s["curvature"]:
+        # Accelerating instances: F_i falls by kappa_i (log N / ref)^2 more (a plunge in
+        # their answer loss; a log-log line extrapolates them too low).
+        kappa = rng.uniform(0.0, s["curvature"], I)
+        F = F - kappa[None] * np.log(N / N[0])[:, None] ** 2
     true_pu = np.exp(-np.exp(F))
     K, x = passuntil.sample_passuntil(rng, true_pu, s["r"], s["k_max"])
-    loss = np.maximum(-np.log(true_pu) * s["loss_scale"]
+    offset = s["loss_instance_sd"] * rng.standard_normal(I) if s["loss_instance_sd"] else 0.0
+    loss = np.maximum(-np.log(true_pu) * s["loss_scale"] + offset
                       + s["loss_noise"] * rng.standard_normal((m, I)), 0.01)
     return dict(N=N, true_pu=true_pu, num_samples=K, num_passes=x,
                 pu=passuntil.pu_from_counts(K, x, s["r"]), answer_loss=loss, settings=s)
