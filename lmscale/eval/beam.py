@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 from absl import logging
 
+from lmscale.eval import pu_batch
 from lmscale.eval import results as R
 
 BEAM_MARK = "#beam"
@@ -90,20 +91,14 @@ def evaluate_beam(run_dir: str, tasks: Sequence, beam_sizes: Sequence[int], *,
     ckpt = runner._Checkpoint.open(run, step, context)  # pylint: disable=protected-access
     start_id = runner._start_id(ckpt.vocab)  # pylint: disable=protected-access
     eos_id = getattr(ckpt.vocab, "eos_id", None)
-    room = ckpt.config.max_seq_len - 1
     for task, width in todo:
         if not task.checker:
             raise ValueError(f"evaluate_beam: task {task.name!r} has no pass checker")
-        if room - task.max_new_tokens < 1:
-            raise ValueError(f"evaluate_beam: task {task.name!r}: max_new_tokens="
-                             f"{task.max_new_tokens} leaves no room for a prompt in "
-                             f"max_seq_len={ckpt.config.max_seq_len}")
+        room = pu_batch.prompt_room(task, ckpt.config.max_seq_len, "evaluate_beam")
         name = beam_task_name(task.name, width)
         rows = []
         for inst in task.instances(split=split, limit=limit):
-            ids = np.asarray(ckpt.vocab.encode(inst.prompt), np.int32).reshape(-1)
-            keep = room - task.max_new_tokens
-            prompt = np.concatenate([[start_id], ids[max(0, ids.size - keep):]]).astype(np.int32)
+            prompt, _ = pu_batch.prompt_ids(ckpt.vocab, inst.prompt, start_id, room)
             texts, scores = beam_texts(ckpt.params, ckpt.config, ckpt.vocab, prompt, width,
                                        task.max_new_tokens, task.stop_strings, eos_id)
             check = checkers_lib.make_checker(task, inst, timeout_s=sandbox_timeout_s)

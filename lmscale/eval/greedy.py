@@ -36,18 +36,11 @@ from absl import logging
 from lmscale.data import checkers as kinds
 from lmscale.eval import checkers as checkers_lib
 from lmscale.eval import greedy_stats
+from lmscale.eval import pu_batch
 from lmscale.eval import results as R
 from lmscale.eval import sampler as sampler_lib
 
 DEFAULT_SLOTS = 64
-
-
-def prompt_ids(vocab, prompt: str, start_id: int, room: int) -> tuple[np.ndarray, int]:
-    """[start id] + the prompt's ids, left-truncated to `room` prompt tokens; and how many
-    tokens were dropped."""
-    ids = np.asarray(vocab.encode(prompt), np.int32).reshape(-1)
-    dropped = max(0, ids.size - room)
-    return np.concatenate([[start_id], ids[dropped:]]).astype(np.int32), int(dropped)
 
 
 def make_sampler(checkpoint, task, longest_prompt: int, num_slots: int
@@ -106,13 +99,11 @@ def run_unit(task, checkpoint, context, start_id: int) -> str:
     instances = task.instances(split=context.split, limit=context.limit)
     if not instances:
         raise ValueError(f"task {task.name!r} split {context.split!r}: no instances")
-    room = checkpoint.config.max_seq_len - task.max_new_tokens - 1
-    if room < 1:
-        raise ValueError(f"task {task.name!r}: max_new_tokens={task.max_new_tokens} leaves "
-                         f"no room for a prompt in max_seq_len={checkpoint.config.max_seq_len}")
+    room = pu_batch.prompt_room(task, checkpoint.config.max_seq_len, "greedy")
     done = context.results.instance_rows(point.run, point.step, name)
     todo = [i for i in instances if i.id not in done]
-    encoded = {i.id: prompt_ids(checkpoint.vocab, i.prompt, start_id, room) for i in todo}
+    encoded = {i.id: pu_batch.prompt_ids(checkpoint.vocab, i.prompt, start_id, room)
+               for i in todo}
     slots = int(getattr(context.passuntil, "num_slots", DEFAULT_SLOTS))
     if todo:
         sampler = make_sampler(checkpoint, task, max(ids.size for ids, _ in encoded.values()),

@@ -28,6 +28,25 @@ from lmscale.eval import passuntil
 from lmscale.eval import results as R
 
 
+def prompt_room(task, max_seq_len: int, caller: str = "evaluate") -> int:
+    """Prompt tokens a generative `task` may use in a model of `max_seq_len`: what the
+    start id and `task.max_new_tokens` leave; raises ValueError naming the task if none."""
+    room = max_seq_len - task.max_new_tokens - 1
+    if room < 1:
+        raise ValueError(f"{caller}: task {task.name!r}: max_new_tokens={task.max_new_tokens} "
+                         f"leaves no room for a prompt in max_seq_len={max_seq_len}")
+    return room
+
+
+def prompt_ids(vocab, prompt: str, start_id: int, room: int) -> tuple[np.ndarray, int]:
+    """[start id] + the prompt's ids, left-truncated to `room` prompt tokens (as the scorer
+    truncates contexts), and how many tokens were dropped. The start id is 0 for lmscale's
+    own models (the feature converter's shift) or an imported checkpoint's BOS."""
+    ids = np.asarray(vocab.encode(prompt), np.int32).reshape(-1)
+    dropped = max(0, ids.size - room)
+    return np.concatenate([[start_id], ids[dropped:]]).astype(np.int32), int(dropped)
+
+
 @dataclasses.dataclass(frozen=True)
 class PassUntilJob:
     """One instance to sample: prompt ids [T] int32 (bos first), the seed of its samples,

@@ -541,20 +541,13 @@ class _TaskUnit:
     def _jobs(self, todo) -> list[pu_batch.PassUntilJob]:
         """One `PassUntilJob` per instance: bos + the prompt, left-truncated so prompt +
         completion fit (as the scorer does), its seed, cap and checker."""
-        room = self.ckpt.config.max_seq_len - self.task.max_new_tokens - 1
-        if room < 1:
-            raise ValueError(f"task {self.task.name!r}: max_new_tokens="
-                             f"{self.task.max_new_tokens} leaves no room for a prompt in "
-                             f"max_seq_len={self.ckpt.config.max_seq_len}")
+        room = pu_batch.prompt_room(self.task, self.ckpt.config.max_seq_len)
         pu, jobs = self.unit.passuntil, []
         for inst in todo:
-            # The start id first (0, as in training: the feature converter's shift; an
-            # imported checkpoint's BOS when its tokenizer adds one), as the scorer does.
-            ids = np.asarray(self.ckpt.vocab.encode(inst.prompt), np.int32).reshape(-1)
-            truncated = max(0, ids.size - room)
+            prompt, truncated = pu_batch.prompt_ids(self.ckpt.vocab, inst.prompt,
+                                                    self.start_id, room)
             jobs.append(pu_batch.PassUntilJob(
-                instance_id=inst.id,
-                prompt=np.concatenate([[self.start_id], ids[truncated:]]).astype(np.int32),
+                instance_id=inst.id, prompt=prompt,
                 seed=instance_seed(pu.seed, self.task.name, inst.id),
                 cap=self.unit.cap(inst.id), truncated=int(truncated),
                 checker=checkers_lib.make_checker(self.task, inst,
