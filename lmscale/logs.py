@@ -61,18 +61,28 @@ def console_write(text: str, stream: TextIO | None = None) -> None:
         stream.flush()
 
 
+# Python warnings of these categories (overflow in a fit's trial step, a covariance scipy
+# could not estimate) are the fitters' business: on a quiet console they go to the log file.
+NUMERIC_WARNINGS = ("RuntimeWarning", "OptimizeWarning")
+
+
 class _ConsoleHandler(std_logging.Handler):
     """Log records at or above the console level, through `console_write`; a warning
-    repeated word for word (seqio's, once per run of a ladder) is shown once."""
+    repeated word for word (seqio's, once per run of a ladder) is shown once; numeric
+    Python warnings (`NUMERIC_WARNINGS`) are kept off the console when `quiet`."""
 
-    def __init__(self, level: int, stream: TextIO):
+    def __init__(self, level: int, stream: TextIO, quiet: bool = False):
         super().__init__(level)
         self.stream = stream
+        self.quiet = quiet
         self.setFormatter(std_logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         self._seen: set[tuple[str, str]] = set()
 
     def filter(self, record) -> bool:
         if record.name == PROGRESS_LOGGER or not super().filter(record):
+            return False
+        if self.quiet and record.name == "py.warnings" and any(
+                f": {c}: " in record.getMessage() for c in NUMERIC_WARNINGS):
             return False
         if record.levelno == std_logging.WARNING:
             key = (record.name, record.getMessage())
@@ -143,8 +153,12 @@ def setup(workdir: str, binary: str, console: str = "quiet",
     file_handler = std_logging.FileHandler(path, encoding="utf-8")
     file_handler.setFormatter(logging.PythonFormatter())
     root.addHandler(file_handler)
-    handler = _ConsoleHandler(_CONSOLE_LEVELS[console], stream)
+    handler = _ConsoleHandler(_CONSOLE_LEVELS[console], stream, quiet=console == "quiet")
     root.addHandler(handler)
+    # Python warnings become records (file; console as filtered). Off, then on: re-patches
+    # `warnings.showwarning` where someone replaced it since an earlier `setup`.
+    std_logging.captureWarnings(False)
+    std_logging.captureWarnings(True)
     _state.update(mode=console, stream=stream, path=path, handler=handler,
                   file_handler=file_handler)
     return path

@@ -103,3 +103,26 @@ def test_setup_sends_info_to_the_file_and_warnings_to_the_console(tmp_path, rest
     assert "detail again" in out_info.getvalue()
     with pytest.raises(ValueError, match="--console='loud'"):
         logs.setup(str(tmp_path), "train", "loud")
+
+
+def test_numeric_python_warnings_go_to_the_file_only_on_a_quiet_console(tmp_path,
+                                                                        restore_logging):
+    import warnings  # pylint: disable=import-outside-toplevel
+    out = io.StringIO()
+    path = logs.setup(str(tmp_path), "study", "quiet", stream=out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("overflow encountered in exp", RuntimeWarning)
+        warnings.warn("a config option is deprecated", UserWarning)
+    logs._state["file_handler"].flush()  # pylint: disable=protected-access
+    text = open(path, encoding="utf-8").read()
+    assert "overflow encountered in exp" in text
+    assert "overflow encountered" not in out.getvalue()
+    assert "a config option is deprecated" in out.getvalue()  # other warnings still shown
+
+    out_info = io.StringIO()
+    logs.setup(str(tmp_path), "study", "info", stream=out_info)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("overflow encountered in power", RuntimeWarning)
+    assert "overflow encountered in power" in out_info.getvalue()
