@@ -11,7 +11,9 @@ Winograd-style questions whose choices are different contexts before one shared
 continuation (LLM-foundry's "schema" tasks: the continuation's log-likelihood).
 
 How a question is scored (the context is computed once per question):
-  1. prefill `[bos] + context` for a batch of questions with `return_kv=True`; the logits at
+  1. prefill the contexts (bos's keys/values, the same in every row, are computed once and
+     read as a one-row prefix, so bos is not padded into the context's bucket) for a
+     batch of questions with `return_kv=True`; the logits at
      the last context position give log p(first choice token), the keys/values become a
      `Prefix`;
   2. a question's choices are packed back to back into one row (a packing segment each, so
@@ -276,7 +278,7 @@ def _bucket(n: int, minimum: int) -> int:
 
 def _batch_shape(questions, contexts) -> tuple[int, int, int]:
     """Padded (context, choice count, packed choices width) of one scorer call."""
-    return (_bucket(max(len(c) for c in contexts), 8),
+    return (_bucket(max(len(c) for c in contexts) - 1, 8),  # bos is not in the row
             _bucket(max(len(q.choice_ids) for q in questions), 2),
             _bucket(max(sum(len(x) for x in q.choice_ids) for q in questions), 4))
 
@@ -292,21 +294,34 @@ def _as_params(params):
 def _score_fn(model: nn.Module):
     """Jitted shared-context scorer for `model`; jit caches one executable per shape."""
 
-    def score(params, ctx_tokens, ctx_len, tokens, segments, offsets, is_first, slots):
-        # ctx_tokens [Q, P] (bos + context, right-padded), ctx_len [Q] (>= 1, incl. bos).
-        # tokens [Q, L]: question q's choices back to back; segments [Q, L] = choice index
-        # + 1 (0: padding); offsets [Q, L]: position within its choice; is_first [Q, L]:
-        # a choice's first token; slots [C]: 1..C (its length is the static choice count).
+    def score(params, ctx_tokens, ctx_len, tokens, segments, offsets, is_first, bos, slots):
+        # ctx_tokens [Q, P]: the contexts without bos (right-padded); ctx_len [Q] (>= 1):
+        # context lengths plus one (bos). tokens [Q, L]: question q's choices back to back;
+        # segments [Q, L] = choice index + 1 (0: padding); offsets [Q, L]: position within
+        # its choice; is_first [Q, L]: a choice's first token; bos [1, 1]: the bos id;
+        # slots [C]: 1..C (its length is the static choice count).
         variables = {"params": params}
-        last, kv = model.apply(variables, ctx_tokens, return_kv=True,
-                               logits_at=ctx_len - 1)  # [Q, 1, V]: the last context position
+        q, p = ctx_tokens.shape
+        # bos at position 0 attends to itself only, so its keys/values are the same in
+        # every row: computed once, read as a one-row prefix by every context, and not
+        # counted in the context's bucket (a 64-token context pads to 64, not 80).
+        bos_logits, bos_kv = model.apply(variables, bos, return_kv=True)  # [1, 1, V]
+        n = ctx_len - 1
+        positions = jnp.broadcast_to(1 + jnp.arange(p, dtype=jnp.int32), (q, p))
+        last, kv = model.apply(variables, ctx_tokens, positions, return_kv=True,
+                               prefix=Prefix(bos_kv.k, bos_kv.v, jnp.ones((1,), jnp.int32)),
+                               logits_at=jnp.maximum(n - 1, 0))  # [Q, 1, V]
+        last = jnp.where((n > 0)[:, None, None], last, bos_logits)  # empty context: bos's
         first_logp = jax.nn.log_softmax(last)  # [Q, 1, V]
         positions = ctx_len[:, None] + offsets
-        # Every choice attends to its own context (row q reads prefix q) and, causally, to
-        # itself only (its segment): one row per question, no per-choice prefix copies.
-        logits = model.apply(variables, tokens, positions, segments,
-                             prefix=Prefix(kv.k, kv.v, ctx_len))  # [Q, L, V]
-        logp = jax.nn.log_softmax(logits)
+        # Every choice attends to its own context (row q reads prefix q: bos, then the
+        # context) and, causally, to itself only (its segment): one row per question.
+        bos_k, bos_v = (jnp.broadcast_to(x, (x.shape[0], q, *x.shape[2:]))
+                        for x in (bos_kv.k, bos_kv.v))
+        prefix = Prefix(jnp.concatenate([bos_k, kv.k], axis=2),
+                        jnp.concatenate([bos_v, kv.v], axis=2), ctx_len)
+        logits = model.apply(variables, tokens, positions, segments, prefix=prefix)
+        logp = jax.nn.log_softmax(logits)  # [Q, L, V]
         # Token j of a choice is predicted by choice position j - 1, token 0 by the context.
         prev = jnp.concatenate([first_logp, logp[:, :-1]], axis=1)
         prev = jnp.where(is_first[..., None], first_logp, prev)
@@ -429,7 +444,7 @@ class Scorer:
         tokens, segments, offsets = (np.zeros((qn, width), np.int32) for _ in range(3))
         is_first = np.zeros((qn, width), bool)
         for qi, (q, ctx) in enumerate(zip(questions, contexts)):
-            ctx_tokens[qi, :len(ctx)], ctx_len[qi] = ctx, len(ctx)
+            ctx_tokens[qi, :len(ctx) - 1], ctx_len[qi] = ctx[1:], len(ctx)
             at = 0
             for ci, choice in enumerate(q.choice_ids):
                 n = len(choice)
@@ -439,7 +454,8 @@ class Scorer:
                 is_first[qi, at] = True
                 at += n
         loglik, greedy = self._fn(self.params, ctx_tokens, ctx_len, tokens, segments, offsets,
-                                  is_first, np.arange(1, c + 1, dtype=np.int32))
+                                  is_first, np.full((1, 1), self.bos_id, np.int32),
+                                  np.arange(1, c + 1, dtype=np.int32))
         loglik = np.asarray(loglik, np.float64)
         greedy = np.asarray(greedy)
         lls = [loglik[qi, :len(q.choice_ids)] for qi, q in enumerate(questions)]
