@@ -29,6 +29,7 @@ def _string_checker(kind: str, task, instance) -> CheckerFn:
     def check(text: str) -> bool:
         return kinds.passes(kind, text, target, stops, pattern, aliases)
 
+    check.pure = True  # a function of the text only: callers may check each text once
     return check
 
 

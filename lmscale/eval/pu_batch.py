@@ -26,6 +26,7 @@ import numpy as np
 
 from lmscale.eval import passuntil
 from lmscale.eval import results as R
+from lmscale.eval import sampler as sampler_lib
 
 
 def prompt_room(task, max_seq_len: int, caller: str = "evaluate") -> int:
@@ -204,7 +205,7 @@ def run_batched(sampler, jobs: Sequence[PassUntilJob], r: int, batch_size: int,
             [a.drawn for a in active], min_rows=prompts_per_call,
             min_capacity=capacity)
         for a, got in zip(active, completions):
-            a.add(np.array([bool(a.job.checker(t)) for t in sampler.text(got)], bool), r)
+            a.add(sampler_lib.check(sampler, got, a.job.checker)[1], r)
             if a.done:
                 finished[a.index] = (a.job, a.result(r, batch_size), a.drawn)
         active = [a for a in active if not a.done]

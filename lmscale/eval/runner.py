@@ -205,7 +205,9 @@ class EvalSummary:
       wall_s: seconds of the whole execution.
       compile_s, programs, cache_hits, cache_misses: `lmscale.compilation.CompileTimer`'s.
       pu_samples: PassUntil samples drawn (those after an r-th pass inside a batch too).
-      pu_sample_s: seconds spent drawing and checking them.
+      pu_sample_s: wall seconds of the PassUntil drivers (sampler construction, compiles,
+        draws, checks, row appends).
+      pu_compile_s: the compile seconds inside `pu_sample_s`.
     """
 
     units_run: int
@@ -217,6 +219,7 @@ class EvalSummary:
     cache_misses: int
     pu_samples: int
     pu_sample_s: float
+    pu_compile_s: float = 0.0
 
     @property
     def compile_share(self) -> float:
@@ -225,12 +228,21 @@ class EvalSummary:
 
     @property
     def samples_per_s(self) -> float:
+        """PassUntil samples per second of the drivers' time less their compiles: what
+        tools/bench_sample.py's study row measures (it times calls after the first)."""
+        run_s = self.pu_sample_s - self.pu_compile_s
+        return self.pu_samples / run_s if run_s > 0 else 0.0
+
+    @property
+    def wall_samples_per_s(self) -> float:
+        """PassUntil samples per second of the drivers' wall time, compiles included."""
         return self.pu_samples / self.pu_sample_s if self.pu_sample_s > 0 else 0.0
 
     def line(self) -> str:
         """E.g. '6 units (30 done earlier) in 41.0 s; compile 12.3 s (30%), ...'."""
-        pu = (f"; PassUntil {self.pu_samples} samples at {self.samples_per_s:.0f} samples/s"
-              if self.pu_samples else "")
+        pu = (f"; PassUntil {self.pu_samples} samples at {self.samples_per_s:.0f} samples/s "
+              f"excluding {self.pu_compile_s:.1f} s compiling ({self.wall_samples_per_s:.0f} "
+              f"wall; compare tools/bench_sample.py's study row)" if self.pu_samples else "")
         return (f"{self.units_run} units ({self.units_skipped} done earlier) in "
                 f"{self.wall_s:.1f} s; compile {self.compile_s:.1f} s "
                 f"({100 * self.compile_share:.0f}%), {self.programs} programs, "
@@ -328,6 +340,7 @@ def execute(plan: plan_lib.EvalPlan, context: plan_lib.EvalContext) -> EvalSumma
     todo = plan.todo()
     counters = _Counters()
     with compilation.CompileTimer() as timer:
+        counters.timer = timer
         progress = logs.stage("evaluate", total=len(todo), unit="units", every_pct=0.0)
         for run, step, units in plan.checkpoints():
             checkpoint = _Checkpoint.open(run, step, context)
@@ -339,7 +352,8 @@ def execute(plan: plan_lib.EvalPlan, context: plan_lib.EvalContext) -> EvalSumma
         units_run=len(todo), units_skipped=len(plan.units) - len(todo),
         wall_s=timer.wall_s(), compile_s=timer.compile_s, programs=timer.programs,
         cache_hits=timer.cache_hits, cache_misses=timer.cache_misses,
-        pu_samples=counters.pu_samples, pu_sample_s=counters.pu_sample_s)
+        pu_samples=counters.pu_samples, pu_sample_s=counters.pu_sample_s,
+        pu_compile_s=counters.pu_compile_s)
     logging.info("evaluate: %s", summary.line())
     return summary
 
@@ -348,6 +362,11 @@ def execute(plan: plan_lib.EvalPlan, context: plan_lib.EvalContext) -> EvalSumma
 class _Counters:
     pu_samples: int = 0
     pu_sample_s: float = 0.0
+    pu_compile_s: float = 0.0
+    timer: Any = None  # the running `compilation.CompileTimer`
+
+    def compile_s(self) -> float:
+        return self.timer.compile_s if self.timer is not None else 0.0
 
 
 def _device_mesh(record, option):
@@ -525,7 +544,7 @@ class _TaskUnit:
                                                dict(losses[i.id])) for i in todo])
             return
         jobs, point = self._jobs(todo), self.ckpt.point
-        start = time.monotonic()
+        start, compile_start = time.monotonic(), self.counters.compile_s()
         for n, (job, res, drawn) in enumerate(self._drive(jobs), 1):
             inst = pu_batch.PassUntilInstance.make(job, res, losses[job.instance_id])
             self.ctx.results.append([self._row(R.INSTANCE, inst.estimate, inst.instance_id,
@@ -537,6 +556,7 @@ class _TaskUnit:
                          inst.instance_id, inst.num_samples, inst.num_passes,
                          " (capped)" if inst.capped else "", elapsed / n * (len(jobs) - n))
         self.counters.pu_sample_s += time.monotonic() - start
+        self.counters.pu_compile_s += self.counters.compile_s() - compile_start
 
     def _jobs(self, todo) -> list[pu_batch.PassUntilJob]:
         """One `PassUntilJob` per instance: bos + the prompt, left-truncated so prompt +

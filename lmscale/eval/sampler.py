@@ -331,9 +331,39 @@ def make_draw(sampler: Sampler, prompt, checker_fn: Callable[[str], bool],
         nonlocal position
         completions = sampler.sample(state, n, seed, start=position)
         position += n
-        texts = sampler.text(completions)
+        texts, passed = check(sampler, completions, checker_fn)
         draw.texts = texts
-        return np.array([bool(checker_fn(t)) for t in texts], dtype=bool)
+        return passed
 
     draw.texts = []
     return draw
+
+
+def check(sampler: Sampler, completions: Completions,
+          checker_fn: Callable[[str], bool]) -> tuple[list[str], np.ndarray]:
+    """(texts, [n] bool pass/fail) of `completions`, each distinct completion decoded once.
+
+    A trained model repeats itself (the study's identifier tails: a few dozen distinct
+    completions per 512 samples), so decoding and checking are done per distinct (tokens,
+    length) row and broadcast back. The checker is called once per distinct text when it
+    says it is a pure function of the text (`checker_fn.pure`, set by the string checkers
+    of `lmscale.eval.checkers`), else once per sample, in sampling order.
+    """
+    n = len(completions.lengths)
+    if n == 0:
+        return [], np.zeros((0,), bool)
+    width = completions.tokens.shape[1]
+    mask = np.arange(width)[None, :] < completions.lengths[:, None]
+    keyed = np.concatenate([np.where(mask, completions.tokens, -1),
+                            completions.lengths[:, None]], axis=1)
+    unique, first, inverse = np.unique(keyed, axis=0, return_index=True,
+                                       return_inverse=True)
+    inverse = inverse.reshape(-1)
+    distinct = sampler.text(Completions(completions.tokens[first], completions.lengths[first],
+                                        completions.logprobs[first]))
+    texts = [distinct[j] for j in inverse]
+    if getattr(checker_fn, "pure", False):
+        passed = np.array([bool(checker_fn(t)) for t in distinct], bool)[inverse]
+    else:
+        passed = np.array([bool(checker_fn(t)) for t in texts], bool)
+    return texts, passed

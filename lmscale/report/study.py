@@ -326,8 +326,11 @@ def evaluation_summary(summaries: Sequence) -> str | None:
     line = (f"{sum(s.units_run for s in ran)} units in {wall:.0f} s, compile {compile_s:.0f} s "
             f"({100 * compile_s / wall:.0f}%), "
             f"{sum(s.cache_hits for s in ran)} persistent-cache hits")
+    compile_pu = sum(getattr(s, "pu_compile_s", 0.0) for s in ran)
     if samples:
-        line += f"; PassUntil {samples} samples at {samples / sample_s:.0f} samples/s"
+        line += (f"; PassUntil {samples} samples at {samples / max(sample_s - compile_pu, 1e-9):.0f}"
+                 f" samples/s excluding {compile_pu:.0f} s compiling ({samples / sample_s:.0f} "
+                 f"wall; compare tools/bench_sample.py's study row)")
     return line
 
 
