@@ -17,10 +17,26 @@ MFU is measured against this host's float32 matmul peak, taken in the same run.
   python tools/bench_train.py [--d_models=64,128,256] [--batch=8] [--seq=128] [--steps=10]
       [--rounds=5] [--sides=lmscale,torch,torch.compile] [--default_allocator]
       [--attention_impl=default|xla] [--no_explicit_vjp]
+      [--variant=NAME[:KEY=VALUE]...]... [--profile=DIR]
 
 Ablations: --default_allocator (glibc's allocator as it is), --no_explicit_vjp (plain
 autodiff for every product and attention: `ops.set_explicit_vjp(False)`),
 --attention_impl=xla (`jax.nn.dot_product_attention` instead of lmscale's attention).
+
+In-process A/B of lmscale variants: each `--variant` is one more lmscale side, timed in
+the same alternating blocks; the first is the baseline the others' ratios refer to, e.g.
+
+  --sides=lmscale --variant=base --variant=onednn:xla_cpu_use_onednn=true
+      --variant=noynn:xla_cpu_experimental_ynn_fusion_type= --variant=autodiff:explicit_vjp=0
+
+KEY `explicit_vjp` (0/1) and `attention_impl` change the traced program; any other KEY is
+an XLA debug option for that executable alone (`jax.jit(compiler_options=)`: true/false
+and integers are converted). Every variant must start with the baseline's loss and
+gradient norm (1e-4).
+
+--profile=DIR traces 5 steps of each width's first lmscale side with `jax.profiler` and
+prints the time per step in each traced XLA operation (library calls: YNNPACK/oneDNN
+fusions, by HLO name), summed over XLA's threads, and the step's wall time.
 
 Prints one row per width: tokens/s of each side (best of `rounds` alternating blocks of
 `steps` steps), the ratio lmscale / each PyTorch side, and MFU.
@@ -29,6 +45,10 @@ Prints one row per width: tokens/s of each side (best of `rounds` alternating bl
 from __future__ import annotations
 
 import argparse
+import collections
+import glob
+import gzip
+import json
 import math
 import os
 import time
@@ -67,28 +87,93 @@ def synthetic_batch(batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray
             "decoder_positions": np.tile(np.arange(seq, dtype=np.int32), (batch, 1))}
 
 
-def lmscale_stepper(config: ModelConfig, batch: int, seq: int, total_steps: int):
-    """`run(n)`: n steps of the jitted, donated lmscale train step on one device, synced."""
+def parse_variant(text: str) -> tuple[str, dict]:
+    """'NAME:KEY=VALUE:...' -> (NAME, {KEY: value}); true/false/integers converted."""
+    name, *items = text.split(":")
+    options = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not key or not eq:
+            raise SystemExit(f"--variant {text!r}: {item!r} is not KEY=VALUE")
+        low = value.lower()
+        options[key] = (low == "true" if low in ("true", "false")
+                        else int(value) if value.lstrip("-").isdigit() else value)
+    return name, options
+
+
+def lmscale_stepper(config: ModelConfig, batch: int, seq: int, total_steps: int,
+                    options: dict | None = None):
+    """`run(n)`: n steps of the jitted, donated lmscale train step on one device, synced.
+
+    options: a `--variant`'s settings (`explicit_vjp`, `attention_impl`, XLA options).
+    """
+    options = dict(options or {})
+    vjp = options.pop("explicit_vjp", None)
+    vjp = ops.explicit_vjp_enabled() if vjp is None else bool(vjp)
+    if "attention_impl" in options:
+        config = config.replace(attention_impl=options.pop("attention_impl"))
     spec = spec_lib.RunSpec(config, seq_len=seq, batch_size=batch,
                             num_tokens=(total_steps + 10) * batch * seq)
     state, train_step, batch_sharding = step_lib.one_device_train_step(
-        spec, optim.OptimizerConfig(warmup_steps=1))
+        spec, optim.OptimizerConfig(warmup_steps=1), compiler_options=options or None)
     data = jax.device_put(synthetic_batch(batch, seq), batch_sharding)
     params0 = jax.device_get(state.params)
-    probe = jax.jit(jax.value_and_grad(lambda p: _mean_loss(config, p, data)))
-    loss0, grads0 = probe(state.params)
+    with ops.explicit_vjp(vjp):
+        probe = jax.jit(jax.value_and_grad(lambda p: _mean_loss(config, p, data)),
+                        compiler_options=options or None)
+        loss0, grads0 = probe(state.params)
     first = (float(loss0), float(np.sqrt(sum(np.sum(np.square(g)) for g in
                                              jax.tree_util.tree_leaves(grads0)))))
     box = [state]
 
     def run(n: int) -> None:
         state = box[0]
-        for _ in range(n):
-            state, m = train_step(state, data)
+        with ops.explicit_vjp(vjp):  # read while the step is traced (first call)
+            for _ in range(n):
+                state, m = train_step(state, data)
         jax.block_until_ready((state, m))
         box[0] = state
     run.params0, run.first = params0, first
     return run
+
+
+_NOT_OPS = ("ThreadpoolListener", "ThunkExecutor", "SlinkyThreadPool", "end: ")
+
+
+def profile(run, directory: str, steps: int = 5, top: int = 25) -> None:
+    """Traces `steps` steps of `run` and prints thread time per step of each XLA op."""
+    run(2)
+    options = jax.profiler.ProfileOptions()
+    options.host_tracer_level = 3
+    start = time.perf_counter()
+    with jax.profiler.trace(directory, create_perfetto_trace=True, profiler_options=options):
+        run(steps)
+    wall = (time.perf_counter() - start) / steps
+    path = max(glob.glob(os.path.join(directory, "plugins/profile/*/*.trace.json.gz")),
+               key=os.path.getmtime)
+    with gzip.open(path) as f:
+        trace = json.load(f)
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    threads = {e["tid"]: e["args"]["name"] for e in events
+               if e.get("ph") == "M" and e.get("name") == "thread_name"}
+    per_op, calls = collections.Counter(), collections.Counter()
+    for e in events:
+        if (e.get("ph") == "X" and threads.get(e.get("tid"), "").startswith("tf_XLA")
+                and not e["name"].startswith(_NOT_OPS)):
+            per_op[e["name"]] += e["dur"] / 1e3 / steps
+            calls[e["name"]] += 1
+    total = sum(per_op.values())
+    print(f"  profile ({path}): wall {1e3 * wall:.2f} ms/step (traced), traced XLA ops "
+          f"{total:.2f} ms/step of thread time in {sum(calls.values()) // steps} calls")
+    kinds, kind_calls = collections.Counter(), collections.Counter()
+    for name, ms in per_op.items():
+        kind = name.rsplit(".", 1)[0] if name.rsplit(".", 1)[-1].isdigit() else name
+        kinds[kind] += ms
+        kind_calls[kind] += calls[name] // steps
+    print("   by kind: " + ", ".join(f"{k} {ms:.2f} ms x{kind_calls[k]}"
+                                     for k, ms in kinds.most_common(12)))
+    for name, ms in per_op.most_common(top):
+        print(f"    {ms:8.3f} ms  {100 * ms / total:5.1f}%  x{calls[name] // steps:<4} {name}")
 
 
 def _mean_loss(config: ModelConfig, params, data):
@@ -205,14 +290,14 @@ def torch_stepper(config: ModelConfig, batch: int, seq: int, params0, compiled: 
     return run
 
 
-def check_same_start(sides: dict, tol: float = 1e-4) -> None:
-    """Raises unless every side's first loss and gradient norm equal lmscale's (relative)."""
-    ref_loss, ref_norm = sides["lmscale"].first
+def check_same_start(sides: dict, base: str = "lmscale", tol: float = 1e-4) -> None:
+    """Raises unless every side's first loss and gradient norm equal `base`'s (relative)."""
+    ref_loss, ref_norm = sides[base].first
     for name, run in sides.items():
         loss, norm = run.first
         if abs(loss - ref_loss) > tol * abs(ref_loss) or abs(norm - ref_norm) > tol * ref_norm:
             raise SystemExit(f"{name}: first loss {loss:.6f} / grad norm {norm:.6f} differ from "
-                             f"lmscale's {ref_loss:.6f} / {ref_norm:.6f} by more than {tol}: "
+                             f"{base}'s {ref_loss:.6f} / {ref_norm:.6f} by more than {tol}: "
                              f"the sides do not compute the same step")
 
 
@@ -249,28 +334,42 @@ def main() -> None:
                         help="ModelConfig.attention_impl of the lmscale side (ablation)")
     parser.add_argument("--no_explicit_vjp", action="store_true",
                         help="plain autodiff backward for every product (ablation)")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="NAME[:KEY=VALUE]...: one more lmscale side (repeatable; the "
+                             "first is the baseline of the variants' ratios)")
+    parser.add_argument("--profile", default="",
+                        help="directory: trace and print per-op times of each width's "
+                             "first lmscale side")
     args = parser.parse_args()
     if args.no_explicit_vjp:
         ops.set_explicit_vjp(False)
     # Before JAX starts its CPU client; the PyTorch side runs in the same process.
     tuned = False if args.default_allocator else runtime.tune_host_allocator()
-    names = ["lmscale"] + [s for s in args.sides.split(",") if s and s != "lmscale"]
-    unknown = set(names) - {"lmscale", "torch", "torch.compile"}
+    variants = [parse_variant(v) for v in args.variant] or [("lmscale", {})]
+    torch_names = [s for s in args.sides.split(",") if s and s != "lmscale"]
+    unknown = set(torch_names) - {"torch", "torch.compile"}
     if unknown:
         parser.error(f"--sides: unknown {sorted(unknown)}")
+    if len({n for n, _ in variants} | set(torch_names)) != len(variants) + len(torch_names):
+        parser.error("--variant: names must differ from each other and from --sides")
+    names = [n for n, _ in variants] + torch_names
+    base = names[0]
     rows = []
     for d in (int(x) for x in args.d_models.split(",")):
         config = model_config(d, args.attention_impl)
-        sides = {"lmscale": lmscale_stepper(config, args.batch, args.seq,
-                                            args.steps * args.rounds + 3)}
-        params0 = sides["lmscale"].params0
-        for name in names[1:]:
+        sides = {name: lmscale_stepper(config, args.batch, args.seq,
+                                       args.steps * args.rounds + 10, options)
+                 for name, options in variants}
+        params0 = sides[base].params0
+        for name in torch_names:
             sides[name] = torch_stepper(config, args.batch, args.seq, params0,
                                         compiled=name == "torch.compile")
-        check_same_start(sides)
-        print(f"d{d}: same start on every side (first loss {sides['lmscale'].first[0]:.5f}, "
-              f"grad norm {sides['lmscale'].first[1]:.5f})", flush=True)
+        check_same_start(sides, base)
+        print(f"d{d}: same start on every side (first loss {sides[base].first[0]:.5f}, "
+              f"grad norm {sides[base].first[1]:.5f})", flush=True)
         rows.append((d, config, interleaved(sides, args.steps, args.rounds)))
+        if args.profile:
+            profile(sides[base], os.path.join(args.profile, f"d{d}"))
     # The peak is the best of 10 dots taken at the end, after the machine has settled
     # (one taken at start-up once read 102 GFLOP/s where 166-184 is typical).
     peak = metrics.measure_peak_flops(size=2048, repeats=10)
@@ -286,7 +385,7 @@ def main() -> None:
         flops = config.flops_per_token(args.seq) * tokens
         line = f"{d:>7} {config.num_params.total:>9}"
         line += "".join(f" {tokens / best[n]:>19.0f}" for n in names)
-        line += "".join(f" {best[n] / best['lmscale']:>16.2f}x" for n in names[1:])
+        line += "".join(f" {best[n] / best[base]:>16.2f}x" for n in names[1:])
         line += "".join(f" {100 * flops / best[n] / peak:>16.1f}%" for n in names)
         print(line)
 

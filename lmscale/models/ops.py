@@ -22,6 +22,7 @@ choice (tests use it to compare both).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import jax
@@ -35,6 +36,18 @@ def set_explicit_vjp(enabled: bool | None) -> None:
     """Forces the explicit backward on or off; `None` restores the per-backend default."""
     global _OVERRIDE
     _OVERRIDE = enabled
+
+
+@contextlib.contextmanager
+def explicit_vjp(enabled: bool | None):
+    """`set_explicit_vjp(enabled)` for the duration of a `with` block (then the previous
+    setting again): products traced inside use that choice."""
+    global _OVERRIDE
+    previous, _OVERRIDE = _OVERRIDE, enabled
+    try:
+        yield
+    finally:
+        _OVERRIDE = previous
 
 
 def explicit_vjp_enabled() -> bool:

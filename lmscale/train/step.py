@@ -117,8 +117,14 @@ def _mesh_context(mesh: jax.sharding.Mesh, enabled: bool):
 def make_train_step(config: ModelConfig, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, mesh: jax.sharding.Mesh, rules,
                     state_shardings: TrainState, batch_sharding, *, noise_scale: bool = False,
-                    constrain_activations: bool = False) -> Callable[[TrainState, Batch], Any]:
+                    constrain_activations: bool = False,
+                    compiler_options: dict[str, Any] | None = None
+                    ) -> Callable[[TrainState, Batch], Any]:
     """A jitted `train_step` with explicit shardings; the input state is donated.
+
+    `compiler_options`: XLA debug options for this executable only (`jax.jit`'s
+    `compiler_options`, e.g. {"xla_cpu_use_onednn": True}); `tools/bench_train.py
+    --variant` A/Bs them in one process.
 
     With `constrain_activations` the mesh is set while tracing, so the model's logical
     activation constraints apply; without it XLA propagates the in/out shardings. (The
@@ -133,7 +139,8 @@ def make_train_step(config: ModelConfig, tx: optax.GradientTransformation,
                               noise_scale=noise_scale)
 
     jitted = jax.jit(step, in_shardings=(state_shardings, batch_sharding),
-                     out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+                     out_shardings=(state_shardings, replicated), donate_argnums=(0,),
+                     compiler_options=compiler_options)
 
     def run(state, batch):
         with _mesh_context(mesh, constrain_activations):
@@ -160,9 +167,10 @@ def make_eval_step(config: ModelConfig, mesh: jax.sharding.Mesh, rules, param_sh
     return run
 
 
-def one_device_train_step(spec, optimizer, device=None):
+def one_device_train_step(spec, optimizer, device=None, compiler_options=None):
     """(state, jitted train step, batch sharding) of `spec` on one device, as the trainer
-    builds them (benchmarks, the GPU check and the planner's probe time this)."""
+    builds them (benchmarks, the GPU check and the planner's probe time this);
+    `compiler_options` as in `make_train_step`."""
     from lmscale.train import optim  # pylint: disable=g-import-not-at-top
     from lmscale.train import state as state_lib  # pylint: disable=g-import-not-at-top
     tx, schedule = optim.make_optimizer(optimizer, spec.num_steps, spec.model.d_model)
@@ -174,5 +182,5 @@ def one_device_train_step(spec, optimizer, device=None):
     batch_sharding = nn.logical_to_mesh_sharding(jax.sharding.PartitionSpec("batch", "length"),
                                                  mesh, rules)
     train_step = make_train_step(spec.model, tx, schedule, mesh, rules, shardings,
-                                 batch_sharding)
+                                 batch_sharding, compiler_options=compiler_options)
     return state, train_step, batch_sharding

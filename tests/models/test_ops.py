@@ -109,6 +109,19 @@ def test_explicit_backward_only_by_default_on_cpu():
         ops.set_explicit_vjp(None)
 
 
+def test_explicit_vjp_context_sets_and_restores_the_choice():
+    default = ops.explicit_vjp_enabled()
+    with ops.explicit_vjp(not default):
+        assert ops.explicit_vjp_enabled() == (not default)
+        with ops.explicit_vjp(default):
+            assert ops.explicit_vjp_enabled() == default
+        assert ops.explicit_vjp_enabled() == (not default)
+    assert ops.explicit_vjp_enabled() == default
+    with pytest.raises(RuntimeError), ops.explicit_vjp(not default):
+        raise RuntimeError("restored on error too")
+    assert ops.explicit_vjp_enabled() == default
+
+
 def test_rotary_table_lookup_equals_computed_angles():
     from lmscale.models.layers import rotary_tables
     positions = jnp.array([[0, 1, 2, 63], [5, 17, 40, 2]], jnp.int32)
