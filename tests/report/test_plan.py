@@ -176,7 +176,8 @@ def test_default_study_plan_counts_the_evaluators_programs_and_batches():
     # four choices per question, one answer (padded to 2) per PassUntil instance
     assert {s[1] for s in mc.score_shapes} == {4} and {s[1] for s in pu.score_shapes} == {2}
     assert len(evaltime.scorer_shapes(plan.tasks)) == 2
-    # An explicit batch of 8 (the evaluate binary's evaluate.gin): 25 calls, 15 shapes.
+    # An explicit batch of 8 (the evaluate binary's evaluate.gin): 25 calls, 16 shapes
+    # (contexts bucketed without bos, which the scorer now reads as a one-row prefix).
     from lmscale.data import registry
     from lmscale.data.vocab import get_vocabulary
     from lmscale.eval import scorer
@@ -185,7 +186,7 @@ def test_default_study_plan_counts_the_evaluators_programs_and_batches():
     questions = [scorer.encode_question(vocab, i.id, i.prompt, i.choices, i.gold) for i in
                  registry.get_eval_task("py_identifier_mc:n200:c96").instances(split="test")]
     eights = adapter.score_shapes(plan.rungs[0].rung.model, questions, 8)
-    assert len(eights) == 25 and len(set(eights)) == 15
+    assert len(eights) == 25 and len(set(eights)) == 16
     # validation: the 377 KB held-out split in batches of 64 rows x 128 bytes
     val = tasks["validation"]
     assert val.batches == -(-int(val.scored_tokens) // (64 * 128)) and 40 <= val.batches <= 50
