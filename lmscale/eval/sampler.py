@@ -356,7 +356,7 @@ def check(sampler: Sampler, completions: Completions,
     mask = np.arange(width)[None, :] < completions.lengths[:, None]
     keyed = np.concatenate([np.where(mask, completions.tokens, -1),
                             completions.lengths[:, None]], axis=1)
-    unique, first, inverse = np.unique(keyed, axis=0, return_index=True,
+    _, first, inverse = np.unique(keyed, axis=0, return_index=True,
                                        return_inverse=True)
     inverse = inverse.reshape(-1)
     distinct = sampler.text(Completions(completions.tokens[first], completions.lengths[first],

@@ -11,3 +11,17 @@ def test_samples_per_s_excludes_compile_and_wall_rate_keeps_it():
     line = s.line()
     assert "at 200 samples/s excluding 5.0 s compiling (100 wall" in line
     assert EvalSummary(1, 0, 1.0, 0.0, 0, 0, 0, 0, 0.0).samples_per_s == 0.0
+
+
+def test_the_study_line_sums_the_evaluator_calls_with_the_same_rate_definition():
+    from lmscale.report import study  # pylint: disable=import-outside-toplevel
+    calls = [EvalSummary(units_run=3, units_skipped=0, wall_s=40.0, compile_s=10.0,
+                                programs=4, cache_hits=1, cache_misses=3, pu_samples=6000,
+                                pu_sample_s=4.0, pu_compile_s=1.0),
+             EvalSummary(units_run=2, units_skipped=1, wall_s=20.0, compile_s=5.0,
+                                programs=2, cache_hits=0, cache_misses=2, pu_samples=2000,
+                                pu_sample_s=2.0, pu_compile_s=1.0)]
+    line = study.evaluation_summary(calls)
+    # 8,000 samples in 6 s of drivers less 2 s compiling: 2,000/s; 1,333/s on the wall clock
+    assert "5 units in 60 s, compile 15 s (25%), 1 persistent-cache hits" in line
+    assert "8000 samples at 2000 samples/s excluding 2.0 s compiling (1333 wall" in line
