@@ -11,7 +11,8 @@ on the devices, only on the number of runs, checkpoints, tasks and instances, wh
 stand-in has exactly, and on how hard the values make the fitters work: the stand-in's
 losses follow a law fitted to the default study's measured ones, with scatter at a real
 ladder's scale (`LOSS_SD`), and its PU spans the measured range with most instances capped
-on the small rungs, so its loss laws take the bounded refits a real ladder's take.
+on the small rungs. It still does not reach the ~600 bounded least-squares refits the real
+default study's analysis makes (4 here; docs/planning.md): the estimate runs ~0.6x.
 """
 
 from __future__ import annotations
@@ -110,9 +111,7 @@ def stand_in_study(config, instances: dict[str, int], seed: int = 0):
         for step in steps:
             point = runner.run_point(spec.name, rec, step)
             # Scatter about the law at a real ladder's scale (the default study's losses
-            # sit up to 0.1 off a smooth law): without it the loss laws converge at once,
-            # while real ones hit the bound on the irreducible loss and take the slower
-            # bounded refits in every bootstrap draw.
+            # sit up to 0.1 off a smooth law): without it the loss laws converge at once.
             loss = _quality(rec.N, rec.tokens_at(step)) * float(np.exp(rng.normal(0.0, LOSS_SD)))
             make = lambda t, m, v, i=None, d=None, p=point: R.ResultRow.make(  # noqa: E731
                 p, t, m, v, i, d)
