@@ -12,10 +12,12 @@ Candidate laws (issue 13, and issue 14 for the pure power laws):
                   loss), fitted by bounded least squares: a ladder too short to show
                   curvature otherwise drives L_inf to 0.
   "compute"       L(C) = E + lambda C^-eta, C = 6 N D.
-Each law is also tried without the smallest `drop` sizes of the ladder (`drop_smallest`;
-named e.g. "power w/o smallest"), where the fits still have enough sizes: the smallest
+With `drop_smallest=(0, 1)` each law is also tried without the ladder's smallest size
+(named e.g. "power w/o smallest"), where the fits still have enough sizes: the smallest
 rung of a short ladder can sit off the trend of the others (the default study's 2-layer
-w32, still forming its copying circuit), and whether it does is what the backtest decides.
+w32, still forming its copying circuit). Off by default (`DROP_SMALLEST`): on a 4-size
+ladder that choice rests on one backtest point, and on the default study it chose
+wrongly as often as rightly (docs/quickstart.md, "Design probes for the loss goal").
 A candidate is scored by the mean relative error of its predictions of each of the
 `num_held_out` largest rungs, each fitted on the rungs below it (less the dropped ones).
 Scores within `TIE` of the best are ties, broken towards fewer parameters, then fewer
@@ -34,7 +36,7 @@ from lmscale.fit import _checks, fitters, laws
 
 CANDIDATES = ("power", "power_compute", "kaplan", "kaplan_floor", "compute")
 NUM_PARAMS = dict(power=2, power_compute=2, kaplan=3, kaplan_floor=3, compute=3)
-DROP_SMALLEST = (0, 1)
+DROP_SMALLEST = (0,)   # (0, 1) also tries each law without the smallest size
 TIE = 1e-4    # backtest errors closer than 0.01% are not evidence for either law
 
 

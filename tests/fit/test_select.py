@@ -58,13 +58,17 @@ def test_an_off_trend_smallest_rung_is_left_out_when_the_backtest_says_so():
     N = np.geomspace(2e4, 2e5, 5)
     loss = (1e6 / N) ** 0.27
     loss[0] *= 0.93                     # the smallest rung below the others' line
-    choice = select.choose_loss_law(N, 9 * N, loss, num_held_out=1)
+    choice = select.choose_loss_law(N, 9 * N, loss, num_held_out=1, drop_smallest=(0, 1))
     assert choice.name.endswith("w/o smallest") and choice.dropped == (N[0],)
     assert choice.fit.num_points == 4 and N[0] not in choice.fit.data["N"]
     pred = choice.fit.predict(N=np.array([3e5]), D=np.array([2.7e6]))[0]
     assert pred == pytest.approx((1e6 / 3e5) ** 0.27, rel=1e-6)
     # on the same rungs without the kink, nothing is dropped
-    assert select.choose_loss_law(N, 9 * N, (1e6 / N) ** 0.27, num_held_out=1).dropped == ()
+    straight = select.choose_loss_law(N, 9 * N, (1e6 / N) ** 0.27, num_held_out=1,
+                                      drop_smallest=(0, 1))
+    assert straight.dropped == ()
+    # by default no size is left out, kink or not
+    assert select.choose_loss_law(N, 9 * N, loss, num_held_out=1).dropped == ()
 
 
 def test_fit_power_in_compute_and_its_flags():
