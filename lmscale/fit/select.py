@@ -3,14 +3,26 @@
 Stage: fit. Consumes a ladder (N, D, loss per run); produces a `Choice`: the candidate law
 with the smallest backtest error and every candidate's backtest error.
 
-Candidates (issue 13):
+Candidate laws (issue 13, and issue 14 for the pure power laws):
+  "power"         L(N) = (N0 / N)^alpha: 2 parameters, least squares on log L (a line in
+                  log-log), no bound to hit.
+  "power_compute" L(C) = lambda C^-eta, C = 6 N D, the same way.
   "kaplan"        L(N) = L_inf + (N0 / N)^alpha, L_inf free.
   "kaplan_floor"  the same with L_inf >= floor (default: half the smallest measured
                   loss), fitted by bounded least squares: a ladder too short to show
                   curvature otherwise drives L_inf to 0.
   "compute"       L(C) = E + lambda C^-eta, C = 6 N D.
+With `drop_smallest=(0, 1)` each law is also tried without the ladder's smallest size
+(named e.g. "power w/o smallest"), where the fits still have enough sizes: the smallest
+rung of a short ladder can sit off the trend of the others (the default study's 2-layer
+w32, still forming its copying circuit). Off by default (`DROP_SMALLEST`): on a 4-size
+ladder that choice rests on one backtest point, and on the default study it chose
+wrongly as often as rightly (docs/quickstart.md, "Design probes for the loss goal").
 A candidate is scored by the mean relative error of its predictions of each of the
-`num_held_out` largest rungs, each fitted on the rungs below it.
+`num_held_out` largest rungs, each fitted on the rungs below it (less the dropped ones).
+Scores within `TIE` of the best are ties, broken towards fewer parameters, then fewer
+dropped sizes: a floor that sits at its bound (E = 0) draws the same curve as the pure
+power law, and the 2-parameter law is the honest report of it.
 """
 from __future__ import annotations
 
@@ -22,7 +34,10 @@ import scipy.optimize
 
 from lmscale.fit import _checks, fitters, laws
 
-CANDIDATES = ("kaplan", "kaplan_floor", "compute")
+CANDIDATES = ("power", "power_compute", "kaplan", "kaplan_floor", "compute")
+NUM_PARAMS = dict(power=2, power_compute=2, kaplan=3, kaplan_floor=3, compute=3)
+DROP_SMALLEST = (0,)   # (0, 1) also tries each law without the smallest size
+TIE = 1e-4    # backtest errors closer than 0.01% are not evidence for either law
 
 
 @dataclasses.dataclass
@@ -30,8 +45,9 @@ class Choice:
     """The chosen law.
 
     Attributes:
-      name: the winning candidate.
-      fit: the winner refitted on every rung.
+      name: the winning candidate (law, and which sizes it leaves out).
+      fit: the winner refitted on every rung it keeps.
+      dropped: the sizes N the winner leaves out of its fit (the smallest ones).
       backtest_error: candidate -> mean relative error of its held-out predictions
         (inf where its fits failed; the failure messages are in `failures`).
       failures: candidate -> messages of fits that raised.
@@ -40,6 +56,50 @@ class Choice:
     fit: fitters.Fit
     backtest_error: dict[str, float]
     failures: dict[str, list[str]]
+    dropped: tuple[float, ...] = ()
+
+
+def fit_power(N, D, loss, variable: str = "N") -> fitters.Fit:
+    """A pure power law, least squares on log L: L(N) = (N0 / N)^alpha (variable "N",
+    law "power") or L(C) = lambda C^-eta, C = 6 N D (variable "C", law "power_compute").
+
+    Two parameters and no bound: what a ladder on a straight log-log line determines.
+    Flagged unreliable when the exponent is <= 0 or there are only 2 sizes.
+    """
+    N = _checks.as_1d(N, "N", positive=True)
+    D = _checks.as_1d(D, "D", positive=True) if D is not None else np.ones_like(N)
+    loss = _checks.as_1d(loss, "loss", positive=True)
+    _checks.same_length(N=N, D=D, loss=loss)
+    if variable not in ("N", "C"):
+        raise ValueError(f"fit_power: variable={variable!r}; allowed: ['C', 'N']")
+    x = N if variable == "N" else 6.0 * N * D
+    if np.unique(x).size < 2:
+        raise ValueError(f"fit_power: {np.unique(x).size} distinct {variable}; need 2")
+    lx, ly = np.log(x), np.log(loss)
+    slope, icpt = np.polyfit(lx - lx.mean(), ly, 1)   # centred: well conditioned
+    expo = -float(slope)
+    resid = ly - (icpt + slope * (lx - lx.mean()))
+    if variable == "N":
+        law = "power"
+        scale = np.exp(lx.mean() + icpt / expo) if expo != 0 else np.inf
+        params = dict(N0=float(scale), alpha=expo)
+        predict = lambda p, N, D=None, **_: (p["N0"] / np.asarray(N, float)) ** p["alpha"]
+    else:
+        law = "power_compute"
+        params = dict(lam=float(np.exp(icpt - slope * lx.mean())), eta=expo)
+        predict = lambda p, N, D, **_: p["lam"] * (6.0 * np.asarray(N, float)
+                                                   * np.asarray(D, float)) ** -p["eta"]
+    fit = fitters.Fit(law=law, method="ols_log", params=params,
+                      objective=float(np.sum(resid ** 2)), num_points=N.size,
+                      data=dict(N=N, D=D, loss=loss), details=dict(variable=variable),
+                      _predict=predict,
+                      _refit=lambda idx: fit_power(N[idx], D[idx], loss[idx], variable),
+                      _refit_values=lambda y: fit_power(N, D, y, variable))
+    if expo <= 0:
+        fit._flag("a fitted exponent is <= 0: loss does not decrease with scale")
+    if np.unique(x).size == 2:
+        fit._flag("2 sizes for 2 parameters: no residual degrees of freedom")
+    return fit
 
 
 def fit_kaplan_floor(N, loss, floor: float) -> fitters.Fit:
@@ -79,6 +139,10 @@ def fit_kaplan_floor(N, loss, floor: float) -> fitters.Fit:
 
 
 def _fit(name, N, D, loss, floor):
+    if name == "power":
+        return fit_power(N, D, loss, "N")
+    if name == "power_compute":
+        return fit_power(N, D, loss, "C")
     if name == "kaplan":
         return fitters.fit_loss_law(N, None, loss, form="kaplan")
     if name == "kaplan_floor":
@@ -88,16 +152,27 @@ def _fit(name, N, D, loss, floor):
     raise ValueError(f"candidate {name!r} is not a loss law; allowed: {list(CANDIDATES)}")
 
 
+def candidate_name(law: str, drop: int) -> str:
+    """The candidate's name: the law, and how many of the smallest sizes it leaves out."""
+    if drop == 0:
+        return law
+    return f"{law} w/o smallest" if drop == 1 else f"{law} w/o {drop} smallest"
+
+
 def choose_loss_law(N, D, loss, candidates=CANDIDATES, num_held_out: int = 2,
-                    floor: float | None = None) -> Choice:
-    """Chooses the loss law by leave-largest-out backtest.
+                    floor: float | None = None, drop_smallest=DROP_SMALLEST) -> Choice:
+    """Chooses the loss law (and its first fitted size) by leave-largest-out backtest.
 
     Args:
       N, D, loss: [n] runs (several runs of one N are seeds).
-      candidates: names from `CANDIDATES`.
+      candidates: law names from `CANDIDATES`.
       num_held_out: how many of the largest distinct sizes are each predicted from the
         sizes below them.
       floor: L_inf floor of "kaplan_floor"; default half the smallest measured loss.
+      drop_smallest: numbers of smallest sizes each law is also tried without; a law
+        leaving d sizes out is a candidate only where each backtest fit keeps at least as
+        many sizes as the law has parameters and its final fit keeps one more (so its
+        noise, hence its interval, can be estimated).
     Returns:
       A `Choice`.
     Raises:
@@ -112,24 +187,38 @@ def choose_loss_law(N, D, loss, candidates=CANDIDATES, num_held_out: int = 2,
         raise ValueError(f"choose_loss_law: {sizes.size} distinct sizes cannot backtest "
                          f"{num_held_out} held-out rungs; need {num_held_out + 3}")
     floor = 0.5 * float(loss.min()) if floor is None else float(floor)
-    errors, failures = {}, {}
-    for name in candidates:
-        errs, failures[name] = [], []
-        for size in sizes[-num_held_out:]:
-            below, at = N < size, N == size
-            try:
-                f = _fit(name, N[below], D[below], loss[below], floor)
-                pred = f.predict(N=N[at], D=D[at])
-                err = float(np.mean(np.abs(pred - loss[at]) / loss[at]))
-                if not np.isfinite(err):
-                    raise ValueError(f"non-finite prediction at N={size:g} from "
-                                     f"{int(np.unique(N[below]).size)} sizes")
-                errs.append(err)
-            except (ValueError, RuntimeError) as e:
-                failures[name].append(f"{type(e).__name__}: {e}")
-        errors[name] = float(np.mean(errs)) if len(errs) == num_held_out else np.inf
-    best = min(errors, key=errors.get)
-    if not np.isfinite(errors[best]):
+    errors, failures, rank = {}, {}, {}
+    for drop in drop_smallest:
+        first = sizes[drop] if drop < sizes.size else np.inf
+        for law in candidates:
+            p = NUM_PARAMS.get(law, 0)
+            if drop and (sizes.size - num_held_out - drop < p
+                         or sizes.size - drop < p + 1):
+                continue
+            name = candidate_name(law, drop)
+            rank[name] = (p, drop, law, first)
+            errs, failures[name] = [], []
+            for size in sizes[-num_held_out:]:
+                below, at = (N < size) & (N >= first), N == size
+                try:
+                    f = _fit(law, N[below], D[below], loss[below], floor)
+                    pred = f.predict(N=N[at], D=D[at])
+                    err = float(np.mean(np.abs(pred - loss[at]) / loss[at]))
+                    if not np.isfinite(err):
+                        raise ValueError(f"non-finite prediction at N={size:g} from "
+                                         f"{int(np.unique(N[below]).size)} sizes")
+                    errs.append(err)
+                except (ValueError, RuntimeError) as e:
+                    failures[name].append(f"{type(e).__name__}: {e}")
+            errors[name] = float(np.mean(errs)) if len(errs) == num_held_out else np.inf
+    if not errors:
+        raise ValueError(f"choose_loss_law: no candidate among {list(candidates)}")
+    low = min(errors.values())
+    if not np.isfinite(low):
         raise ValueError(f"choose_loss_law: every candidate failed: {failures}")
-    return Choice(name=best, fit=_fit(best, N, D, loss, floor), backtest_error=errors,
-                  failures=failures)
+    best = min((k for k, v in errors.items() if v <= low + TIE), key=lambda k: rank[k][:2])
+    _, drop, law, first = rank[best]
+    keep = N >= first
+    return Choice(name=best, fit=_fit(law, N[keep], D[keep], loss[keep], floor),
+                  backtest_error=errors, failures=failures,
+                  dropped=tuple(float(v) for v in sizes[:drop]))
