@@ -10,9 +10,19 @@ The checker passes a sample with probability about `--pass_rate` (a hash of its 
 so instances stop at different rounds; 0 makes every instance run to its cap. Each side
 runs once to compile, then `--repeats` timed times (best kept).
 
+With --run_dir (a trained run directory, e.g. a default-study workdir's runs/w96_M9_s0),
+it times the evaluator itself instead: `runner.evaluate` on that run's checkpoint --step
+(default: its last) for --task only, once per --prompts_per_call, each into its own results
+file under --out_dir (the run directory is only read), and prints each call's
+`runner.EvalSummary` line (the study's "PassUntil ... samples/s excluding ... compiling"
+figure, the same count as the study log) and whether every setting wrote the same
+per-instance rows as the first.
+
 Usage:
   .venv/bin/python tools/bench_pu_unit.py [--num_instances=16 --prompts_per_call=1,4,8
       --pass_rate=0.01,0 --k_max=1000 --batch_size=512 --num_slots=256]
+  .venv/bin/python tools/bench_pu_unit.py --run_dir=WORKDIR/runs/w96_M9_s0 \
+      --out_dir=/tmp/pu_unit --prompts_per_call=1,8 [--task=py_identifier_tail:n120:c96]
 """
 
 from __future__ import annotations
@@ -33,6 +43,10 @@ flags.DEFINE_integer("k_max", 1000, "sample cap per instance")
 flags.DEFINE_integer("batch_size", 512, "samples per instance per draw")
 flags.DEFINE_integer("num_slots", 256, "sampler slots")
 flags.DEFINE_integer("repeats", 2, "timed repeats (best kept)")
+flags.DEFINE_string("run_dir", None, "a trained run: time runner.evaluate on it instead")
+flags.DEFINE_integer("step", None, "--run_dir's checkpoint (default: the last)")
+flags.DEFINE_string("task", "py_identifier_tail:n120:c96", "--run_dir: the PassUntil task")
+flags.DEFINE_string("out_dir", "/tmp/bench_pu_unit", "--run_dir: results files go here")
 FLAGS = flags.FLAGS
 
 
@@ -41,10 +55,80 @@ def _checker(rate: float):
     return lambda text: zlib.crc32(text.encode("utf-8", "replace")) < threshold
 
 
+def evaluate_run():
+    """--run_dir: the evaluator's PassUntil unit per --prompts_per_call; rows compared."""
+    import pathlib
+
+    from lmscale.eval import results as R
+    from lmscale.eval import runner
+    from lmscale.train import checkpoints
+
+    step = FLAGS.step or max(checkpoints.list_eval_checkpoints(FLAGS.run_dir))
+    first = None
+    for per_call in map(int, FLAGS.prompts_per_call):
+        path = pathlib.Path(FLAGS.out_dir) / f"results_ppc{per_call}.jsonl"
+        if path.exists():
+            path.unlink()
+        pu = runner.PassUntilConfig(r=FLAGS.r, k_max=FLAGS.k_max, batch_size=FLAGS.batch_size,
+                                    num_slots=FLAGS.num_slots, prompts_per_call=per_call)
+        res = runner.evaluate([FLAGS.run_dir], [FLAGS.task], results_path=str(path),
+                              passuntil_config=pu, steps=[step],
+                              validation=runner.ValidationConfig(enabled=False))
+        rows = sorted((r.instance, r.value, repr(sorted(r.detail.items())))
+                      for r in res.rows if r.metric == R.INSTANCE)
+        same = "" if first is None else "; rows " + (
+            "identical to" if rows == first else "DIFFER FROM") + \
+            f" prompts/call {FLAGS.prompts_per_call[0]}"
+        first = rows if first is None else first
+        print(f"{pathlib.Path(FLAGS.run_dir).name}@{step} prompts/call {per_call}: "
+              f"{res.summary.line()}{same}", flush=True)
+    sampler_alone(step)
+
+
+def sampler_alone(step: int) -> None:
+    """The same-shape reference of --run_dir: `Sampler.sample` alone on the checkpoint,
+    the unit's first prompt, the task's stops and prompt bucket, --batch_size and 4096
+    samples per call (best of --repeats after a compiling call)."""
+    import numpy as np
+
+    from lmscale.data import registry
+    from lmscale.eval import pu_batch
+    from lmscale.eval import runner
+    from lmscale.eval import sampler as sampler_lib
+    from lmscale.models import ModelConfig
+
+    source = runner.train_source()
+    record = source.load_record(FLAGS.run_dir)
+    config = ModelConfig(**record.model_config)
+    params = source.restore_params(FLAGS.run_dir, step, config,
+                                   runner._device_mesh(record, None))  # pylint: disable=protected-access
+    task, vocab = registry.get_eval_task(FLAGS.task), runner._vocab(record.vocab_spec)  # pylint: disable=protected-access
+    room = pu_batch.prompt_room(task, config.max_seq_len)
+    prompts = [pu_batch.prompt_ids(vocab, i.prompt, 0, room)[0]
+               for i in task.instances(split="test")]
+    sampler = sampler_lib.Sampler(
+        params, config, vocab, num_slots=FLAGS.num_slots, max_new_tokens=task.max_new_tokens,
+        stop_strings=task.stop_strings, max_samples_per_call=4096,
+        min_prompt_bucket=sampler_lib.bucket(max(p.size for p in prompts)))
+    state = sampler.prefill(prompts[0])
+    for n in (FLAGS.batch_size, 4096):
+        sampler.sample(state, n, seed=0)
+        best, lengths = float("inf"), None
+        for rep in range(FLAGS.repeats):
+            start = time.perf_counter()
+            lengths = sampler.sample(state, n, seed=rep + 1).lengths
+            best = min(best, time.perf_counter() - start)
+        print(f"sampler alone, same shapes (prompt bucket {state.prefix.k.shape[2]}, "
+              f"{task.max_new_tokens} new tokens, mean length {np.mean(lengths):.2f}): "
+              f"{n} samples per call: {n / best:.0f} samples/s", flush=True)
+
+
 def main(argv):
     del argv
     from lmscale import runtime
     runtime.tune_host_allocator()
+    if FLAGS.run_dir:
+        return evaluate_run()
     import numpy as np
 
     from lmscale.eval import pu_batch

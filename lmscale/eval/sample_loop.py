@@ -41,7 +41,8 @@ class SamplerState:
       prompt: [B] int32 which prompt (prefix row) the slot's sample continues.
       key_index: [B] int32 the sample's index within its prompt (keys derive from it).
       done: [B] bool the slot's sample has finished and awaits recording.
-      next_sample: [] int32 next sample index to hand to a free slot.
+      next_sample: [] int32 next sample index to hand to a free slot; with slot groups
+        (`_groups`), [R] int32 the next index of each prompt's samples.
       num_recorded: [] int32 completions written to the output buffer.
       num_steps: [] int32 decode steps run (one token for every active slot per step).
       out_tokens: [C, S] int32 finished completions, row = sample index.
@@ -187,6 +188,41 @@ def _refill(spec: LoopSpec, inputs: LoopInputs, state: SamplerState) -> SamplerS
     return _append(spec, state, assign, new, logp)
 
 
+def _groups(spec: LoopSpec, inputs: LoopInputs) -> int:
+    """Slot groups (static): with R > 1 prompts and B a multiple of R, slots come in R
+    consecutive groups of B / R, group r sampling prompt r only, so a decode step reads
+    each prompt's prefix with one contraction per group instead of gathering a copy per
+    slot (`lmscale.models.layers._grouped_prefix_part`); else 1 (any slot, any prompt)."""
+    r = inputs.counts.shape[0]
+    return r if r > 1 and spec.num_slots % r == 0 else 1
+
+
+def _refill_grouped(spec: LoopSpec, inputs: LoopInputs, state: SamplerState) -> SamplerState:
+    """`_refill` with slot groups: a free slot of group r takes prompt r's next sample
+    (`next_sample` [R] counts each prompt's handed-out samples)."""
+    counts, cum = inputs.counts, inputs.cum
+    r = counts.shape[0]
+    per = spec.num_slots // r
+    group = jnp.arange(spec.num_slots, dtype=jnp.int32) // per  # [B] its prompt
+    free = state.sample < 0
+    rank = (jnp.cumsum(free.reshape(r, per).astype(jnp.int32), axis=1) - 1).reshape(-1)
+    index = state.next_sample[group] + rank  # the sample's index among its prompt's
+    assign = free & (index < counts[group])
+    state = state.replace(
+        sample=jnp.where(assign, cum[group] - counts[group] + index, state.sample),
+        prompt=group,
+        key_index=jnp.where(assign, inputs.starts[group] + index, state.key_index),
+        length=jnp.where(assign, 0, state.length),
+        tokens=jnp.where(assign[:, None], 0, state.tokens),
+        logprobs=jnp.where(assign[:, None], 0.0, state.logprobs),
+        done=jnp.where(assign, False, state.done),
+        next_sample=state.next_sample + jnp.sum(assign.reshape(r, per).astype(jnp.int32),
+                                                axis=1))
+    keys_b = _token_keys(inputs.keys, state.prompt, state.key_index, jnp.zeros_like(index))
+    new, logp = _pick(spec.method, inputs.first_logits[state.prompt], keys_b)
+    return _append(spec, state, assign, new, logp)
+
+
 def _decode(spec: LoopSpec, inputs: LoopInputs, state: SamplerState) -> SamplerState:
     """One decode step: feeds every active slot's last token, draws the next one."""
     active = (state.sample >= 0) & ~state.done
@@ -195,7 +231,7 @@ def _decode(spec: LoopSpec, inputs: LoopInputs, state: SamplerState) -> SamplerS
     positions = (inputs.prefix.lengths[state.prompt] + index)[:, None]
     logits, cache = Decoder(spec.config).apply(
         {"params": inputs.params}, last, positions, cache=state.cache, cache_index=index,
-        prefix=inputs.prefix, prefix_index=state.prompt)
+        prefix=inputs.prefix, prefix_index=None if _groups(spec, inputs) > 1 else state.prompt)
     keys_b = _token_keys(inputs.keys, state.prompt, state.key_index, state.length)
     new, logp = _pick(spec.method, logits[:, 0], keys_b)
     state = state.replace(cache=cache,
@@ -218,14 +254,22 @@ def _record(spec: LoopSpec, state: SamplerState) -> SamplerState:
 
 def _step(spec: LoopSpec, inputs: LoopInputs, state: SamplerState) -> SamplerState:
     """One loop iteration: refill free slots (if any), decode, record."""
-    any_free = jnp.any(state.sample < 0) & (state.next_sample < inputs.num_samples)
+    groups = _groups(spec, inputs)
+    if groups > 1:
+        per = spec.num_slots // groups
+        left = jnp.repeat(state.next_sample < inputs.counts, per)  # [B] its prompt has more
+        any_free = jnp.any((state.sample < 0) & left)
+        refill = _refill_grouped
+    else:
+        any_free = jnp.any(state.sample < 0) & (state.next_sample < inputs.num_samples)
+        refill = _refill
     # The conditional refill carries only the slots' bookkeeping: with the cache or the
     # output buffers among its operands XLA copies them (every step, tens of MB on the
     # benchmark model) to keep the branches' buffers apart.
     big = dict(cache=state.cache, out_tokens=state.out_tokens,
                out_logprobs=state.out_logprobs, out_lengths=state.out_lengths)
     slots = state.replace(**{name: None for name in big})
-    slots = jax.lax.cond(any_free, functools.partial(_refill, spec, inputs),
+    slots = jax.lax.cond(any_free, functools.partial(refill, spec, inputs),
                          lambda st: st, slots)
     # Decoding is unconditional for the same reason. A step with no active slot (rare:
     # every refilled sample ended on its first token) changes no output and is not
@@ -233,15 +277,16 @@ def _step(spec: LoopSpec, inputs: LoopInputs, state: SamplerState) -> SamplerSta
     return _record(spec, _decode(spec, inputs, slots.replace(**big)))
 
 
-def _initial_state(spec: LoopSpec) -> SamplerState:
-    """Every slot free, nothing recorded, zeroed caches and output buffers."""
+def _initial_state(spec: LoopSpec, groups: int = 1) -> SamplerState:
+    """Every slot free, nothing recorded, zeroed caches and output buffers (`next_sample`
+    [groups] with slot groups, else [])."""
     b, s, capacity = spec.num_slots, spec.max_new_tokens, spec.capacity
     return SamplerState(
         cache=init_cache(spec.config, b, s), tokens=jnp.zeros((b, s), jnp.int32),
         logprobs=jnp.zeros((b, s), jnp.float32), length=jnp.zeros((b,), jnp.int32),
         sample=jnp.full((b,), -1, jnp.int32), prompt=jnp.zeros((b,), jnp.int32),
         key_index=jnp.zeros((b,), jnp.int32), done=jnp.zeros((b,), jnp.bool_),
-        next_sample=jnp.zeros((), jnp.int32), num_recorded=jnp.zeros((), jnp.int32),
+        next_sample=jnp.zeros((groups,) if groups > 1 else (), jnp.int32), num_recorded=jnp.zeros((), jnp.int32),
         num_steps=jnp.zeros((), jnp.int32),
         out_tokens=jnp.zeros((capacity, s), jnp.int32),
         out_logprobs=jnp.zeros((capacity, s), jnp.float32),
@@ -255,7 +300,8 @@ def sample_loop(spec: LoopSpec, params, prefix: Prefix, first_logits: Array, key
                         counts=counts, starts=starts, num_samples=num_samples,
                         cum=jnp.cumsum(counts))
     state = jax.lax.while_loop(lambda st: st.num_recorded < num_samples,
-                               functools.partial(_step, spec, inputs), _initial_state(spec))
+                               functools.partial(_step, spec, inputs),
+                               _initial_state(spec, _groups(spec, inputs)))
     return SamplerOutput(state.out_tokens, state.out_logprobs, state.out_lengths,
                          state.num_steps)
 

@@ -122,7 +122,9 @@ class Decoder(nn.Module):
             are dropped inside jit, where no error can be raised.
           prefix: optional shared `Prefix` every query may attend to.
           prefix_index: [B] int32, which prefix each row reads. Default: the one prefix
-            when it has a single row, else row b reads prefix b (it must have B rows).
+            when it has a single row, row b reads prefix b when it has B rows, and with
+            R rows (B a multiple of R) rows come in R consecutive groups, group r reading
+            prefix r.
           return_kv: also return this call's keys/values as a `KVCache` ([L, B, T, K, H]).
           logits_at: optional [B] int: compute the logits of position logits_at[b] of row
             b only (the scorer's prefill needs the last context position's), [B, 1, V].

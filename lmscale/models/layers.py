@@ -354,7 +354,8 @@ def _prefix_part(qg, prefix, prefix_index):
       qg: [B, T, K, G, H] scaled queries.
       prefix: (k, v [Bp, P, K, H], lengths [Bp]); row b reads prefix prefix_index[b].
       prefix_index: [B] int, or None: with Bp == 1 every row reads the one prefix, with
-        Bp == B row b reads prefix b (no gather).
+        Bp == B row b reads prefix b, with B a multiple of Bp the rows come in Bp
+        consecutive groups, group r reading prefix r (the sampler's slots; no gather).
     Returns:
       scores [B, K, G, T, P] float32 (invalid prefix positions at -1e30), and
       `read(probs [B, K, G, T, P]) -> [B, T, K, G, H]`.
@@ -369,6 +370,8 @@ def _prefix_part(qg, prefix, prefix_index):
         scores = ops.einsum("btkgh,pkh->bkgtp", qg, pk, preferred_element_type=jnp.float32)
         return (jnp.where(pmask, scores, _NEG_INF),
                 lambda p: ops.einsum("bkgtp,pkh->btkgh", p, pv))
+    if prefix_index is None and pk.shape[0] != qg.shape[0] and qg.shape[0] % pk.shape[0] == 0:
+        return _grouped_prefix_part(qg, pk.astype(dtype), pv.astype(dtype), plen)
     if prefix_index is None:
         if pk.shape[0] != qg.shape[0]:
             raise ValueError(f"prefix_index is required: {pk.shape[0]} prefixes for "
@@ -381,3 +384,18 @@ def _prefix_part(qg, prefix, prefix_index):
     scores = ops.einsum("btkgh,bpkh->bkgtp", qg, pk, preferred_element_type=jnp.float32)
     return (jnp.where(pmask[:, None, None, None, :], scores, _NEG_INF),
             lambda p: ops.einsum("bkgtp,bpkh->btkgh", p, pv))
+
+
+def _grouped_prefix_part(qg, pk, pv, plen):
+    """`_prefix_part` for rows in R consecutive groups, group r reading prefix r: one
+    batched contraction per group against its [P, K, H] prefix (a per-row gather of the
+    prefixes, [B, P, K, H] per layer and decode step, cost the sampler more than the model
+    did at the study's shapes)."""
+    b, t, k, g, h = qg.shape
+    r, p = pk.shape[0], pk.shape[1]
+    q = qg.reshape(r, b // r, t, k, g, h)
+    scores = ops.einsum("rbtkgh,rpkh->rbkgtp", q, pk, preferred_element_type=jnp.float32)
+    pmask = (jnp.arange(p)[None, :] < plen[:, None])[:, None, None, None, None, :]
+    scores = jnp.where(pmask, scores, _NEG_INF).reshape(b, k, g, t, p)
+    return (scores, lambda probs: ops.einsum(
+        "rbkgtp,rpkh->rbtkgh", probs.reshape(r, b // r, k, g, t, p), pv).reshape(b, t, k, g, h))

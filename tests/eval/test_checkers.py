@@ -66,3 +66,23 @@ def test_missing_pieces_are_named():
         checkers.make_checker(_Task("c", "code"), _inst(meta={"entry_point": "f"}))
     with pytest.raises(ValueError, match=r"instance 'i0'.*needs a target"):
         checkers.make_checker(_Task("e", "exact"), _inst(target=None))
+
+
+def test_cut_at_stop_cuts_at_the_earliest_stop_of_many():
+    """The one-regex cut equals the earliest `str.find` of any stop (empty stops ignored,
+    overlapping and prefix-sharing stops, regex metacharacters)."""
+    import random
+
+    from lmscale.data.checkers import cut_at_stop
+
+    def naive(text, stops):
+        found = [text.find(s) for s in stops if s and s in text]
+        return text[:min(found)] if found else text
+
+    stops = ("", "ab", "b", "bab", ".", "(", "\n", "a*", "|")
+    rng = random.Random(0)
+    for _ in range(2000):
+        text = "".join(rng.choice("ab.(*|\nx") for _ in range(rng.randint(0, 10)))
+        chosen = tuple(rng.sample(stops, rng.randint(0, len(stops))))
+        assert cut_at_stop(text, chosen) == naive(text, chosen), (text, chosen)
+    assert cut_at_stop("x.y", ["."]) == "x"  # a list works too

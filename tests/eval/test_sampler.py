@@ -409,3 +409,27 @@ def test_many_prompts_per_call_follow_each_prompts_distribution(model):
         assert chi_square_pvalue(np.bincount(got.tokens[:, 0], minlength=8), p) > 1e-3
     # The two prompts' next-token distributions differ: a mix-up of rows would fail.
     assert chi_square_pvalue(np.bincount(many[0].tokens[:, 0], minlength=8), probs[1]) < 1e-6
+
+
+def test_grouped_prefix_attention_equals_the_gathered_one():
+    """Rows in R consecutive groups reading prefix r (the sampler's slot groups, no gather)
+    score and read the prefixes as the per-row gather with prefix_index does."""
+    import jax
+    import jax.numpy as jnp
+
+    from lmscale.models import layers
+
+    r, per, t, k, g, h, p = 3, 2, 1, 2, 2, 4, 5
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    qg = jax.random.normal(keys[0], (r * per, t, k, g, h))
+    pk = jax.random.normal(keys[1], (r, p, k, h))
+    pv = jax.random.normal(keys[2], (r, p, k, h))
+    plen = jnp.asarray([5, 2, 3], jnp.int32)
+    probs = jax.nn.softmax(jax.random.normal(keys[3], (r * per, k, g, t, p)), axis=-1)
+    grouped, read_grouped = layers._prefix_part(qg, (pk, pv, plen), None)
+    index = jnp.repeat(jnp.arange(r), per)
+    gathered, read_gathered = layers._prefix_part(qg, (pk, pv, plen), index)
+    np.testing.assert_allclose(grouped, gathered, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(read_grouped(probs), read_gathered(probs), rtol=1e-6,
+                               atol=1e-6)
+    assert float(grouped[per, 0, 0, 0, 3]) < -1e29  # prefix 1 has 2 valid positions
