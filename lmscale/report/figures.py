@@ -46,20 +46,10 @@ def loss_vs_compute(analysis: Mapping[str, Any], path: pathlib.Path) -> pathlib.
         ax.scatter([rung["C"]], [rung["validation_loss"]], zorder=5,
                    label=f"N={rung['N']:,}" + (" (held out)" if rung["held_out"] else ""),
                    **style)
-    law = analysis["loss_law"]
-    # The fitted curve ("law"): the chosen form's name can differ ("kaplan_floor" is
-    # Kaplan's L(N) with a bounded L_inf).
-    form = law.get("law") or law.get("form")
-    if law.get("params") and form in F.laws.FORMS:
-        N = np.array([r["N"] for r in rungs], float)
-        D = np.array([r["D"] for r in rungs], float)
-        # The ladder's D(N) (a power law for fixed M or fixed D), to place the law in C.
-        slope, intercept = np.polyfit(np.log(N), np.log(D), 1)
-        grid = np.geomspace(N.min() / 1.3, N.max() * 1.5, 100)
-        d_grid = np.exp(intercept) * grid ** slope
-        pred = F.laws.FORMS[form].predict(law["params"], N=grid, D=d_grid)
-        ax.plot(6 * grid * d_grid, pred, color="C3", lw=1.4, ls="--",
-                label=f"{law['form']} fit (held-out rung excluded)")
+    curve = law_curve(analysis["loss_law"], rungs)
+    if curve is not None:
+        ax.plot(*curve, color="C3", lw=1.4, ls="--",
+                label=f"{analysis['loss_law']['form']} fit (held-out rung excluded)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("training compute C = 6 N D (FLOPs)")
@@ -70,6 +60,31 @@ def loss_vs_compute(analysis: Mapping[str, Any], path: pathlib.Path) -> pathlib.
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def law_curve(law: dict, rungs) -> tuple[np.ndarray, np.ndarray] | None:
+    """The chosen loss law along the ladder's D(N), as (C, loss) on a grid of N a little
+    past the rungs; None when the law has no parameters or no known form. The chosen
+    form's name can differ from its curve's: "kaplan_floor" is Kaplan's L(N) with a
+    bounded L_inf, and the 2-parameter power laws (fit.select) are Kaplan's law and the
+    compute law at floor 0."""
+    form = law.get("law") or law.get("form")
+    params = law.get("params")
+    if params and form in _POWER_FORMS:
+        form, params = _POWER_FORMS[form], {_POWER_FLOOR[_POWER_FORMS[form]]: 0.0, **params}
+    if not params or form not in F.laws.FORMS:
+        return None
+    N = np.array([r["N"] for r in rungs], float)
+    D = np.array([r["D"] for r in rungs], float)
+    # The ladder's D(N) (a power law for fixed M or fixed D), to place the law in C.
+    slope, intercept = np.polyfit(np.log(N), np.log(D), 1)
+    grid = np.geomspace(N.min() / 1.3, N.max() * 1.5, 100)
+    d_grid = np.exp(intercept) * grid ** slope
+    return 6 * grid * d_grid, F.laws.FORMS[form].predict(params, N=grid, D=d_grid)
+
+
+_POWER_FORMS = {"power": "kaplan", "power_compute": "compute"}
+_POWER_FLOOR = {"kaplan": "L_inf", "compute": "E"}
 
 
 def _plain_ticks(ax, axis) -> None:

@@ -149,6 +149,22 @@ def test_loss_figure_draws_whichever_law_was_chosen(form, tmp_path):
         law["params"] = dict(E=0.5, lam=50.0, eta=0.1)
     path = figures.loss_vs_compute(dict(out, loss_law=law), tmp_path / f"{form}.png")
     assert path.stat().st_size > 5000
+    assert (figures.law_curve(law, out["rungs"]) is None) == (form == "unknown")
+
+
+@pytest.mark.parametrize("form", ["power", "power_compute"])
+def test_loss_figure_draws_the_power_laws(form):
+    rows, runs = synthetic()
+    out = analysis.analyze(rows, runs, held_out=1)
+    params = dict(N0=N0, alpha=ALPHA) if form == "power" else dict(lam=50.0, eta=0.1)
+    C, loss = figures.law_curve(dict(form=form, law=form, params=params), out["rungs"])
+    # on the ladder's D(N) the curve is the pure power law itself
+    want = (params["lam"] * C ** -params["eta"] if form == "power_compute" else None)
+    if form == "power":  # C = 6 N D(N) is monotone in N: check the law's slope in log-log
+        slopes = np.diff(np.log(loss)) / np.diff(np.log(C))
+        assert np.ptp(slopes) < 1e-9 and slopes[0] < 0
+    else:
+        np.testing.assert_allclose(loss, want, rtol=1e-12)
 
 
 def test_report_files_are_written(tmp_path):
