@@ -68,13 +68,9 @@ class PassUntilConfig:
       temperature, top_k, top_p: sampling method (top_k / top_p None: off; both set is an
         error).
       seed: base seed; instance seeds derive from it, the task and the instance id.
-      prompts_per_call: instances sampled together, one draw each per
-        `Sampler.sample_many` call (1: one prompt per call); None: as many as the slots
-        hold, num_slots // min(batch_size, k_max), at least 1. Results do not depend on
-        it, only speed (tools/bench_pu_unit.py --run_dir, trained checkpoints, prompts in
-        slot groups): finals (512 over 256 slots) one per call 6089 vs 8 per call 6048
-        samples/s (w96), 4882 vs 4537 (w64): a group waits for its slowest prompt;
-        intermediates (k_max 50) 5 per call 1991 vs one 844 (w96@312).
+      prompts_per_call: instances sampled together per `Sampler.sample_many` call;
+        None: num_slots // min(batch_size, k_max), at least 1. Speed only, never results
+        (figures: `tools/bench_pu_unit.py --run_dir`, docs/performance.md).
     """
 
     r: int = 2
