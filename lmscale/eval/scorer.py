@@ -11,15 +11,16 @@ Winograd-style questions whose choices are different contexts before one shared
 continuation (LLM-foundry's "schema" tasks: the continuation's log-likelihood).
 
 How a question is scored (the context is computed once per question):
-  1. one row per question holds bos, the context (padded to its bucket) and the question's
-     choices packed back to back (padded to theirs), the choices at positions
-     len(context) + [0, len(choice)); one forward runs it with an explicit attention
-     mask (`Decoder(attention_mask=...)`): the context is causal, a choice attends to the
-     whole context and causally to itself, never to another choice or to padding. So the
-     context's keys/values are computed once and read by every choice, in one attention
-     call per layer (one softmax over context and choice keys);
-  2. logits are computed only where a choice token is predicted (`logits_at`): at the
-     last context token for a choice's first token, at choice position j for token j + 1;
+  1. prefill the contexts (bos's keys/values, the same in every row, are computed once and
+     read as a one-row prefix, so bos is not padded into the context's bucket) for a
+     batch of questions with `return_kv=True`; the logits at
+     the last context position give log p(first choice token), the keys/values become a
+     `Prefix`;
+  2. a question's choices are packed back to back into one row (a packing segment each, so
+     a choice attends causally to itself and to the whole context, never to another
+     choice), at positions len(context) + [0, len(choice)); row q reads prefix q, so no
+     choice gets its own copy of the context's keys/values; the logits at choice position
+     j give log p(token j + 1);
   3. target-token log-probs are summed per segment (t5x `score_batch` style).
 The `bos` id (0 by default) is prepended because seqio's DecoderFeatureConverter shifts
 every training sequence right with id 0, so a document always starts after a 0 in training.
@@ -41,7 +42,7 @@ import numpy as np
 from absl import logging
 
 from lmscale.eval import results as results_lib
-from lmscale.models import Decoder, ModelConfig
+from lmscale.models import Decoder, ModelConfig, Prefix
 
 Array = jax.Array
 # What joins a choice to its context in lm-evaluation-harness (its `target_delimiter`).
@@ -277,7 +278,7 @@ def _bucket(n: int, minimum: int) -> int:
 
 def _batch_shape(questions, contexts) -> tuple[int, int, int]:
     """Padded (context, choice count, packed choices width) of one scorer call."""
-    return (_bucket(max(len(c) for c in contexts) - 1, 8),  # bos is outside the bucket
+    return (_bucket(max(len(c) for c in contexts) - 1, 8),  # bos is not in the row
             _bucket(max(len(q.choice_ids) for q in questions), 2),
             _bucket(max(sum(len(x) for x in q.choice_ids) for q in questions), 4))
 
@@ -299,32 +300,33 @@ def _score_fn(model: nn.Module):
         # segments [Q, L] = choice index + 1 (0: padding); offsets [Q, L]: position within
         # its choice; is_first [Q, L]: a choice's first token; bos [1, 1]: the bos id;
         # slots [C]: 1..C (its length is the static choice count).
+        variables = {"params": params}
         q, p = ctx_tokens.shape
-        width = tokens.shape[1]
-        n = ctx_len - 1  # context tokens after bos
-        # One row per question: bos, the context (bucketed to P), its choices (to L); one
-        # forward, one attention call per layer, every matrix product over Q (1 + P + L)
-        # tokens. Row segments: 0 for bos and the context (seen by every later token), c
-        # for choice c (seen by itself only), -1 for padding (seen by padding only).
-        row = jnp.concatenate([jnp.broadcast_to(bos, (q, 1)), ctx_tokens, tokens], axis=1)
-        head = jnp.arange(1 + p, dtype=jnp.int32)[None, :]
-        positions = jnp.concatenate([jnp.broadcast_to(head, (q, 1 + p)),
-                                     ctx_len[:, None] + offsets], axis=1)
-        seg = jnp.concatenate([jnp.where(head <= n[:, None], 0, -1),
-                               jnp.where(segments > 0, segments, -1)], axis=1)
-        idx = jnp.arange(row.shape[1])
-        sq, sk = seg[:, :, None], seg[:, None, :]
-        mask = ((idx[:, None] >= idx[None, :])[None]
-                & ((sq == sk) | ((sk == 0) & (sq > 0))))  # [Q, T, T]
-        # Token j of a choice is predicted by its position j - 1 (row index P + u for the
-        # packed token u), token 0 by the last context token (row index n; bos when the
-        # context is empty): the unembedding runs on those L positions only.
-        at = jnp.where(is_first, n[:, None], p + jnp.arange(width, dtype=jnp.int32)[None, :])
-        logits = model.apply({"params": params}, row, positions, attention_mask=mask,
-                             logits_at=at)  # [Q, L, V]
-        token_logp = (jnp.take_along_axis(logits, tokens[..., None], axis=-1)[..., 0]
-                      - jax.nn.logsumexp(logits, axis=-1))  # [Q, L]
-        hit = jnp.argmax(logits, axis=-1) == tokens
+        # bos at position 0 attends to itself only, so its keys/values are the same in
+        # every row: computed once, read as a one-row prefix by every context, and not
+        # counted in the context's bucket (a 64-token context pads to 64, not 80).
+        bos_logits, bos_kv = model.apply(variables, bos, return_kv=True)  # [1, 1, V]
+        n = ctx_len - 1
+        positions = jnp.broadcast_to(1 + jnp.arange(p, dtype=jnp.int32), (q, p))
+        last, kv = model.apply(variables, ctx_tokens, positions, return_kv=True,
+                               prefix=Prefix(bos_kv.k, bos_kv.v, jnp.ones((1,), jnp.int32)),
+                               logits_at=jnp.maximum(n - 1, 0))  # [Q, 1, V]
+        last = jnp.where((n > 0)[:, None, None], last, bos_logits)  # empty context: bos's
+        first_logp = jax.nn.log_softmax(last)  # [Q, 1, V]
+        positions = ctx_len[:, None] + offsets
+        # Every choice attends to its own context (row q reads prefix q: bos, then the
+        # context) and, causally, to itself only (its segment): one row per question.
+        bos_k, bos_v = (jnp.broadcast_to(x, (x.shape[0], q, *x.shape[2:]))
+                        for x in (bos_kv.k, bos_kv.v))
+        prefix = Prefix(jnp.concatenate([bos_k, kv.k], axis=2),
+                        jnp.concatenate([bos_v, kv.v], axis=2), ctx_len)
+        logits = model.apply(variables, tokens, positions, segments, prefix=prefix)
+        logp = jax.nn.log_softmax(logits)  # [Q, L, V]
+        # Token j of a choice is predicted by choice position j - 1, token 0 by the context.
+        prev = jnp.concatenate([first_logp, logp[:, :-1]], axis=1)
+        prev = jnp.where(is_first[..., None], first_logp, prev)
+        token_logp = jnp.take_along_axis(prev, tokens[..., None], axis=-1)[..., 0]  # [Q, L]
+        hit = jnp.argmax(prev, axis=-1) == tokens
         member = segments[..., None] == slots  # [Q, L, C]
         loglik = jnp.sum(jnp.where(member, token_logp[..., None], 0.0), axis=1)  # [Q, C]
         greedy = ~jnp.any(member & ~hit[..., None], axis=1)

@@ -72,7 +72,7 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(self, x, positions, segment_ids, cache, cache_index, prefix, prefix_index,
-                 rope=None, mask=None):
+                 rope=None):
         c = self.config
         dtype = jnp.dtype(c.dtype)
         out_std = c.init_std / (2 * c.n_layers) ** 0.5
@@ -85,7 +85,7 @@ class Block(nn.Module):
                   init_std=c.init_std, out_std=out_std, dtype=dtype, name="mlp")
         h = Norm(c.norm, c.norm_eps, name="ln_attn")(x)
         a, kv, new_cache = attn(h, positions, segment_ids, cache, cache_index, prefix,
-                                prefix_index, rope, mask)
+                                prefix_index, rope)
         if c.parallel_residual:
             x = x + a + mlp(Norm(c.norm, c.norm_eps, name="ln_mlp")(x))
         else:
@@ -105,7 +105,7 @@ class Decoder(nn.Module):
                  segment_ids: Array | None = None, *, cache: KVCache | None = None,
                  cache_index: Array | None = None, prefix: Prefix | None = None,
                  prefix_index: Array | None = None, return_kv: bool = False,
-                 logits_at: Array | None = None, attention_mask: Array | None = None):
+                 logits_at: Array | None = None):
         """Runs the decoder.
 
         Args:
@@ -125,12 +125,7 @@ class Decoder(nn.Module):
             when it has a single row, else row b reads prefix b (it must have B rows).
           return_kv: also return this call's keys/values as a `KVCache` ([L, B, T, K, H]).
           logits_at: optional [B] int: compute the logits of position logits_at[b] of row
-            b only, [B, 1, V]; or [B, M] int: of positions logits_at[b, :], [B, M, V] (the
-            scorer needs only the positions that predict a choice token).
-          attention_mask: optional [B, T, T] bool, query i may attend to key j; replaces
-            the causal / segment mask (train/score form only; the scorer's joined row of a
-            context and its choices). It must be causal-shaped (j <= i) for the "cudnn"
-            `attention_impl`.
+            b only (the scorer's prefill needs the last context position's), [B, 1, V].
 
         Returns:
           logits [B, T, vocab_size] float32, then (decode) the new `KVCache`, or
@@ -157,13 +152,12 @@ class Decoder(nn.Module):
                                                         prefix.lengths)
             x, (k_i, v_i), stacked = Block(c, name=f"block_{i}")(
                 x, positions, segment_ids, layer_cache, cache_index, layer_prefix,
-                prefix_index, rope, attention_mask)
+                prefix_index, rope)
             if return_kv:
                 keys.append(k_i)
                 values.append(v_i)
         if logits_at is not None:
-            at = logits_at[:, :, None] if logits_at.ndim == 2 else logits_at[:, None, None]
-            x = jnp.take_along_axis(x, at, axis=1)  # [B, M, D] (M = 1 for a [B] index)
+            x = jnp.take_along_axis(x, logits_at[:, None, None], axis=1)  # [B, 1, D]
         x = Norm(c.norm, c.norm_eps, name="ln_final")(x)
         if c.tie_embeddings:
             # embed.attend(x), with the product through ops.dot_general.

@@ -198,12 +198,7 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x, positions, segment_ids=None, cache=None, cache_index=None,
-                 prefix=None, prefix_index=None, rope=None, mask=None):
-        # mask: optional [B, T, T] bool, query i may attend to key j of this call (the
-        # scorer's joined context + choices row); replaces the causal / segment mask.
-        if mask is not None and cache is not None:
-            raise ValueError("Attention: an explicit mask is for full-sequence calls, "
-                             "not with a cache")
+                 prefix=None, prefix_index=None, rope=None):
         q, key, value = self._project(x, positions, rope)
         b, t, n, h = q.shape
         k = self.n_kv_heads
@@ -218,12 +213,9 @@ class Attention(nn.Module):
             part, new_cache = _cache_part(qg, key, value, cache, cache_index)
             parts.append(part)
         else:
-            explicit = mask is not None
-            if not explicit:
-                mask = _causal_mask(b, t, segment_ids)
+            mask = _causal_mask(b, t, segment_ids)
             if prefix is None and self.attention_impl != "default":
-                out = _fused_attention(qg, key, value, mask, segment_ids, self.attention_impl,
-                                       explicit)
+                out = _fused_attention(qg, key, value, mask, segment_ids, self.attention_impl)
                 return self._output(out, b, t, n, h, x.shape[-1]), (key, value), None
             if prefix is None and ops.explicit_vjp_enabled():
                 # Training and scoring on CPU: one op with a hand-written backward.
@@ -278,22 +270,19 @@ def _causal_mask(b: int, t: int, segment_ids: Array | None) -> Array:
 
 
 def _fused_attention(qg: Array, key: Array, value: Array, mask: Array,
-                     segment_ids: Array | None, impl: str, explicit: bool = False) -> Array:
+                     segment_ids: Array | None, impl: str) -> Array:
     """[B, T, K, G, H] by `jax.nn.dot_product_attention` ("xla" or "cudnn" kernel).
 
     qg is already scaled, so the call's own scale is 1. With "xla" the [B, T, T] `mask`
     (causal, and same segment when packed) is passed as is; with "cudnn" the kernel's own
     causal mask is used and packing segments, when given, enter as an additive bias (cuDNN
-    fuses a bias, not a boolean mask); an `explicit` mask (a subset of the causal one, as
-    the scorer's) enters as that bias whole.
+    fuses a bias, not a boolean mask).
     """
     b, t, k, g, h = qg.shape
     q = qg.reshape(b, t, k * g, h)
     if impl == "cudnn":
         bias = None
-        if explicit:
-            bias = jnp.where(mask, 0.0, _NEG_INF).astype(q.dtype)[:, None]
-        elif segment_ids is not None:
+        if segment_ids is not None:
             same = segment_ids[:, :, None] == segment_ids[:, None, :]
             bias = jnp.where(same, 0.0, _NEG_INF).astype(q.dtype)[:, None]
         out = jax.nn.dot_product_attention(q, key, value, bias=bias, scale=1.0,

@@ -100,12 +100,11 @@ class _Bigram(nn.Module):
     @nn.compact
     def __call__(self, tokens, positions=None, segment_ids=None, *, cache=None,
                  cache_index=None, prefix=None, prefix_index=None, return_kv=False,
-                 logits_at=None, attention_mask=None):
+                 logits_at=None):
         table = self.param("table", nn.initializers.zeros, (self.vocab, self.vocab))
         logits = table[tokens]
         if logits_at is not None:
-            at = logits_at[:, :, None] if logits_at.ndim == 2 else logits_at[:, None, None]
-            logits = jnp.take_along_axis(logits, at, axis=1)
+            logits = jnp.take_along_axis(logits, logits_at[:, None, None], axis=1)
         if cache is not None:
             return logits, cache
         if return_kv:
@@ -288,25 +287,3 @@ def test_scorer_records_the_delimiter_of_each_choice(model):
     assert list(s.delimiter_chars) == [1, 0]
     assert s.detail()["delimiter_chars"] == [1, 0]
     assert [list(x) for x in s.norm_lengths()] == [[1, 4], [1, 4]]
-
-
-def test_joined_row_mask_hides_other_choices_and_padding(model):
-    # Same context and first choice; the other choices (and so the packed row's padding
-    # and the choice bucket) differ. A choice seeing another choice or a padding token
-    # would change choice 0's log-likelihood; each must also match its own full forward.
-    config, params = model
-    rng = np.random.default_rng(5)
-    ctx = rng.integers(3, 256, 9).astype(np.int32)
-    first = rng.integers(3, 256, 4).astype(np.int32)
-    others = [tuple(rng.integers(3, 256, n).astype(np.int32) for n in lens)
-              for lens in [(1,), (6, 9), (2, 3, 12)]]
-    got = []
-    for rest in others:
-        choices = (first, *rest)
-        q = S.Question("j", ctx, choices, tuple("x" * len(c) for c in choices), 0)
-        (s,) = S.Scorer(config, params, batch_questions=3).score([q])
-        for c, choice in enumerate(choices):
-            assert s.loglik[c] == pytest.approx(_brute_loglik(config, params, ctx, choice)[0],
-                                                abs=1e-4)
-        got.append(s.loglik[0])
-    np.testing.assert_allclose(got, got[0], atol=1e-5)

@@ -235,26 +235,3 @@ def test_logits_at_equals_the_full_logits_at_those_positions():
     assert some.shape == (3, 1, config.vocab_size)
     np.testing.assert_allclose(some[:, 0], full[jnp.arange(3), at], atol=1e-5)
     np.testing.assert_allclose(kv.k, kv_full.k, atol=1e-6)
-    rows = jnp.array([[8, 1], [0, 0], [4, 7]])  # [B, M]: M positions per row
-    many = Decoder(config).apply({"params": params}, tokens, logits_at=rows)
-    assert many.shape == (3, 2, config.vocab_size)
-    np.testing.assert_allclose(many, full[jnp.arange(3)[:, None], rows], atol=1e-5)
-
-
-def test_explicit_attention_mask_equals_segment_mask():
-    # A causal same-segment mask passed explicitly gives the segment_ids forward; a mask
-    # that hides a key changes the later positions (so the mask is really used).
-    config = tiny_config()
-    params = nn.unbox(init_params(config, jax.random.PRNGKey(6)))["params"]
-    tokens = jax.random.randint(jax.random.PRNGKey(7), (2, 8), 0, config.vocab_size)
-    seg = jnp.array([[1, 1, 1, 2, 2, 2, 2, 0], [1, 1, 1, 1, 1, 1, 1, 1]])
-    positions = jnp.array([[0, 1, 2, 0, 1, 2, 3, 0], list(range(8))])
-    want = Decoder(config).apply({"params": params}, tokens, positions, seg)
-    causal = jnp.tril(jnp.ones((8, 8), bool))[None]
-    mask = causal & (seg[:, :, None] == seg[:, None, :])
-    got = Decoder(config).apply({"params": params}, tokens, positions, attention_mask=mask)
-    np.testing.assert_allclose(got, want, atol=1e-5)
-    hidden = mask.at[:, :, 1].set(mask[:, :, 1] & (jnp.arange(8) < 2)[None, :])
-    other = Decoder(config).apply({"params": params}, tokens, positions, attention_mask=hidden)
-    np.testing.assert_allclose(other[:, :2], want[:, :2], atol=1e-5)
-    assert float(jnp.max(jnp.abs(other[1, 2:] - want[1, 2:]))) > 1e-3
