@@ -256,7 +256,8 @@ def plan_section(rows: Sequence[Mapping[str, Any]] | None) -> list[str]:
     if not rows:
         return []
     secs = lambda s: "-" if s is None else f"{s:.0f}"  # noqa: E731
-    table = [(r["stage"], r["rung"], f"{r['flops']:.3g}", secs(r["estimated_s"]),
+    table = [(r["stage"], r["rung"], f"{r['flops']:.3g}" if r["flops"] else "-",
+              secs(r["estimated_s"]),
               secs(r["measured_s"]), "-" if r["ratio"] is None else f"{r['ratio']:.2f}")
              for r in rows]
     return (["", "## Plan vs measured", "",
@@ -264,7 +265,8 @@ def plan_section(rows: Sequence[Mapping[str, Any]] | None) -> list[str]:
              "evaluation: expected FLOPs under the prior PU, worst case without one; "
              "estimated wall time from the probe when it ran) beside the measured wall "
              "time (training: the run records' wall_s; evaluation: the study's timing of "
-             "each run's evaluation, stages.json).", ""]
+             "each run's evaluation, stages.json; fit/report: this analysis up to writing the "
+             "report).", ""]
             + _table(["stage", "rung", "FLOPs", "est. s", "measured s", "measured / est."],
                      table))
 

@@ -33,6 +33,8 @@ from lmscale.report import figures as figures_lib
 from lmscale.report import greedy as greedy_report
 from lmscale.report import lossview
 from lmscale.report import markdown
+from lmscale.report.stages import (PLAN_FILE, STAGES_FILE, _eval_seconds,  # noqa: F401
+                                   _save_stages, plan_vs_measured, save_plan)
 from lmscale.train import ladder as ladder_lib
 from lmscale.train import loop as train_loop
 from lmscale.train import optim
@@ -335,8 +337,6 @@ def evaluation_summary(summaries: Sequence) -> str | None:
     return line
 
 
-PLAN_FILE = "plan.json"
-STAGES_FILE = "stages.json"
 REPORT_KEY_FILE = "report.key"  # what the report was made from (`inputs_key`)
 
 
@@ -364,54 +364,6 @@ def cached_analysis(root: pathlib.Path, key: str) -> dict[str, Any] | None:
     return json.loads(saved.read_text(encoding="utf-8"))
 
 
-def save_plan(config: StudyConfig, root: pathlib.Path, optimizer, mesh, loop,
-              probe: bool) -> None:
-    """Writes `<root>/plan.json` (the study's plan, probed when `probe`) unless a previous
-    session of the study already wrote it."""
-    from lmscale.report import plan as plan_lib  # pylint: disable=g-import-not-at-top
-    from lmscale.report.plan import adapter  # pylint: disable=g-import-not-at-top
-
-    if (root / PLAN_FILE).exists():
-        return
-    plan = adapter.make_plan(config, optimizer, mesh, probe=probe, loop=loop)
-    adapter.write_json(plan, root / PLAN_FILE)
-    logging.info("study plan:\n%s", plan_lib.format_plan(plan))
-
-
-def _eval_seconds(root: pathlib.Path) -> dict[str, float]:
-    path = root / STAGES_FILE
-    if not path.exists():
-        return {}
-    return dict(json.loads(path.read_text(encoding="utf-8")).get("evaluate_s", {}))
-
-
-def _save_stages(root: pathlib.Path, eval_seconds: dict[str, float]) -> None:
-    """Writes stages.json (evaluation seconds per run so far; process 0 only)."""
-    import jax  # pylint: disable=g-import-not-at-top
-
-    if jax.process_index() == 0:
-        (root / STAGES_FILE).write_text(json.dumps({"evaluate_s": eval_seconds}, indent=1),
-                                        encoding="utf-8")
-
-
-def plan_vs_measured(root: pathlib.Path, infos: dict[str, RunRecord]) -> list[dict] | None:
-    """plan.json beside the measured seconds per rung (`render.plan_vs_measured`): training
-    from the run records' wall_s, evaluation from stages.json; None without a plan."""
-    from lmscale.report.plan import render  # pylint: disable=g-import-not-at-top
-
-    if not (root / PLAN_FILE).exists():
-        return None
-    plan_json = json.loads((root / PLAN_FILE).read_text(encoding="utf-8"))
-    evaluated = _eval_seconds(root)
-    measured: dict[str, dict[str, float]] = {"train": {}, "evaluate": {}}
-    for name, rec in infos.items():
-        rung = rec.model_config.get("name") or name
-        measured["train"][rung] = measured["train"].get(rung, 0.0) + rec.wall_s
-        if name in evaluated:
-            measured["evaluate"][rung] = measured["evaluate"].get(rung, 0.0) + evaluated[name]
-    return render.plan_vs_measured(plan_json, measured)
-
-
 def analyze_and_report(config: StudyConfig, workdir: pathlib.Path,
                        infos: dict[str, RunRecord], rows: Sequence,
                        setup: dict[str, Any]) -> dict[str, Any]:
@@ -419,6 +371,7 @@ def analyze_and_report(config: StudyConfig, workdir: pathlib.Path,
     the plan beside the measured times when the workdir has a plan.json)."""
     from lmscale.data import registry
 
+    start = time.perf_counter()
     baselines = {t: registry.get_eval_task(t).random_baseline for t in config.mc_tasks}
     analysis = analysis_lib.analyze(
         rows, infos, mc_tasks=config.mc_tasks,
@@ -426,7 +379,6 @@ def analyze_and_report(config: StudyConfig, workdir: pathlib.Path,
         held_out=config.held_out, passuntil_r=config.passuntil.r,
         passuntil_k_max=config.passuntil.k_max,
         targets=config.resolved_targets(), level=config.level, pass_at_k=config.pass_at_k)
-    analysis["plan_vs_measured"] = plan_vs_measured(pathlib.Path(workdir), infos)
     analysis["isolation"] = markdown.isolation_levels(rows)  # code tasks' sandbox levels
     if config.greedy_tasks:  # greedy exact match beside PassUntil (report/greedy.py)
         analysis["greedy"] = greedy_report.analyze(rows, config.greedy_tasks, config.level)
@@ -436,6 +388,11 @@ def analyze_and_report(config: StudyConfig, workdir: pathlib.Path,
             counting="non_embedding", level=config.level)
     figures = figures_lib.write_figures(analysis, workdir)
     figures.update(lossview.write_figures(analysis.get("loss_view"), workdir))
+    # fit/report measured up to the report's writing (milliseconds after), so that the
+    # report shows it; the study saves the whole stage to stages.json after.
+    analysis["fit_report_s"] = time.perf_counter() - start
+    analysis["plan_vs_measured"] = plan_vs_measured(pathlib.Path(workdir), infos,
+                                                    analysis["fit_report_s"])
     markdown.write_report(analysis, figures, workdir, title=config.name, setup=setup)
     return analysis
 
@@ -565,11 +522,13 @@ def run_study(config: StudyConfig, workdir: str,
         logging.info("study %r: nothing new since %s was written (same runs, results, "
                      "config and code): kept", config.name, root / "report.md")
         return analysis
+    fit_start = time.time()
     setup = study_setup(config, optimizer, train_s, eval_s)
     if (line := evaluation_summary(summaries)) is not None:
         setup["evaluation (this invocation)"] = line
         logging.info("study evaluation: %s", line)
     analysis = analyze_and_report(config, root, infos, results.rows, setup)
+    _save_stages(root, eval_seconds, time.time() - fit_start)
     (root / REPORT_KEY_FILE).write_text(key + "\n", encoding="utf-8")
     logging.info("study %r: report written to %s (%.0fs in all)", config.name,
                  root / "report.md", time.time() - start)

@@ -115,6 +115,11 @@ def test_micro_study_end_to_end_and_resume(tmp_path, monkeypatch):
     record = json.loads((tmp_path / "runs" / "m16_M0.5_s0" / "run.json").read_text())
     assert train_rows[0]["measured_s"] == pytest.approx(record["wall_s"])
     assert train_rows[0]["estimated_s"] is None  # no probe asked for
+    fit_row = saved["plan_vs_measured"][-1]  # this analysis's own time, in its report
+    assert fit_row["stage"] == "fit/report" and fit_row["measured_s"] > 0
+    assert "| fit/report | (all) |" in report
+    fit_s = json.loads((tmp_path / "stages.json").read_text())["fit_report_s"]
+    assert fit_s >= fit_row["measured_s"]  # the whole stage, report writing included
     rows_before = (tmp_path / "results.jsonl").read_text()
 
     # A rerun trains and evaluates nothing and reproduces the same analysis: nothing the

@@ -377,6 +377,23 @@ def test_plan_vs_measured_rows_and_report_section():
     text = "\n".join(markdown.plan_section(rows))
     assert "## Plan vs measured" in text and "| train | w16 |" in text and "1.20" in text
     assert markdown.plan_section(None) == []
+    fit = by[("fit/report", "(all)")]  # no probe: no estimate, not measured
+    assert fit["estimated_s"] is None and fit["measured_s"] is None
+    saved["report_seconds"] = 20.0
+    rows = render.plan_vs_measured(saved, {"report": {"(all)": 26.0}})
+    assert rows[-1]["stage"] == "fit/report" and rows[-1]["ratio"] == pytest.approx(1.3)
+    assert "| fit/report | (all) | - | 20 | 26 | 1.30 |" in "\n".join(
+        markdown.plan_section(rows))
+
+
+def test_stages_file_keeps_fit_report_seconds(tmp_path):
+    from lmscale.report import stages
+
+    stages._save_stages(tmp_path, {"a": 3.0})
+    assert stages._fit_report_seconds(tmp_path) is None
+    stages._save_stages(tmp_path, {"a": 3.0}, 21.5)
+    assert stages._eval_seconds(tmp_path) == {"a": 3.0}
+    assert stages._fit_report_seconds(tmp_path) == 21.5
 
 
 @pytest.mark.slow

@@ -201,12 +201,14 @@ def plan_vs_measured(plan_json: Mapping[str, Any],
 
     Args:
       plan_json: the plan as saved at the start of the study.
-      measured: stage ("train", "evaluate") -> rung name -> measured seconds (all seeds).
+      measured: stage ("train", "evaluate") -> rung name -> measured seconds (all seeds);
+        "report" -> {"(all)": seconds of the fit/report stage}.
 
     Returns one row per (stage, rung) plus a "(all)" row per stage: stage, rung, flops
     (training: model FLOPs; evaluation: expected FLOPs where a prior was given, else worst
     case), estimated_s (None without a probe), measured_s (None if not measured) and ratio
-    (measured / estimated).
+    (measured / estimated); last a "fit/report" row (estimate: the plan's report_seconds;
+    no FLOPs: numpy on the host).
     """
     rows: list[dict[str, Any]] = []
     for stage, key in (("train", "train_seconds"), ("evaluate", "eval_seconds")):
@@ -230,4 +232,7 @@ def plan_vs_measured(plan_json: Mapping[str, Any],
             est, got = r["estimated_s"], r["measured_s"]
             r["ratio"] = got / est if est and got is not None else None
         rows += stage_rows + [total]
+    est, got = plan_json.get("report_seconds"), measured.get("report", {}).get("(all)")
+    rows.append({"stage": "fit/report", "rung": "(all)", "flops": 0.0, "estimated_s": est,
+                 "measured_s": got, "ratio": got / est if est and got is not None else None})
     return rows
