@@ -418,3 +418,47 @@ def test_run_overhead_is_the_real_loop_less_its_steps_and_compile(tmp_path, monk
     assert short.num_steps == probe.OVERHEAD_STEPS and short.model == spec.model
     assert whole > 0
     assert not list(tmp_path.glob("lmscale_probe_run_*"))
+
+
+def test_greedy_and_beam_units_are_counted_by_hand():
+    from lmscale.report.plan import evaltime
+
+    rung = core.Rung("w32", W32, seq_len=128, batch_size=8, num_steps=400, checkpoints=3)
+    gen = _pu_task([0.2])
+    greedy = dataclasses.replace(gen, name="gen (greedy)", kind=core.DECODE, decodes=1,
+                                 prior_pu=None)
+    beam = dataclasses.replace(gen, name="gen (beam 4)", kind=core.DECODE, decodes=4,
+                               final_only=True, prior_pu=None)
+    plan = core.build_plan("t", [rung], [greedy, beam], core.Mesh(),
+                           core.Device(bytes_limit=2**30, bytes_source="stated"))
+    g, b = plan.rungs[0].evals
+    per_token = 2 * 32000 + 4 * 2 * (80 + 24) * 32  # context prompt + generated / 2
+    # greedy: one sequence per instance on each of 3 checkpoints, no scoring pass
+    assert (g.samples_worst, g.samples_expected) == (24 * 3, 24 * 3)
+    assert g.flops_worst == g.flops_expected == pytest.approx(24 * 3 * 48 * per_token)
+    # beam 4: four sequences per instance on the final checkpoint only
+    assert b.checkpoints == 1 and b.samples_worst == 24 * 4
+    assert b.flops_worst == pytest.approx(24 * 4 * 48 * per_token)
+    assert "gen (beam 4)" in plan_lib.format_plan(plan)
+    # time: per generated token at the PassUntil probe's final-path rate (1e-3 s a sample
+    # of 5 tokens), times the expected completion (100 - 80 + 1 = 21 tokens)
+    got = evaltime.evaluation_seconds(rung, [greedy, beam], _rates())
+    assert got["passuntil_s"] == pytest.approx((24 * 3 + 24 * 4) * 21 * 1e-3 / 5)
+    assert got["compile_s"] == 0.0  # its sampler programs are the PassUntil task's
+
+
+def test_study_plan_lists_its_greedy_and_beam_units():
+    import gin
+    try:
+        configs = study_lib.load_gin(["experiments/default.gin"], search_path=".")
+        task = "py_identifier_tail:n120:c96"
+        config = dataclasses.replace(configs["study_config"], greedy_tasks=(task,),
+                                     beam_sizes=(2,))
+        plan = plan_lib.plan_study_config(config, configs["optimizer"], use_jax=False)
+    finally:
+        gin.clear_config()
+    evals = {e.task: e for e in plan.rungs[0].evals}
+    pu = evals[task]
+    # every PassUntil instance, once per evaluated checkpoint greedily, 2 beams at the final
+    assert evals[f"{task} (greedy)"].samples_worst == pu.checkpoints * 120
+    assert evals[f"{task} (beam 2)"].samples_worst == 2 * 120

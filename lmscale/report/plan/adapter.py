@@ -126,6 +126,25 @@ def task_from_registry(name: str, vocab_spec: str, limit: int | None, passuntil,
                      num_slots=passuntil.num_slots, prior_pu=prior_pu, score_shapes=shapes)
 
 
+def decode_tasks(study_config, vocab_spec: str, tasks: Sequence[core.Task]) -> list[core.Task]:
+    """The study's greedy and beam units as `core.DECODE` tasks: every `greedy_tasks` task
+    decoded once per instance on every evaluated checkpoint, and, per width W of
+    `beam_sizes`, W beams per PassUntil instance on each run's final checkpoint."""
+    c = study_config
+    out = []
+    for name in getattr(c, "greedy_tasks", ()) or ():
+        t = task_from_registry(name, vocab_spec, c.instances, c.passuntil, None, None)
+        out.append(dataclasses.replace(t, name=f"{name} (greedy)", kind=core.DECODE,
+                                       decodes=1, score_shapes=(), prior_pu=None))
+    by_name = {t.name: t for t in tasks if t.kind == core.PASSUNTIL}
+    for width in getattr(c, "beam_sizes", ()) or ():
+        for name in c.passuntil_tasks:
+            out.append(dataclasses.replace(by_name[name], name=f"{name} (beam {width})",
+                                           kind=core.DECODE, decodes=int(width),
+                                           final_only=True, score_shapes=(), prior_pu=None))
+    return out
+
+
 def validation_task(corpus: str, vocab_spec: str, validation, seq_len: int) -> core.Task:
     """The validation pseudo-task: scored tokens and batches per checkpoint (the packed
     held-out stream: tokens / (batch_size x length), rounded up)."""
@@ -205,6 +224,7 @@ def plan_study_config(study_config, optimizer=None, mesh_config=None, *,
         tasks.append(task_from_registry(name, template.vocab_spec, c.instances,
                                         c.passuntil, c.intermediate_k_max, prior_pu.get(name),
                                         model=rungs[0].model))
+    tasks += decode_tasks(c, template.vocab_spec, tasks)
     mesh, device = mesh_and_device(mesh_config, num_devices, device_bytes, compute_dtype,
                                    peak_flops, use_jax)
     return core.build_plan(c.name, rungs, tasks, mesh, device, thresholds)

@@ -73,7 +73,7 @@ def _evaluation(plan) -> None:
             f"with r / PU > k_max: {shares}{every}; those instances will be capped and "
             f"their PU not measured: raise k_max or drop the task")
     unknown = sorted({e.task for rp in plan.rungs for e in rp.evals if e.scored_tokens is None
-                      and e.kind != costs.PASSUNTIL})
+                      and e.kind not in (costs.PASSUNTIL, costs.DECODE)})
     if unknown:
         plan.warnings.append(f"scored tokens unknown for {unknown} (state them): their "
                              f"evaluation FLOPs are left out")

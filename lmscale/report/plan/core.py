@@ -17,7 +17,7 @@ import numpy as np
 from lmscale.models.config import ConfigError, ModelConfig, count_params
 from lmscale.report.plan import costs
 
-from lmscale.report.plan.costs import KINDS, MULTIPLE_CHOICE, PASSUNTIL, VALIDATION  # noqa: E402,F401
+from lmscale.report.plan.costs import DECODE, KINDS, MULTIPLE_CHOICE, PASSUNTIL, VALIDATION  # noqa: E402,F401
 ALL_RUNGS = "*"
 
 
@@ -62,7 +62,8 @@ class Task:
 
     Attributes:
       name: task name (`results.VALIDATION_TASK` style for validation).
-      kind: "validation", "multiple_choice" or "passuntil".
+      kind: "validation", "multiple_choice", "passuntil" or "decode" (greedy decoding or
+        beam search: `decodes` sequences per instance, no sampling until a pass).
       instances: instances evaluated (1 for validation).
       scored_tokens: tokens scored by the likelihood pass per instance (validation: all of
         them; multiple choice: prompt + every choice; PassUntil: prompt + target, the
@@ -79,6 +80,9 @@ class Task:
         (`lmscale.eval.scorer.Scorer.batch_shapes`: choices, or PassUntil answers); the
         distinct ones are the programs compiled per rung; () when unknown.
       batches: validation batches per checkpoint (validation only; 0 when unknown).
+      decodes: sequences decoded per instance and evaluated checkpoint (kind "decode":
+        1 greedy, W for a beam of width W).
+      final_only: decoded on each run's final checkpoint only (beam search).
     """
 
     name: str
@@ -95,6 +99,8 @@ class Task:
     prior_pu: Mapping[str, Sequence[float]] | None = None
     score_shapes: tuple[tuple[int, ...], ...] = ()
     batches: int = 0
+    decodes: int = 0
+    final_only: bool = False
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -264,6 +270,21 @@ def _passuntil_work(task: Task, rung: Rung, work: EvalWork) -> None:
     work.capped_expected = float(np.mean(costs.capped_probability(prior, task.r, task.k_max)))
 
 
+def _decode_work(task: Task, rung: Rung, work: EvalWork) -> None:
+    """Greedy / beam work: `decodes` sequences of up to `generated_tokens` per instance on
+    every evaluated checkpoint (or the finals only); deterministic, so expected = worst."""
+    checkpoints = rung.seeds * (1 if task.final_only else rung.checkpoints)
+    per_token = costs.forward_flops_per_token(
+        rung.model, task.prompt_tokens + task.generated_tokens / 2.0)
+    work.checkpoints = checkpoints
+    work.samples_worst = work.samples_expected = float(
+        checkpoints * task.instances * task.decodes)
+    work.decode_tokens_worst = work.decode_tokens_expected = (
+        work.samples_worst * task.generated_tokens)
+    work.flops_worst += work.decode_tokens_worst * per_token
+    work.flops_expected = work.flops_worst
+
+
 def eval_work(task: Task, rung: Rung) -> EvalWork:
     """The evaluation work of `task` over every evaluated checkpoint of `rung`'s runs.
 
@@ -273,7 +294,7 @@ def eval_work(task: Task, rung: Rung) -> EvalWork:
     instance, expected value from the prior PU with the batched draws of `passuntil.run`.
     """
     checkpoints = rung.seeds * rung.checkpoints
-    scored = None if task.scored_tokens is None else (
+    scored = None if task.scored_tokens is None or task.kind == DECODE else (
         task.scored_tokens * task.instances * checkpoints)
     work = EvalWork(task=task.name, kind=task.kind, scored_tokens=scored,
                     checkpoints=checkpoints)
@@ -282,6 +303,8 @@ def eval_work(task: Task, rung: Rung) -> EvalWork:
         work.flops_worst = scored * costs.forward_flops_per_token(rung.model, row / 2.0)
     if task.kind == PASSUNTIL:
         _passuntil_work(task, rung, work)
+    elif task.kind == DECODE:
+        _decode_work(task, rung, work)
     elif scored is not None:
         work.flops_expected = work.flops_worst
     return work

@@ -31,7 +31,8 @@ from lmscale.models.config import ModelConfig, count_params
 VALIDATION = "validation"
 MULTIPLE_CHOICE = "multiple_choice"
 PASSUNTIL = "passuntil"
-KINDS = (VALIDATION, MULTIPLE_CHOICE, PASSUNTIL)
+DECODE = "decode"   # a fixed number of sequences per instance: greedy (1), beam search (W)
+KINDS = (VALIDATION, MULTIPLE_CHOICE, PASSUNTIL, DECODE)
 
 
 def forward_weights(model: ModelConfig) -> int:

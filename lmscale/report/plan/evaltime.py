@@ -86,6 +86,20 @@ def passuntil_samples(task, rung) -> dict[str, float]:
     return out
 
 
+def decode_seconds(task, rung, rates: EvalRates) -> float:
+    """Greedy / beam decoding (`core.DECODE`), costed per generated token at the sampler's
+    rate on the final checkpoints of this rung's PassUntil probes (the same decode step:
+    their per-sample time over their mean completion); 0 when no PassUntil task was probed
+    (no rate: the plan's FLOPs still count the work)."""
+    per_token = [rates.sample_s[name][FINAL] / max(1e-9, rates.sample_tokens.get(name, 1.0))
+                 for name in rates.sample_s if FINAL in rates.sample_s[name]]
+    if not per_token:
+        return 0.0
+    sequences = rung.seeds * (1 if task.final_only else rung.checkpoints) * task.instances
+    return sequences * task.decodes * task.expected_generated_tokens * float(
+        np.mean(per_token))
+
+
 def scorer_shapes(tasks: Sequence) -> set[tuple]:
     """Distinct scorer batch shapes of every task: one compiled program each per rung."""
     return {tuple(s) for t in tasks for s in t.score_shapes}
@@ -114,6 +128,8 @@ def evaluation_seconds(rung, tasks: Sequence, rates: EvalRates) -> dict[str, flo
         elif t.kind == costs.MULTIPLE_CHOICE:
             scoring_s += checkpoints * (rates.score_fixed_s
                                         + len(t.score_shapes) * rates.score_batch_s)
+        elif t.kind == costs.DECODE:
+            passuntil_s += decode_seconds(t, rung, rates)
         else:
             samples = passuntil_samples(t, rung)
             length = t.expected_generated_tokens / max(

@@ -74,7 +74,7 @@ def _evaluation(plan: core.Plan) -> list[str]:
     rows = []
     for rp in plan.rungs:
         for e in rp.evals:
-            pu = e.kind == core.PASSUNTIL
+            pu = e.kind in (core.PASSUNTIL, core.DECODE)
             rows.append([rp.rung.name, e.task, str(e.checkpoints), fc(e.scored_tokens),
                          fc(e.samples_worst) if pu else "", fc(e.samples_expected) if pu else "",
                          fc(e.decode_tokens_worst) if pu else "",
