@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging as std_logging
 import faulthandler
+import contextlib
 import io
 import os
 import shutil
@@ -38,7 +39,7 @@ _CONSOLE_LEVELS = {"quiet": std_logging.WARNING, "info": std_logging.INFO,
 PROGRESS_LOGGER = "lmscale.progress"  # progress lines: to the file, never echoed twice
 
 _state = {"mode": None, "stream": None, "path": None, "primary": True, "handler": None,
-          "file_handler": None}
+          "file_handler": None, "muted": 0}
 _active: list["Progress"] = []  # open tqdm bars, for writing log lines above them
 
 
@@ -169,6 +170,18 @@ def set_primary(primary: bool) -> None:
     _state["primary"] = bool(primary)
 
 
+@contextlib.contextmanager
+def muted():
+    """Stages opened inside write their progress lines to the log file only: work nested in
+    a stage that draws its own line (the planner's probe runs the trainer and the evaluator
+    on every rung) keeps the console at one line per stage. Stages already open still draw."""
+    _state["muted"] += 1
+    try:
+        yield
+    finally:
+        _state["muted"] -= 1
+
+
 def _screen(stream: TextIO) -> tuple[int, int]:
     """The terminal's (columns, lines); (80, 24) where it reports none, as a bare
     pseudo-terminal does (tqdm would then draw nothing)."""
@@ -220,7 +233,7 @@ class Progress:
         self.done, self.note, self.closed = 0, "", False
         self.start = self._last_line_t = clock()
         self._last_line_pct = 0.0
-        self.quiet = not _state["primary"]
+        self.quiet = not _state["primary"] or _state["muted"] > 0
         is_tty = getattr(self.stream, "isatty", lambda: False)()
         tqdm = _tqdm()
         use_bar = (is_tty and tqdm is not None) if bar is None else (bar and tqdm is not None)

@@ -126,3 +126,21 @@ def test_numeric_python_warnings_go_to_the_file_only_on_a_quiet_console(tmp_path
         warnings.simplefilter("always")
         warnings.warn("overflow encountered in power", RuntimeWarning)
     assert "overflow encountered in power" in out_info.getvalue()
+
+
+def test_stages_opened_while_muted_go_to_the_file_only(tmp_path, restore_logging):
+    out = io.StringIO()
+    path = logs.setup(str(tmp_path), "study", "quiet", stream=out)
+    with logs.stage("probe", total=2, unit="parts", stream=out, bar=False) as outer:
+        with logs.muted():
+            with logs.stage("evaluate", total=1, unit="units", stream=out, bar=False) as inner:
+                inner.update(1)
+            outer.update(1, note="w32")
+        outer.update(1, note="w48")
+    with logs.stage("train", total=1, stream=out, bar=False) as after:  # unmuted again
+        after.update(1)
+    logs._state["file_handler"].flush()  # pylint: disable=protected-access
+    console, text = out.getvalue(), open(path, encoding="utf-8").read()
+    assert "evaluate 1/1 units" in text and "evaluate" not in console
+    assert "probe 1/2 parts" in console and "probe 2/2 parts" in console
+    assert "train 1/1" in console

@@ -192,7 +192,7 @@ def test_default_study_plan_counts_the_evaluators_programs_and_batches():
     assert val.batches == -(-int(val.scored_tokens) // (64 * 128)) and 40 <= val.batches <= 50
 
 
-def test_probe_fills_wall_times_from_real_steps():
+def test_probe_fills_wall_times_from_real_steps(capsys):
     from lmscale.eval import runner
     from lmscale.report.plan import evalprobe, probe
     from lmscale.train.state import MeshConfig
@@ -213,7 +213,11 @@ def test_probe_fills_wall_times_from_real_steps():
         mc_tasks=("py_identifier_mc:n8:c48",), passuntil_tasks=("py_identifier_tail:n2:c48",),
         passuntil=pu, intermediate_passuntil=dataclasses.replace(pu, k_max=4),
         validation=validation, corpus="lmscale_stdlib_py", vocab_spec="byte")
+    capsys.readouterr()
     probe.time_plan(plan, mesh_config=MeshConfig(), steps=1, evaluation=setup)
+    console = capsys.readouterr().err
+    # one line for the probe's stage; the evaluator it runs draws none (logs.muted)
+    assert "probe 1/1 parts" in console and "evaluate " not in console
     rp = plan.rungs[0]
     # compilation is paid once per run, the steps 50 times
     assert rp.measured["step_s"] > 0 and rp.measured["compile_s"] > 0

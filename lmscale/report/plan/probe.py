@@ -148,8 +148,20 @@ def time_plan(plan: core.Plan, optimizer=None, mesh_config=None, steps: int = 3,
     a run's fixed cost (`time_run_overhead`, with `loop`, its `LoopConfig`; added to every
     run) and whose fit/report stage `reportprobe.time_report` times on stand-in rows;
     None: neither is timed."""
+    from lmscale import logs  # pylint: disable=g-import-not-at-top
+
+    parts = len(plan.rungs) + (2 if study_config is not None else 0)
+    with logs.stage("probe", total=parts, unit="parts") as progress, logs.muted():
+        _probe(plan, optimizer, mesh_config, steps, constrain_activations, evaluation,
+               study_config, loop, progress)
+    return plan
+
+
+def _probe(plan, optimizer, mesh_config, steps, constrain_activations, evaluation,
+           study_config, loop, progress) -> None:
     with isolated_compiles():
-        _time_plan(plan, optimizer, mesh_config, steps, constrain_activations, evaluation)
+        _time_plan(plan, optimizer, mesh_config, steps, constrain_activations, evaluation,
+                   progress)
         if study_config is not None:
             from lmscale.train import state as state_lib  # pylint: disable=g-import-not-at-top
 
@@ -162,6 +174,7 @@ def time_plan(plan: core.Plan, optimizer=None, mesh_config=None, steps: int = 3,
                 rp.measured["run_overhead_s"] = overhead
                 rp.train_seconds += overhead * rp.rung.seeds
             plan.probe_seconds += time.perf_counter() - start
+            progress.update(note="run overhead")
     if study_config is not None:
         from lmscale.report.plan import reportprobe  # pylint: disable=g-import-not-at-top
 
@@ -169,10 +182,11 @@ def time_plan(plan: core.Plan, optimizer=None, mesh_config=None, steps: int = 3,
         instances = {t.name: t.instances for t in plan.tasks}
         plan.report_seconds = reportprobe.time_report(study_config, instances)
         plan.probe_seconds = (plan.probe_seconds or 0.0) + time.perf_counter() - start
-    return plan
+        progress.update(note="fit/report")
 
 
-def _time_plan(plan, optimizer, mesh_config, steps, constrain_activations, evaluation):
+def _time_plan(plan, optimizer, mesh_config, steps, constrain_activations, evaluation,
+               progress=None):
     import jax
 
     from lmscale.report.plan import evalprobe, evaltime
@@ -204,6 +218,8 @@ def _time_plan(plan, optimizer, mesh_config, steps, constrain_activations, evalu
             rp.measured["peak_bytes"] = float(stats["peak_bytes_in_use"])
         logging.info("probe %s: %.4fs per step, %.1fs compile; evaluation %s", r.name,
                      t_step, compile_s, rp.eval_breakdown)
+        if progress is not None:
+            progress.update(note=r.name)
     if plan.device.peak_flops is None:
         peak = metrics_lib.measure_peak_flops()
         if jax.default_backend() == "cpu":
