@@ -326,7 +326,8 @@ def _fit_loss(N, D, L, notes):
         else:
             backtest = {k: _num(v) for k, v in choice.backtest_error.items()}
             return choice.fit, dict(form=choice.name, backtest_error=backtest,
-                                    failures={k: v for k, v in choice.failures.items() if v})
+                                    failures={k: v for k, v in choice.failures.items() if v},
+                                    dropped_N=[int(n) for n in choice.dropped])
     notes.append(f"{why}; Kaplan L(N) used (Huber fit: L_inf kept positive)")
     return (F.fit_loss_law(N, None, L, form="kaplan", method="huber"),
             dict(form="kaplan", backtest_error={}))

@@ -133,6 +133,9 @@ def _loss_law_section(law, figures) -> list[str]:
         lines += [f"Chosen by backtest (mean |rel. error| predicting the largest fitted "
                   f"rungs from those below): {errs}; chosen: **{law['form']}**."]
         lines += [f"- {k} failed: {'; '.join(v)}" for k, v in law.get("failures", {}).items()]
+        if law.get("dropped_N"):
+            lines += ["The chosen law leaves out of its fit the smallest size(s) N = "
+                      + ", ".join(f"{n:,}" for n in law["dropped_N"]) + "."]
     params = ", ".join(f"{k} = {_fmt(v)}" for k, v in law["params"].items())
     lines += [f"Fitted by {law.get('method')} on {law.get('num_points')} runs: {params}."]
     if not law.get("reliable", True):

@@ -413,3 +413,13 @@ def test_a_row_whose_interval_leaves_its_point_out_is_widened_and_says_so():
     inside = analysis._row(analysis.F.Prediction("pu", 0.3, 0.27, 0.55, 0.9), "PU", "gen",
                            rung, 0.3)
     assert inside["interval"] == [0.27, 0.55] and inside["reasons"] == []
+
+
+def test_report_names_the_sizes_a_loss_law_leaves_out():
+    rows, runs = synthetic()
+    out = analysis.analyze(rows, runs, held_out=1)
+    assert out["loss_law"]["dropped_N"] == []   # the default choice fits every size
+    law = dict(out["loss_law"], dropped_N=[23712])
+    text = markdown.render(dict(out, loss_law=law), {}, title="t", setup={})
+    assert "leaves out of its fit the smallest size(s) N = 23,712." in text
+    assert "leaves out" not in markdown.render(out, {}, title="t", setup={})
