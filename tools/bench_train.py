@@ -110,6 +110,8 @@ def lmscale_stepper(config: ModelConfig, batch: int, seq: int, total_steps: int,
     options = dict(options or {})
     vjp = options.pop("explicit_vjp", None)
     vjp = ops.explicit_vjp_enabled() if vjp is None else bool(vjp)
+    from lmscale.models import layers  # pylint: disable=g-import-not-at-top
+    fuse = bool(options.pop("fuse_qkv", False))
     if "attention_impl" in options:
         config = config.replace(attention_impl=options.pop("attention_impl"))
     spec = spec_lib.RunSpec(config, seq_len=seq, batch_size=batch,
@@ -118,6 +120,7 @@ def lmscale_stepper(config: ModelConfig, batch: int, seq: int, total_steps: int,
         spec, optim.OptimizerConfig(warmup_steps=1), compiler_options=options or None)
     data = jax.device_put(synthetic_batch(batch, seq), batch_sharding)
     params0 = jax.device_get(state.params)
+    layers._FUSE_QKV[0] = fuse  # pylint: disable=protected-access
     with ops.explicit_vjp(vjp):
         probe = jax.jit(jax.value_and_grad(lambda p: _mean_loss(config, p, data)),
                         compiler_options=options or None)
@@ -128,9 +131,11 @@ def lmscale_stepper(config: ModelConfig, batch: int, seq: int, total_steps: int,
 
     def run(n: int) -> None:
         state = box[0]
+        layers._FUSE_QKV[0] = fuse  # pylint: disable=protected-access
         with ops.explicit_vjp(vjp):  # read while the step is traced (first call)
             for _ in range(n):
                 state, m = train_step(state, data)
+        layers._FUSE_QKV[0] = False  # pylint: disable=protected-access
         jax.block_until_ready((state, m))
         box[0] = state
     run.params0, run.first = params0, first

@@ -170,6 +170,21 @@ class HeadsDense(nn.Module):
         return y
 
 
+_FUSE_QKV = [False]   # bench_train's `fuse_qkv` variant (an experiment, issue 18)
+
+
+class _Kernel(nn.Module):
+    """A `HeadsDense` kernel alone (same name and shape), for `Attention._fused_qkv`."""
+
+    shape: tuple[int, ...]
+    names: tuple[str, ...]
+    init_std: float
+
+    @nn.compact
+    def __call__(self):
+        return self.param("kernel", _dense_init(self.init_std, self.names), self.shape)
+
+
 class Attention(nn.Module):
     """Causal multi-/grouped-/multi-query self-attention with optional KV cache and prefix.
 
@@ -225,6 +240,18 @@ class Attention(nn.Module):
         out = _attend(parts, value.dtype)
         return self._output(out, b, t, n, h, x.shape[-1]), (key, value), new_cache
 
+    def _fused_qkv(self, x):
+        """Queries, keys and values from one matmul against the three kernels joined on
+        the heads axis (the parameters keep their own names and shapes)."""
+        n, k, h = self.n_heads, self.n_kv_heads, self.head_dim
+        kernels = [_Kernel((x.shape[-1], heads, h), ("embed", axis, "head_dim"),
+                           self.init_std, name=name)()
+                   for name, heads, axis in (("query", n, "heads"), ("key", k, "kv_heads"),
+                                             ("value", k, "kv_heads"))]
+        w = jnp.concatenate(kernels, axis=1).astype(self.dtype)
+        y = ops.dot_general(x.astype(self.dtype), w, (((x.ndim - 1,), (0,)), ((), ())))
+        return y[..., :n, :], y[..., n:n + k, :], y[..., n + k:, :]
+
     def _project(self, x, positions, rope):
         """Queries [B, T, N, H] and keys, values [B, T, K, H]: normed, rotated, constrained."""
         n, k, h = self.n_heads, self.n_kv_heads, self.head_dim
@@ -233,9 +260,12 @@ class Attention(nn.Module):
             return HeadsDense((heads, h), ("embed", heads_axis, "head_dim"), self.use_bias,
                               self.init_std, self.dtype, name=name)(x)
 
-        q = proj("query", n, "heads")
-        key = proj("key", k, "kv_heads")
-        value = proj("value", k, "kv_heads")
+        if _FUSE_QKV[0] and not self.use_bias:
+            q, key, value = self._fused_qkv(x)
+        else:
+            q = proj("query", n, "heads")
+            key = proj("key", k, "kv_heads")
+            value = proj("value", k, "kv_heads")
         if self.qk_norm:
             b, t = x.shape[:2]
             q = Norm(self.norm, self.norm_eps, "heads", name="q_norm")(

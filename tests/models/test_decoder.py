@@ -235,3 +235,26 @@ def test_logits_at_equals_the_full_logits_at_those_positions():
     assert some.shape == (3, 1, config.vocab_size)
     np.testing.assert_allclose(some[:, 0], full[jnp.arange(3), at], atol=1e-5)
     np.testing.assert_allclose(kv.k, kv_full.k, atol=1e-6)
+
+
+def test_fused_qkv_projection_equals_three_projections():
+    """bench_train's `fuse_qkv` variant: one matmul against the joined kernels, the same
+    parameters (names and shapes) and the same logits and gradients."""
+    from lmscale.models import layers
+
+    config = CONFIGS["gqa_half_rotary"]
+    params = tiny_params(config)
+    tokens = jnp.asarray(np.random.RandomState(0).randint(0, config.vocab_size, (2, 12)))
+    loss = lambda p: jnp.mean(Decoder(config).apply({"params": p}, tokens) ** 2)  # noqa: E731
+    want, want_grad = jax.value_and_grad(loss)(params)
+    layers._FUSE_QKV[0] = True  # pylint: disable=protected-access
+    try:
+        got, got_grad = jax.value_and_grad(loss)(params)
+        fused_params = Decoder(config).init(jax.random.PRNGKey(0), tokens)["params"]
+    finally:
+        layers._FUSE_QKV[0] = False  # pylint: disable=protected-access
+    shapes = lambda t: jax.tree_util.tree_map(jnp.shape, nn.unbox(t))  # noqa: E731
+    assert shapes(fused_params) == shapes(params)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    for g, w in zip(jax.tree_util.tree_leaves(got_grad), jax.tree_util.tree_leaves(want_grad)):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
