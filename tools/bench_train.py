@@ -120,8 +120,7 @@ def lmscale_stepper(config: ModelConfig, batch: int, seq: int, total_steps: int,
         spec, optim.OptimizerConfig(warmup_steps=1), compiler_options=options or None)
     data = jax.device_put(synthetic_batch(batch, seq), batch_sharding)
     params0 = jax.device_get(state.params)
-    layers._FUSE_QKV[0] = fuse  # pylint: disable=protected-access
-    with ops.explicit_vjp(vjp):
+    with ops.explicit_vjp(vjp), layers.fused_qkv(fuse):
         probe = jax.jit(jax.value_and_grad(lambda p: _mean_loss(config, p, data)),
                         compiler_options=options or None)
         loss0, grads0 = probe(state.params)
@@ -131,11 +130,10 @@ def lmscale_stepper(config: ModelConfig, batch: int, seq: int, total_steps: int,
 
     def run(n: int) -> None:
         state = box[0]
-        layers._FUSE_QKV[0] = fuse  # pylint: disable=protected-access
-        with ops.explicit_vjp(vjp):  # read while the step is traced (first call)
+        # read while the step is traced (first call)
+        with ops.explicit_vjp(vjp), layers.fused_qkv(fuse):
             for _ in range(n):
                 state, m = train_step(state, data)
-        layers._FUSE_QKV[0] = False  # pylint: disable=protected-access
         jax.block_until_ready((state, m))
         box[0] = state
     run.params0, run.first = params0, first

@@ -173,17 +173,26 @@ def _refill(spec: LoopSpec, inputs: LoopInputs, state: SamplerState) -> SamplerS
     prompt = jnp.searchsorted(cum, new_id, side="right").astype(jnp.int32)
     prompt = jnp.clip(prompt, 0, counts.shape[0] - 1)
     key_index = inputs.starts[prompt] + new_id - (cum[prompt] - counts[prompt])
+    return _start(spec, inputs, state, assign, new_id, prompt, key_index,
+                  state.next_sample + jnp.sum(assign.astype(jnp.int32)))
+
+
+def _start(spec: LoopSpec, inputs: LoopInputs, state: SamplerState, assign, sample, prompt,
+           key_index, next_sample) -> SamplerState:
+    """Starts sample `sample[b]` of prompt `prompt[b]` in every slot b with `assign[b]`
+    (emptied first) and draws its first token."""
     state = state.replace(
-        sample=jnp.where(assign, new_id, state.sample),
+        sample=jnp.where(assign, sample, state.sample),
         prompt=jnp.where(assign, prompt, state.prompt),
         key_index=jnp.where(assign, key_index, state.key_index),
         length=jnp.where(assign, 0, state.length),
         tokens=jnp.where(assign[:, None], 0, state.tokens),
         logprobs=jnp.where(assign[:, None], 0.0, state.logprobs),
         done=jnp.where(assign, False, state.done),
-        next_sample=state.next_sample + jnp.sum(assign.astype(jnp.int32)))
+        next_sample=next_sample)
     # The first token comes from the prompt's own last logits: no model call.
-    keys_b = _token_keys(inputs.keys, state.prompt, state.key_index, jnp.zeros_like(new_id))
+    keys_b = _token_keys(inputs.keys, state.prompt, state.key_index,
+                         jnp.zeros_like(state.key_index))
     new, logp = _pick(spec.method, inputs.first_logits[state.prompt], keys_b)
     return _append(spec, state, assign, new, logp)
 
@@ -208,19 +217,9 @@ def _refill_grouped(spec: LoopSpec, inputs: LoopInputs, state: SamplerState) -> 
     rank = (jnp.cumsum(free.reshape(r, per).astype(jnp.int32), axis=1) - 1).reshape(-1)
     index = state.next_sample[group] + rank  # the sample's index among its prompt's
     assign = free & (index < counts[group])
-    state = state.replace(
-        sample=jnp.where(assign, cum[group] - counts[group] + index, state.sample),
-        prompt=group,
-        key_index=jnp.where(assign, inputs.starts[group] + index, state.key_index),
-        length=jnp.where(assign, 0, state.length),
-        tokens=jnp.where(assign[:, None], 0, state.tokens),
-        logprobs=jnp.where(assign[:, None], 0.0, state.logprobs),
-        done=jnp.where(assign, False, state.done),
-        next_sample=state.next_sample + jnp.sum(assign.reshape(r, per).astype(jnp.int32),
-                                                axis=1))
-    keys_b = _token_keys(inputs.keys, state.prompt, state.key_index, jnp.zeros_like(index))
-    new, logp = _pick(spec.method, inputs.first_logits[state.prompt], keys_b)
-    return _append(spec, state, assign, new, logp)
+    return _start(spec, inputs, state.replace(prompt=group), assign,
+                  cum[group] - counts[group] + index, group, inputs.starts[group] + index,
+                  state.next_sample + jnp.sum(assign.reshape(r, per).astype(jnp.int32), axis=1))
 
 
 def _decode(spec: LoopSpec, inputs: LoopInputs, state: SamplerState) -> SamplerState:
@@ -286,7 +285,8 @@ def _initial_state(spec: LoopSpec, groups: int = 1) -> SamplerState:
         logprobs=jnp.zeros((b, s), jnp.float32), length=jnp.zeros((b,), jnp.int32),
         sample=jnp.full((b,), -1, jnp.int32), prompt=jnp.zeros((b,), jnp.int32),
         key_index=jnp.zeros((b,), jnp.int32), done=jnp.zeros((b,), jnp.bool_),
-        next_sample=jnp.zeros((groups,) if groups > 1 else (), jnp.int32), num_recorded=jnp.zeros((), jnp.int32),
+        next_sample=jnp.zeros((groups,) if groups > 1 else (), jnp.int32),
+        num_recorded=jnp.zeros((), jnp.int32),
         num_steps=jnp.zeros((), jnp.int32),
         out_tokens=jnp.zeros((capacity, s), jnp.int32),
         out_logprobs=jnp.zeros((capacity, s), jnp.float32),

@@ -83,12 +83,12 @@ def fit_power(N, D, loss, variable: str = "N") -> fitters.Fit:
         law = "power"
         scale = np.exp(lx.mean() + icpt / expo) if expo != 0 else np.inf
         params = dict(N0=float(scale), alpha=expo)
-        predict = lambda p, N, D=None, **_: (p["N0"] / np.asarray(N, float)) ** p["alpha"]
+        predict = lambda p, N, D=None, **_: laws.kaplan(N, 0.0, **p)  # L_inf = 0
     else:
         law = "power_compute"
         params = dict(lam=float(np.exp(icpt - slope * lx.mean())), eta=expo)
-        predict = lambda p, N, D, **_: p["lam"] * (6.0 * np.asarray(N, float)
-                                                   * np.asarray(D, float)) ** -p["eta"]
+        predict = lambda p, N, D, **_: laws.compute_law(  # E = 0
+            6.0 * np.asarray(N, float) * np.asarray(D, float), 0.0, **p)
     fit = fitters.Fit(law=law, method="ols_log", params=params,
                       objective=float(np.sum(resid ** 2)), num_points=N.size,
                       data=dict(N=N, D=D, loss=loss), details=dict(variable=variable),

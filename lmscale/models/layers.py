@@ -8,6 +8,7 @@ D model, N query heads, K kv heads, G = N/K, H head dim, F MLP hidden.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import flax.linen as nn
@@ -170,7 +171,20 @@ class HeadsDense(nn.Module):
         return y
 
 
-_FUSE_QKV = [False]   # bench_train's `fuse_qkv` variant (an experiment, issue 18)
+_FUSE_QKV = [False]
+
+
+@contextlib.contextmanager
+def fused_qkv(enabled: bool):
+    """Within the block, attention traced without biases computes queries, keys and values
+    with one matmul against the joined kernels (`Attention._fused_qkv`; same parameters);
+    bench_train's `fuse_qkv` variant (issue 18). Read at trace time, like
+    `ops.explicit_vjp`."""
+    previous, _FUSE_QKV[0] = _FUSE_QKV[0], bool(enabled)
+    try:
+        yield
+    finally:
+        _FUSE_QKV[0] = previous
 
 
 class _Kernel(nn.Module):

@@ -247,12 +247,9 @@ def test_fused_qkv_projection_equals_three_projections():
     tokens = jnp.asarray(np.random.RandomState(0).randint(0, config.vocab_size, (2, 12)))
     loss = lambda p: jnp.mean(Decoder(config).apply({"params": p}, tokens) ** 2)  # noqa: E731
     want, want_grad = jax.value_and_grad(loss)(params)
-    layers._FUSE_QKV[0] = True  # pylint: disable=protected-access
-    try:
+    with layers.fused_qkv(True):
         got, got_grad = jax.value_and_grad(loss)(params)
         fused_params = Decoder(config).init(jax.random.PRNGKey(0), tokens)["params"]
-    finally:
-        layers._FUSE_QKV[0] = False  # pylint: disable=protected-access
     shapes = lambda t: jax.tree_util.tree_map(jnp.shape, nn.unbox(t))  # noqa: E731
     assert shapes(fused_params) == shapes(params)
     np.testing.assert_allclose(got, want, rtol=1e-5)
