@@ -62,6 +62,8 @@ def test_study_and_ladder_config_bad_fields_are_named():
         dataclasses.replace(study.StudyConfig(ladder=ladder), name=5)
     with pytest.raises(ConfigError, match=r"StudyConfig.held_out=-1: expected >= 0"):
         dataclasses.replace(study.StudyConfig(ladder=ladder), held_out=-1)
+    with pytest.raises(ConfigError, match=r"StudyConfig.loss_law_drop_smallest=\(9,\): one or "):
+        dataclasses.replace(study.StudyConfig(ladder=ladder), loss_law_drop_smallest=[9])
     # the token multiplier now lives in the study's ladder
     with pytest.raises(ConfigError, match=r"LadderConfig.token_multipliers"):
         dataclasses.replace(ladder, token_multipliers="abc")

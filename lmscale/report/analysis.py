@@ -24,6 +24,7 @@ import numpy as np
 
 from lmscale import fit as F
 from lmscale.fit.bootstrap import summarize_failures
+from lmscale.fit.select import DROP_SMALLEST
 from lmscale.report import hu, predict_mc
 from lmscale.train import record as record_lib
 from lmscale.train.record import RunRecord
@@ -131,6 +132,9 @@ class Settings:
     k_max: int | None = None  # the PassUntil cap of final checkpoints (predictive PU bands)
     pass_at_k: tuple[int, ...] = hu.DEFAULT_KS  # k's of measured and predicted pass@k
     two_circuit: bool = True  # Hu et al.'s two-circuit fit beside the PU fits (report/hu.py)
+    # how many of the smallest fitted sizes each loss law is tried without
+    # (`lmscale.fit.select.choose_loss_law`'s drop_smallest)
+    loss_drop_smallest: tuple[int, ...] = DROP_SMALLEST
 
 
 def _row(pred: F.Prediction, label: str, task: str, rung: "_Rung",
@@ -183,7 +187,8 @@ def analyze(rows: Iterable, runs: Mapping[str, RunRecord], *,
             passuntil_r: int | None = None, targets: Sequence = (), level: float = 0.9,
             num_resamples: int = 200, seed: int = 0,
             passuntil_k_max: int | None = None, pass_at_k: Sequence[int] = hu.DEFAULT_KS,
-            two_circuit: bool = True) -> dict[str, Any]:
+            two_circuit: bool = True,
+            loss_drop_smallest: Sequence[int] = DROP_SMALLEST) -> dict[str, Any]:
     """Fits the ladder's laws on all but the largest rung(s); predicts the targets and
     the held-out rung(s); backtests every rung from the fourth up from the rungs below.
 
@@ -201,6 +206,9 @@ def analyze(rows: Iterable, runs: Mapping[str, RunRecord], *,
       level: nominal coverage of every prediction interval.
       num_resamples, seed: bootstrap size and seed of the intervals.
       pass_at_k, two_circuit: pass@k's k's and the two-circuit fit (`lmscale.report.hu`).
+      loss_drop_smallest: numbers of the smallest fitted sizes the loss-law choice tries
+        each law without (`lmscale.fit.select.choose_loss_law`'s drop_smallest); (1,)
+        never fits the loss law on the smallest rung.
 
     Returns:
       A JSON-ready dict: "rungs", "checkpoints", "loss_law", "tasks", "targets" (their
@@ -219,7 +227,8 @@ def analyze(rows: Iterable, runs: Mapping[str, RunRecord], *,
                          f"the loss law needs >= 3 fitted rungs")
     ctx = _Ctx(index, rungs, _checkpoints(rungs, runs, index, mc_tasks, passuntil_tasks),
                loss_unit(runs), Settings(level, num_resamples, seed, passuntil_k_max,
-                                         tuple(pass_at_k), two_circuit), mc_tasks,
+                                         tuple(pass_at_k), two_circuit,
+                                         tuple(loss_drop_smallest)), mc_tasks,
                passuntil_tasks, dict(random_baselines or {}), passuntil_r, [])
     rung_rows = _rung_rows(rungs, runs, index)
     for row in rung_rows[-held_out:]:
@@ -313,14 +322,15 @@ def _rung_rows(rungs, runs, index) -> list[dict[str, Any]]:
     return out
 
 
-def _fit_loss(N, D, L, notes):
+def _fit_loss(N, D, L, notes, drop_smallest=DROP_SMALLEST):
     """The loss law chosen by backtest (`choose_loss_law`) when the rungs allow one
     (>= 4 sizes); otherwise Kaplan L(N). Returns (fit, law dict)."""
     sizes = np.unique(N).size
     why = f"{sizes} fitted sizes: too few to choose the loss law by backtest"
     if sizes >= 4:
         try:
-            choice = F.choose_loss_law(N, D, L, num_held_out=min(2, sizes - 3))
+            choice = F.choose_loss_law(N, D, L, num_held_out=min(2, sizes - 3),
+                                       drop_smallest=drop_smallest)
         except ValueError as e:  # every candidate failed its backtest
             why = f"no candidate law survived the backtest ({e})"
         else:
@@ -338,7 +348,7 @@ def _loss_law(index, fit_rungs, target_rungs, unit, settings, notes):
     N, D, L = (np.array(v, float) for v in zip(*[
         (r.N, r.D, v) for r in fit_rungs
         for v in _final_values(index, r, VALIDATION_TASK, VALIDATION_LOSS)]))
-    chosen, err = _safe(_fit_loss, N, D, L, notes)
+    chosen, err = _safe(_fit_loss, N, D, L, notes, settings.loss_drop_smallest)
     if chosen is None:
         notes.append(f"loss law could not be fitted: {err}")
         return dict(form=None, error=err), None, []

@@ -80,6 +80,9 @@ class StudyConfig:
       level: nominal coverage of every prediction interval.
       pass_at_k: the k's of the report's measured and predicted pass@k (k above the cap
         is left out).
+      loss_law_drop_smallest: how many of the smallest fitted rungs the loss-law choice
+        tries each law without (`lmscale.fit.select.choose_loss_law`): (0,) fits on
+        every rung, (1,) never on the smallest, (0, 1) lets the backtest decide.
       beam_sizes: () (default, off), or beam widths W: beam search on every PassUntil
         instance at each run's final checkpoint, for Hu et al.'s beam-search vs
         random-sampling table (`lmscale.eval.beam`, `lmscale.report.hu`).
@@ -101,6 +104,7 @@ class StudyConfig:
     level: float = 0.9
     pass_at_k: tuple[int, ...] = (1, 10, 100)
     beam_sizes: tuple[int, ...] = ()
+    loss_law_drop_smallest: tuple[int, ...] = (0,)
 
     def __post_init__(self):
         if not isinstance(self.ladder, ladder_lib.LadderConfig):
@@ -110,12 +114,17 @@ class StudyConfig:
             "held_out": {"min": 0}, "eval_checkpoints": {"min": 1}, "instances": {"min": 1},
             "intermediate_k_max": {"min": 1}, "passuntil_budget": {"min": 1}})
         for field in ("targets", "mc_tasks", "passuntil_tasks", "greedy_tasks", "pass_at_k",
-                      "beam_sizes"):
+                      "beam_sizes", "loss_law_drop_smallest"):
             object.__setattr__(self, field, tuple(getattr(self, field)))
         for field in ("pass_at_k", "beam_sizes"):
             if any(not isinstance(v, int) or v < 1 for v in getattr(self, field)):
                 raise ConfigError(f"StudyConfig.{field}={getattr(self, field)!r}: positive "
                                   "integers")
+        drops = self.loss_law_drop_smallest
+        if not drops or any(not isinstance(v, int) or not 0 <= v < len(self.ladder.models)
+                            for v in drops):
+            raise ConfigError(f"StudyConfig.loss_law_drop_smallest={drops!r}: one or more "
+                              "integers in [0, number of rungs)")
         if not 0 < self.level < 1:
             raise ConfigError(f"StudyConfig.level={self.level}: must lie in (0, 1)")
         ladder = self.ladder
@@ -378,7 +387,8 @@ def analyze_and_report(config: StudyConfig, workdir: pathlib.Path,
         passuntil_tasks=config.passuntil_tasks, random_baselines=baselines,
         held_out=config.held_out, passuntil_r=config.passuntil.r,
         passuntil_k_max=config.passuntil.k_max,
-        targets=config.resolved_targets(), level=config.level, pass_at_k=config.pass_at_k)
+        targets=config.resolved_targets(), level=config.level, pass_at_k=config.pass_at_k,
+        loss_drop_smallest=config.loss_law_drop_smallest)
     analysis["isolation"] = markdown.isolation_levels(rows)  # code tasks' sandbox levels
     if config.greedy_tasks:  # greedy exact match beside PassUntil (report/greedy.py)
         analysis["greedy"] = greedy_report.analyze(rows, config.greedy_tasks, config.level)

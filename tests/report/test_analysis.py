@@ -423,3 +423,17 @@ def test_report_names_the_sizes_a_loss_law_leaves_out():
     text = markdown.render(dict(out, loss_law=law), {}, title="t", setup={})
     assert "leaves out of its fit the smallest size(s) N = 23,712." in text
     assert "leaves out" not in markdown.render(out, {}, title="t", setup={})
+
+
+def test_loss_law_can_leave_the_smallest_rung_out():
+    rows, runs = synthetic()
+    # The smallest rung 20% above the law: a fit that keeps it is pulled off the law.
+    rows = [dict(r, value=r["value"] * 1.2) if r["metric"] == "validation_loss"
+            and r["num_params_non_embedding"] == SIZES[0] else r for r in rows]
+    kept = analysis.analyze(rows, runs, held_out=1)
+    left = analysis.analyze(rows, runs, held_out=1, loss_drop_smallest=(1,))
+    assert kept["loss_law"]["dropped_N"] == []
+    assert left["loss_law"]["dropped_N"] == [SIZES[0]]
+    assert left["loss_law"]["form"].endswith("w/o smallest")
+    err = lambda out: abs(out["predictions"][0]["rel_error"])
+    assert err(left) < err(kept)
