@@ -171,8 +171,9 @@ def _env(devices):
 
 
 def test_study_binary_on_8_devices_names_the_bad_rung_before_training(tmp_path):
-    """The default study's batches (8, 12, 16, 24, 32) on 8 devices (fsdp=8): rung w48's
-    12 does not split; before this check, w32 trained first and w48 then failed."""
+    """The default study's batches (8, 12, 16, 20, 24) on 8 devices (fsdp=8): rungs w48's
+    12 and w80's 20 do not split; before this check, w32 trained first and w48 then failed.
+    Both are named in one message."""
     start = time.time()
     proc = subprocess.run(
         [sys.executable, "-m", "lmscale.main.study", "--gin_file=experiments/default.gin",
@@ -180,9 +181,10 @@ def test_study_binary_on_8_devices_names_the_bad_rung_before_training(tmp_path):
         timeout=300)
     wall = time.time() - start
     assert proc.returncode != 0
-    assert "FATAL ConfigError: 1 problem(s) found at start-up" in proc.stderr, proc.stderr
-    assert "RunSpec.batch_size=12 is not divisible by the batch mesh axes data x fsdp of " \
-           "total size 8 (run w48_M9_s0;" in proc.stderr
+    assert "FATAL ConfigError: 2 problem(s) found at start-up" in proc.stderr, proc.stderr
+    for batch, run in ((12, "w48_M9_s0"), (20, "w80_M9_s0")):
+        assert (f"RunSpec.batch_size={batch} is not divisible by the batch mesh axes data x "
+                f"fsdp of total size 8 (run {run};") in proc.stderr, proc.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     assert "Traceback" not in proc.stderr and wall < 120, wall
 
