@@ -266,6 +266,8 @@ class EvalContext:
       mesh: where parameters go: a `jax.sharding.Mesh`, an `lmscale.train.state.MeshConfig`
         over all devices, or None (the run record's mesh when it matches the device
         count, else every device along fsdp).
+      pu_reference: time the sampler alone on the largest PassUntil unit's shapes after
+        the plan (`EvalSummary.pu_alone_per_s`).
     """
 
     results: R.ResultsFile
@@ -279,3 +281,4 @@ class EvalContext:
     draw_factory: Callable | None = None
     stream_factory: Callable | None = None
     mesh: Any = None
+    pu_reference: bool = False

@@ -205,6 +205,10 @@ class EvalSummary:
       pu_sample_s: wall seconds of the PassUntil drivers (sampler construction, compiles,
         draws, checks, row appends).
       pu_compile_s: the compile seconds inside `pu_sample_s`.
+      pu_alone_per_s, pu_alone_length: the same-shape reference (`evaluate`'s
+        `pu_reference`): samples/s of the sampler alone (`sampler.alone_rate`) on the
+        PassUntil unit that drew the most samples, and its mean completion length; 0
+        when not measured.
     """
 
     units_run: int
@@ -217,6 +221,8 @@ class EvalSummary:
     pu_samples: int
     pu_sample_s: float
     pu_compile_s: float = 0.0
+    pu_alone_per_s: float = 0.0
+    pu_alone_length: float = 0.0
 
     @property
     def compile_share(self) -> float:
@@ -235,11 +241,20 @@ class EvalSummary:
         """PassUntil samples per second of the drivers' wall time, compiles included."""
         return self.pu_samples / self.pu_sample_s if self.pu_sample_s > 0 else 0.0
 
+    @property
+    def alone_share(self) -> float:
+        """`samples_per_s` over the sampler-alone reference (0 when not measured)."""
+        return self.samples_per_s / self.pu_alone_per_s if self.pu_alone_per_s > 0 else 0.0
+
     def line(self) -> str:
         """E.g. '6 units (30 done earlier) in 41.0 s; compile 12.3 s (30%), ...'."""
         pu = (f"; PassUntil {self.pu_samples} samples at {self.samples_per_s:.0f} samples/s "
               f"excluding {self.pu_compile_s:.1f} s compiling ({self.wall_samples_per_s:.0f} "
-              f"wall; compare tools/bench_sample.py's study row)" if self.pu_samples else "")
+              f"wall)" if self.pu_samples else "")
+        if self.pu_samples and self.pu_alone_per_s > 0:
+            pu += (f", {100 * self.alone_share:.0f}% of the sampler alone on the same shapes "
+                   f"({self.pu_alone_per_s:.0f} samples/s, {sampler_lib.REFERENCE_SAMPLES} "
+                   f"per call, tools/bench_sample.py's study-row measure)")
         return (f"{self.units_run} units ({self.units_skipped} done earlier) in "
                 f"{self.wall_s:.1f} s; compile {self.compile_s:.1f} s "
                 f"({100 * self.compile_share:.0f}%), {self.programs} programs, "
@@ -256,7 +271,8 @@ def evaluate(workdir_or_run_dirs, tasks: Sequence = (), *, results_path: str | N
              stream_factory: Callable | None = None,
              passuntil_caps: Mapping[str, Mapping[str, int]] | None = None,
              intermediate_passuntil: PassUntilConfig | None = None,
-             mesh=None, greedy_tasks: Sequence = ()) -> R.ResultsFile:
+             mesh=None, greedy_tasks: Sequence = (),
+             pu_reference: bool = False) -> R.ResultsFile:
     """Evaluates every eval checkpoint of every run on every task; appends result rows.
 
     Plans the units (`plan.plan_evaluation`, complete ones marked) and executes the rest
@@ -292,6 +308,11 @@ def evaluate(workdir_or_run_dirs, tasks: Sequence = (), *, results_path: str | N
       greedy_tasks: generative task names or `EvalTask`s (with a checker) also decoded
         greedily on every checkpoint: greedy exact match beside PassUntil (they need not
         be in `tasks`; `passuntil_config.num_slots` prompts are decoded together).
+      pu_reference: after the plan, time the sampler alone (`sampler.alone_rate`) on the
+        shapes of the PassUntil unit that drew the most samples (its model, sampler
+        settings and first prompt; about 1 s of compiling and 1 s of sampling for a study
+        rung), outside the summary's wall and compile times: the summary's
+        `pu_alone_per_s`, the reference the in-study rate is set against.
 
     Returns:
       The `ResultsFile` (all rows, earlier ones included); its `summary` attribute holds
@@ -310,7 +331,7 @@ def evaluate(workdir_or_run_dirs, tasks: Sequence = (), *, results_path: str | N
         results=results, source=source, passuntil=passuntil_config, validation=validation,
         split=split, limit=limit, score_batch_questions=score_batch_questions,
         sandbox_timeout_s=sandbox_timeout_s, draw_factory=draw_factory,
-        stream_factory=stream_factory or _lm_stream, mesh=mesh)
+        stream_factory=stream_factory or _lm_stream, mesh=mesh, pu_reference=pu_reference)
     checkpoints = []
     for run_dir in runs:
         run_steps = source.list_steps(run_dir)
@@ -345,12 +366,16 @@ def execute(plan: plan_lib.EvalPlan, context: plan_lib.EvalContext) -> EvalSumma
                 note = _run_unit(unit, plan, checkpoint, context, counters)
                 progress.update(1, note=f"{unit.run_name}@{unit.step} {unit.task_name} {note}")
         progress.close(note=timer.summary())
+    alone = (0.0, 0.0)
+    if context.pu_reference and counters.reference is not None:
+        alone = sampler_lib.alone_rate(*counters.reference[1:])
     summary = EvalSummary(
         units_run=len(todo), units_skipped=len(plan.units) - len(todo),
         wall_s=timer.wall_s(), compile_s=timer.compile_s, programs=timer.programs,
         cache_hits=timer.cache_hits, cache_misses=timer.cache_misses,
         pu_samples=counters.pu_samples, pu_sample_s=counters.pu_sample_s,
-        pu_compile_s=counters.pu_compile_s)
+        pu_compile_s=counters.pu_compile_s, pu_alone_per_s=alone[0],
+        pu_alone_length=alone[1])
     logging.info("evaluate: %s", summary.line())
     return summary
 
@@ -361,6 +386,8 @@ class _Counters:
     pu_sample_s: float = 0.0
     pu_compile_s: float = 0.0
     timer: Any = None  # the running `compilation.CompileTimer`
+    # (samples, sampler, first prompt) of the PassUntil unit that drew the most samples.
+    reference: tuple | None = None
 
     def compile_s(self) -> float:
         return self.timer.compile_s if self.timer is not None else 0.0
@@ -542,11 +569,14 @@ class _TaskUnit:
             return
         jobs, point = self._jobs(todo), self.ckpt.point
         start, compile_start = time.monotonic(), self.counters.compile_s()
-        for n, (job, res, drawn) in enumerate(self._drive(jobs), 1):
+        sampler, results = self._drive(jobs)
+        unit_samples = 0
+        for n, (job, res, drawn) in enumerate(results, 1):
             inst = pu_batch.PassUntilInstance.make(job, res, losses[job.instance_id])
             self.ctx.results.append([self._row(R.INSTANCE, inst.estimate, inst.instance_id,
                                                inst.detail())])
             self.counters.pu_samples += drawn
+            unit_samples += drawn
             elapsed = time.monotonic() - start
             logging.info("%s@%d %s: instance %d/%d %s K=%d passes=%d%s | ETA %.0fs",
                          point.run, point.step, self.task.name, n, len(jobs),
@@ -554,6 +584,9 @@ class _TaskUnit:
                          " (capped)" if inst.capped else "", elapsed / n * (len(jobs) - n))
         self.counters.pu_sample_s += time.monotonic() - start
         self.counters.pu_compile_s += self.counters.compile_s() - compile_start
+        if self.ctx.pu_reference and jobs and (self.counters.reference is None
+                     or unit_samples > self.counters.reference[0]):
+            self.counters.reference = (unit_samples, sampler, jobs[0].prompt)
 
     def _jobs(self, todo) -> list[pu_batch.PassUntilJob]:
         """One `PassUntilJob` per instance: bos + the prompt, left-truncated so prompt +
@@ -572,7 +605,8 @@ class _TaskUnit:
         return jobs
 
     def _drive(self, jobs):
-        """(job, result, samples drawn) per job, in order, from the sampler."""
+        """(the unit's sampler, an iterator of (job, result, samples drawn) per job, in
+        order)."""
         pu = self.unit.passuntil
         # One prompt bucket for the whole unit: the sampler compiles once per (model, task).
         longest = max((j.prompt.size for j in jobs), default=1)
@@ -583,9 +617,9 @@ class _TaskUnit:
             stop_strings=self.task.stop_strings, min_prompt_bucket=sampler_lib.bucket(longest),
             max_samples_per_call=max(4096, per_call * pu.batch_size))
         if self.ctx.draw_factory is None and per_call > 1:
-            return pu_batch.run_batched(sampler, jobs, pu.r, pu.batch_size, per_call)
+            return sampler, pu_batch.run_batched(sampler, jobs, pu.r, pu.batch_size, per_call)
         factory = self.ctx.draw_factory or sampler_lib.make_draw
-        return pu_batch.run_sequential(
+        return sampler, pu_batch.run_sequential(
             jobs, lambda job: factory(sampler, job.prompt, job.checker, job.seed), pu.r,
             pu.batch_size)
 

@@ -367,3 +367,28 @@ def check(sampler: Sampler, completions: Completions,
     else:
         passed = np.array([bool(checker_fn(t)) for t in texts], bool)
     return texts, passed
+
+
+REFERENCE_SAMPLES = 4096  # tools/bench_sample.py's study row: 4096 samples in one call
+
+
+def alone_rate(sampler: Sampler, prompt, num_samples: int = REFERENCE_SAMPLES,
+               repeats: int = 2) -> tuple[float, float]:
+    """(samples/s, mean completion length) of `sampler.sample` alone on one prompt.
+
+    The same-shape reference of a PassUntil unit: the unit's model, parameters, slots,
+    stops and prompt bucket, `num_samples` samples of one prompt per call (what
+    tools/bench_sample.py's study row times), no checking; the best of `repeats` calls
+    after one that compiles. Seeds 1 .. repeats (the compiling call uses 0).
+    """
+    import time
+
+    state = prompt if isinstance(prompt, PromptState) else sampler.prefill(prompt)
+    num_samples = min(int(num_samples), sampler.max_samples_per_call)
+    sampler.sample(state, num_samples, seed=0)
+    best, lengths = float("inf"), None
+    for rep in range(max(1, int(repeats))):
+        start = time.perf_counter()
+        lengths = sampler.sample(state, num_samples, seed=rep + 1).lengths
+        best = min(best, time.perf_counter() - start)
+    return num_samples / best, float(np.mean(lengths))

@@ -20,7 +20,7 @@ import hashlib
 import json
 import pathlib
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from absl import logging
 
@@ -86,6 +86,10 @@ class StudyConfig:
       beam_sizes: () (default, off), or beam widths W: beam search on every PassUntil
         instance at each run's final checkpoint, for Hu et al.'s beam-search vs
         random-sampling table (`lmscale.eval.beam`, `lmscale.report.hu`).
+      passuntil_reference: after each rung's evaluation, time the sampler alone on the
+        shapes of its largest PassUntil unit (`runner.evaluate`'s `pu_reference`, ~2 s a
+        CPU rung) and print the in-study PassUntil rate as a share of it, per rung, in
+        the study log and the report's Setup.
     """
 
     ladder: ladder_lib.LadderConfig
@@ -105,6 +109,7 @@ class StudyConfig:
     pass_at_k: tuple[int, ...] = (1, 10, 100)
     beam_sizes: tuple[int, ...] = ()
     loss_law_drop_smallest: tuple[int, ...] = (0,)
+    passuntil_reference: bool = True
 
     def __post_init__(self):
         if not isinstance(self.ladder, ladder_lib.LadderConfig):
@@ -251,11 +256,11 @@ def train_ladder(config: StudyConfig, runs_dir: pathlib.Path,
 def evaluate_ladder(config: StudyConfig, runs_dir: pathlib.Path,
                     infos: dict[str, RunRecord], results_path: pathlib.Path,
                     seconds: dict[str, float] | None = None,
-                    on_run=None, summaries: list | None = None) -> results_lib.ResultsFile:
+                    on_run=None, summaries: dict | None = None) -> results_lib.ResultsFile:
     """Evaluates every kept checkpoint: full PassUntil on finals, capped on the rest.
     Adds each run's evaluation wall time to `seconds[run name]` when given and calls
     `on_run(seconds)` after each run (the study saves stages.json as it goes); appends
-    each evaluator call's `runner.EvalSummary` to `summaries` when given. With
+    each run's `runner.EvalSummary` to `summaries` (run name -> summary) when given. With
     `config.beam_sizes`, beam search on the final checkpoints follows (`beam_ladder`)."""
     tasks = list(config.mc_tasks) + list(config.passuntil_tasks)
     intermediate_pu = config.passuntil if config.intermediate_k_max is None else \
@@ -271,7 +276,8 @@ def evaluate_ladder(config: StudyConfig, runs_dir: pathlib.Path,
         results = runner.evaluate([str(run_dir)], tasks, passuntil_config=config.passuntil,
                                   passuntil_caps=caps, intermediate_passuntil=intermediate_pu,
                                   results_path=str(results_path), validation=config.validation,
-                                  limit=config.instances, greedy_tasks=config.greedy_tasks)
+                                  limit=config.instances, greedy_tasks=config.greedy_tasks,
+                                  pu_reference=config.passuntil_reference)
         _note_summary(results, name, summaries)
         if seconds is not None:
             seconds[name] = seconds.get(name, 0.0) + time.time() - run_start
@@ -295,13 +301,13 @@ def beam_ladder(config: StudyConfig, runs_dir: pathlib.Path, infos: dict[str, Ru
     return results_lib.ResultsFile(results_path)
 
 
-def _note_summary(results, name: str, summaries: list | None) -> None:
+def _note_summary(results, name: str, summaries: dict | None) -> None:
     summary = getattr(results, "summary", None)
     if summary is None:
         return
     logging.info("evaluate %s: %s", name, summary.line())
     if summaries is not None:
-        summaries.append(summary)
+        summaries[name] = summary
 
 
 def _budget_caps(config: StudyConfig, infos: dict[str, RunRecord], name: str, results,
@@ -338,14 +344,32 @@ def evaluation_summary(summaries: Sequence) -> str | None:
             f"({100 * compile_s / wall:.0f}%), "
             f"{sum(s.cache_hits for s in ran)} persistent-cache hits")
     if samples:  # the summed drivers' rate, defined once by `runner.EvalSummary`
+        # The reference over every rung: the time the sampler alone would take for each
+        # rung's samples at that rung's rate, summed (rungs without one left out).
+        timed = [s for s in ran if s.pu_alone_per_s > 0 and s.pu_samples]
+        alone = (sum(s.pu_samples for s in timed)
+                 / sum(s.pu_samples / s.pu_alone_per_s for s in timed)) if timed else 0.0
+        if timed and len(timed) < len([s for s in ran if s.pu_samples]):
+            alone = 0.0  # a partial reference would compare unlike work
         total = runner.EvalSummary(
             units_run=0, units_skipped=0, wall_s=wall, compile_s=compile_s, programs=0,
             cache_hits=0, cache_misses=0, pu_samples=samples, pu_sample_s=sample_s,
-            pu_compile_s=sum(s.pu_compile_s for s in ran))
+            pu_compile_s=sum(s.pu_compile_s for s in ran), pu_alone_per_s=alone)
         line += total.line()[total.line().index("; PassUntil"):]
     return line
 
 
+def passuntil_rates(summaries: Mapping[str, Any]) -> str | None:
+    """Per rung: in-study PassUntil samples/s (compiles excluded) / the sampler alone on
+    the same shapes, and the share; None when no rung measured its reference."""
+    parts = [f"{name} {s.samples_per_s:,.0f} / {s.pu_alone_per_s:,.0f} "
+             f"({100 * s.alone_share:.0f}%)" for name, s in summaries.items()
+             if s.pu_samples and s.pu_alone_per_s > 0]
+    return ", ".join(parts) or None
+
+
+PU_RATES_KEY = ("PassUntil samples/s per rung (this invocation; in the study excluding "
+                "compiles / the sampler alone on the same shapes)")
 REPORT_KEY_FILE = "report.key"  # what the report was made from (`inputs_key`)
 
 
@@ -520,7 +544,7 @@ def run_study(config: StudyConfig, workdir: str,
     train_s = time.time() - start
     results_path = root / runner.RESULTS_FILE
     eval_seconds = _eval_seconds(root)
-    summaries: list = []
+    summaries: dict = {}
     results = evaluate_ladder(config, runs_dir, infos, results_path, eval_seconds,
                               on_run=functools.partial(_save_stages, root),
                               summaries=summaries)
@@ -534,9 +558,13 @@ def run_study(config: StudyConfig, workdir: str,
         return analysis
     fit_start = time.time()
     setup = study_setup(config, optimizer, train_s, eval_s)
-    if (line := evaluation_summary(summaries)) is not None:
+    if (line := evaluation_summary(list(summaries.values()))) is not None:
         setup["evaluation (this invocation)"] = line
         logging.info("study evaluation: %s", line)
+    if (line := passuntil_rates(summaries)) is not None:
+        setup[PU_RATES_KEY] = line
+        logging.info("study PassUntil samples/s per rung, in the study / the sampler alone "
+                     "on the same shapes: %s", line)
     analysis = analyze_and_report(config, root, infos, results.rows, setup)
     _save_stages(root, eval_seconds, time.time() - fit_start)
     (root / REPORT_KEY_FILE).write_text(key + "\n", encoding="utf-8")

@@ -365,3 +365,43 @@ def test_score_batch_default_takes_whole_task_under_token_cap():
     assert runner.score_batch(None, 200, long_) == runner.SCORE_ROW_TOKENS // 4096
     assert runner.score_batch(8, 200, short) == 8
     assert runner.score_batch(None, 3, tiny_config(max_seq_len=10 ** 6)) == 1
+
+
+def test_pu_reference_times_the_sampler_alone_on_the_largest_units_shapes(tmp_path):
+    """`pu_reference=True`: the summary holds the sampler-alone rate on the shapes of the
+    unit that drew the most samples, its line sets the in-study rate against it, and the
+    rows are those of a call without it."""
+    from lmscale.eval import sampler as sampler_lib
+
+    gen_only = [t for t in _tasks() if t.kind == registry.GENERATIVE]
+    rows, summaries = {}, {}
+    for reference in (False, True):
+        workdir = tmp_path / f"reference_{reference}"
+        _write_runs(workdir, names=("a",), steps=(10, 20))
+        results = runner.evaluate(str(workdir), gen_only, source=_Source().as_source(),
+                                  mesh=ONE_DEVICE, passuntil_config=PU, pu_reference=reference,
+                                  validation=runner.ValidationConfig(enabled=False))
+        rows[reference] = [(r.run, r.step, r.instance, r.value, r.detail)
+                           for r in R.read_rows(workdir / runner.RESULTS_FILE)]
+        summaries[reference] = results.summary
+    assert rows[False] == rows[True]
+    off, on = summaries[False], summaries[True]
+    assert off.pu_alone_per_s == 0.0 and "sampler alone" not in off.line()
+    assert on.pu_alone_per_s > 0 and 1.0 <= on.pu_alone_length <= 4  # max_new_tokens 4
+    assert on.alone_share == pytest.approx(on.samples_per_s / on.pu_alone_per_s)
+    assert f"% of the sampler alone on the same shapes ({on.pu_alone_per_s:.0f} samples/s, " \
+           f"{sampler_lib.REFERENCE_SAMPLES} per call" in on.line()
+
+
+def test_alone_rate_samples_the_requested_count_of_one_prompt():
+    from lmscale.eval import sampler as sampler_lib
+    from lmscale.data.vocab import get_vocabulary
+
+    params = _restore("a", 10, CONFIG)
+    sampler = sampler_lib.Sampler(params, CONFIG, get_vocabulary("byte"), num_slots=8,
+                                  max_new_tokens=4, stop_strings=("\n",),
+                                  max_samples_per_call=64)
+    rate, mean_length = sampler_lib.alone_rate(sampler, "say 1:", num_samples=100, repeats=2)
+    # Capped at max_samples_per_call; the last timed call is seed 2.
+    again = sampler.sample("say 1:", 64, seed=2)
+    assert rate > 0 and mean_length == pytest.approx(float(np.mean(again.lengths)))

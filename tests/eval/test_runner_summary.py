@@ -25,3 +25,23 @@ def test_the_study_line_sums_the_evaluator_calls_with_the_same_rate_definition()
     # 8,000 samples in 6 s of drivers less 2 s compiling: 2,000/s; 1,333/s on the wall clock
     assert "5 units in 60 s, compile 15 s (25%), 1 persistent-cache hits" in line
     assert "8000 samples at 2000 samples/s excluding 2.0 s compiling (1333 wall" in line
+
+
+def test_the_study_reference_weights_each_rung_by_its_samples_and_is_all_or_nothing():
+    from lmscale.report import study  # pylint: disable=import-outside-toplevel
+
+    def call(samples, run_s, alone):
+        return EvalSummary(units_run=1, units_skipped=0, wall_s=run_s + 1.0, compile_s=1.0,
+                           programs=1, cache_hits=0, cache_misses=1, pu_samples=samples,
+                           pu_sample_s=run_s, pu_compile_s=0.0, pu_alone_per_s=alone)
+    # Rung a: 6,000 samples in 3 s (2,000/s) against 3,000/s alone; rung b: 2,000 in 2 s
+    # against 2,000/s. Alone, the work takes 2 s + 1 s = 3 s where the study took 5 s: 60%.
+    rungs = {"a": call(6000, 3.0, 3000.0), "b": call(2000, 2.0, 2000.0)}
+    line = study.evaluation_summary(list(rungs.values()))
+    assert "1600 samples/s" in line and ", 60% of the sampler alone on the same shapes " \
+        "(2667 samples/s" in line, line
+    assert study.passuntil_rates(rungs) == "a 2,000 / 3,000 (67%), b 1,000 / 2,000 (50%)"
+    # One rung without a reference: no study-wide share (it would compare unlike work).
+    rungs["c"] = call(1000, 1.0, 0.0)
+    assert "sampler alone" not in study.evaluation_summary(list(rungs.values()))
+    assert study.passuntil_rates({"c": rungs["c"]}) is None
