@@ -84,8 +84,9 @@ class TwoStepFit:
         Each resample draws the target's task loss from step 1's predictive distribution
         (`bootstrap`'s loss-law draws: run-noise refits plus the target run's own
         deviation), refits step 2 on its fitted values plus resampled residuals
-        (a residual bootstrap: the residuals hold the checkpoints' binomial question
-        noise and their scatter about the sigmoid), maps the loss through it and adds one
+        (a residual bootstrap: the residuals, scaled by sqrt(n / (n - 4)) for the four
+        fitted parameters, hold the checkpoints' binomial question noise and their
+        scatter about the sigmoid), maps the loss through it and adds one
         resampled residual, the target's own measurement on the task's questions.
         `level` may be a sequence: then {level: list}, from the same draws.
         """
@@ -98,7 +99,9 @@ class TwoStepFit:
         loss_bt = law * np.exp(scale[:, None] * rng.standard_normal(law.shape))
         x, y = self.acc_fit.data["loss"], self.acc_fit.data["acc"]
         base = self.acc_fit.predict(loss=x)
-        resid = y - base
+        # Residuals of a 4-parameter fit understate the noise by (n - 4) / n in variance;
+        # rescaled (the usual leverage-free correction of a residual bootstrap).
+        resid = (y - base) * np.sqrt(x.size / max(x.size - 4, 1))
         p0 = [self.acc_fit.params[k] for k in ("a", "k", "L0", "b")]
         draws = np.full(loss_bt.shape, np.nan)
         for b in range(num_resamples):

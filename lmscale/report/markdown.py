@@ -105,6 +105,13 @@ def _backtests_section(analysis) -> list[str]:
         return []
     lines = ["", "## Backtests (each rung predicted from the rungs below it)", "",
              coverage_line(bt["summary"]), ""]
+    if any("backtest_allowance" in p for p in bt["rows"]):
+        lines += ["Intervals of predictions made from 4 or more rungs (the held-out rungs' "
+                  "and the targets') are extended by the error their method made one rung "
+                  "back: the bound on the side the backtest erred moves by the factor "
+                  "exp(|log(measured / predicted)| x distance in backtest steps), the point "
+                  "stays (`lmscale.report.analysis.backtest_allowance`); the first backtest "
+                  "rung has no rung below to take it from.", ""]
     lines += _table(["quantity", "task", "method", "N", "fitted on", "predicted [low, high]",
                      "measured", "rel. error", "covered"],
                     [[p["quantity"], p["task"], p["method"], p["N"],

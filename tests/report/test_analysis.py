@@ -437,3 +437,47 @@ def test_loss_law_can_leave_the_smallest_rung_out():
     assert left["loss_law"]["form"].endswith("w/o smallest")
     err = lambda out: abs(out["predictions"][0]["rel_error"])
     assert err(left) < err(kept)
+
+
+def test_backtest_allowance_extends_the_side_the_method_erred_by_distance():
+    """The rung-below backtest of the same method (or the one row of its quantity) moves
+    one bound by exp(|e| s); the point, the other bound and rows without a match stay."""
+    import math
+    import types
+
+    rungs = [types.SimpleNamespace(N=n) for n in (1e4, 2e4, 4e4, 8e4, 1.6e5)]
+
+    def row(q, method, N, pred, lo, hi, measured=None, fitted_on=4, task="t"):
+        return dict(quantity=q, task=task, method=method, N=N, predicted=pred,
+                    interval=[lo, hi], measured=measured, reasons=[], fitted_on=fitted_on,
+                    covered=None if measured is None else lo <= measured <= hi)
+    backtests = [  # fitted on rungs[:3], predicting rungs[3] = 8e4
+        row("PassUntil PU", "instance-level", 8e4, 0.1, 0.09, 0.12, measured=0.125,
+            fitted_on=3),
+        row("PassUntil PU", "dataset-level", 8e4, 0.1, 0.08, 0.12, measured=0.1,
+            fitted_on=3),
+        row("validation loss (nats/byte)", "kaplan law", 8e4, 2.0, 1.9, 2.1, measured=1.8,
+            fitted_on=3, task="validation"),
+        row("accuracy", "L kaplan -> Err(L)", 8e4, 0.5, 0.4, 0.6, measured=0.6, fitted_on=2)]
+    rows = [row("PassUntil PU", "instance-level", 1.6e5, 0.17, 0.16, 0.21, measured=0.23),
+            row("PassUntil PU", "instance-level", 3.2e5, 0.3, 0.2, 0.9),
+            row("validation loss (nats/byte)", "power law", 1.6e5, 1.7, 1.6, 1.8,
+                task="validation"),
+            row("accuracy", "L power -> Err(L)", 1.6e5, 0.6, 0.5, 0.7)]
+    analysis.backtest_allowance(rows, backtests, rungs, 4)
+    e = math.log(0.125 / 0.1)  # 25% low one rung back; the next rung is 1 step on
+    assert rows[0]["interval"] == pytest.approx([0.16, 0.21 * math.exp(e)])
+    assert rows[0]["covered"] and rows[0]["predicted"] == 0.17  # 0.23 <= 0.2625
+    assert "raised from [0.16, 0.21]" in rows[0]["reasons"][0] and "+25.0%" in \
+        rows[0]["reasons"][0]
+    assert rows[0]["backtest_allowance"]["scale"] == pytest.approx(1.0)
+    # Two rungs on: 0.9 * exp(2 e) = 1.41, clipped to a PU's bound 1.
+    assert rows[1]["interval"] == [0.2, 1.0] and rows[1]["backtest_allowance"]["scale"] == 2
+    # The loss row takes the one loss backtest (another law): 10% high, low bound lowered.
+    lo = 1.6 / math.exp(abs(math.log(1.8 / 2.0)))
+    assert rows[2]["interval"] == pytest.approx([lo, 1.8])
+    # The accuracy backtest was fitted on 2 rungs, not k - 1 = 3: no match, unchanged.
+    assert rows[3]["interval"] == [0.5, 0.7] and "backtest_allowance" not in rows[3]
+    untouched = [row("PassUntil PU", "instance-level", 1.6e5, 0.17, 0.16, 0.21)]
+    analysis.backtest_allowance(untouched, backtests, rungs, 3)  # k < 4: no backtest
+    assert untouched[0]["interval"] == [0.16, 0.21]
