@@ -69,7 +69,11 @@ class PassUntilConfig:
         error).
       seed: base seed; instance seeds derive from it, the task and the instance id.
       prompts_per_call: instances sampled together per `Sampler.sample_many` call;
-        None: num_slots // min(batch_size, k_max), at least 1. Speed only, never results
+        None: enough prompts for a batch's worth of samples per call and for the slots,
+        max(ceil(batch_size / d), num_slots // d) with d = min(batch_size, k_max), rounded
+        down to a power of two (slot groups) and at most num_slots: 1 for the study's
+        final checkpoints (d = 512), 8 for its intermediate ones (d = 50: one prompt per
+        call drew 3,825 samples/s on w64, 8 drew 5,733). Speed only, never results
         (figures: `tools/bench_pu_unit.py --run_dir`, docs/performance.md).
     """
 
@@ -108,7 +112,9 @@ class PassUntilConfig:
         """Prompts per sampler call (`prompts_per_call`, or the slots' worth when None)."""
         if self.prompts_per_call is not None:
             return self.prompts_per_call
-        return max(1, self.num_slots // min(self.batch_size, k_max or self.k_max))
+        draw = min(self.batch_size, k_max or self.k_max)
+        want = min(max(-(-self.batch_size // draw), self.num_slots // draw), self.num_slots)
+        return 1 << (max(1, want).bit_length() - 1)
 
     @property
     def method(self) -> sampler_lib.Method:
@@ -209,6 +215,10 @@ class EvalSummary:
         `pu_reference`): samples/s of the sampler alone (`sampler.alone_rate`) on the
         PassUntil unit that drew the most samples, and its mean completion length; 0
         when not measured.
+      pu_tokens: tokens the PassUntil samples generated (their lengths summed). A
+        sampler's step costs the same whatever its slots hold, so work is counted in
+        generated tokens: the in-study rate is set against the reference in decode
+        tokens/s (one prompt's completions may be shorter than the unit's mix).
     """
 
     units_run: int
@@ -223,6 +233,7 @@ class EvalSummary:
     pu_compile_s: float = 0.0
     pu_alone_per_s: float = 0.0
     pu_alone_length: float = 0.0
+    pu_tokens: int = 0
 
     @property
     def compile_share(self) -> float:
@@ -242,9 +253,20 @@ class EvalSummary:
         return self.pu_samples / self.pu_sample_s if self.pu_sample_s > 0 else 0.0
 
     @property
+    def tokens_per_s(self) -> float:
+        """Generated PassUntil tokens per second of the drivers' time less compiles."""
+        run_s = self.pu_sample_s - self.pu_compile_s
+        return self.pu_tokens / run_s if run_s > 0 else 0.0
+
+    @property
     def alone_share(self) -> float:
-        """`samples_per_s` over the sampler-alone reference (0 when not measured)."""
-        return self.samples_per_s / self.pu_alone_per_s if self.pu_alone_per_s > 0 else 0.0
+        """The in-study rate over the sampler-alone reference, in decode tokens/s (in
+        samples/s when the tokens were not counted); 0 when not measured."""
+        if self.pu_alone_per_s <= 0:
+            return 0.0
+        if self.pu_tokens and self.pu_alone_length > 0:
+            return self.tokens_per_s / (self.pu_alone_per_s * self.pu_alone_length)
+        return self.samples_per_s / self.pu_alone_per_s
 
     def line(self) -> str:
         """E.g. '6 units (30 done earlier) in 41.0 s; compile 12.3 s (30%), ...'."""
@@ -252,9 +274,15 @@ class EvalSummary:
               f"excluding {self.pu_compile_s:.1f} s compiling ({self.wall_samples_per_s:.0f} "
               f"wall)" if self.pu_samples else "")
         if self.pu_samples and self.pu_alone_per_s > 0:
-            pu += (f", {100 * self.alone_share:.0f}% of the sampler alone on the same shapes "
-                   f"({self.pu_alone_per_s:.0f} samples/s, {sampler_lib.REFERENCE_SAMPLES} "
-                   f"per call, tools/bench_sample.py's study-row measure)")
+            tokens = (f" by decode tokens/s ({self.tokens_per_s:.0f} vs "
+                      f"{self.pu_alone_per_s * self.pu_alone_length:.0f})"
+                      if self.pu_tokens and self.pu_alone_length > 0 else "")
+            pu += (f", {100 * self.alone_share:.0f}% of the sampler alone on the same "
+                   f"shapes{tokens} (alone: {self.pu_alone_per_s:.0f} samples/s"
+                   + (f" of mean length {self.pu_alone_length:.2f}" if self.pu_alone_length
+                      else "")
+                   + f", {sampler_lib.REFERENCE_SAMPLES} per call, tools/bench_sample.py's "
+                   "study-row measure)")
         return (f"{self.units_run} units ({self.units_skipped} done earlier) in "
                 f"{self.wall_s:.1f} s; compile {self.compile_s:.1f} s "
                 f"({100 * self.compile_share:.0f}%), {self.programs} programs, "
@@ -375,7 +403,7 @@ def execute(plan: plan_lib.EvalPlan, context: plan_lib.EvalContext) -> EvalSumma
         cache_hits=timer.cache_hits, cache_misses=timer.cache_misses,
         pu_samples=counters.pu_samples, pu_sample_s=counters.pu_sample_s,
         pu_compile_s=counters.pu_compile_s, pu_alone_per_s=alone[0],
-        pu_alone_length=alone[1])
+        pu_alone_length=alone[1], pu_tokens=counters.pu_tokens)
     logging.info("evaluate: %s", summary.line())
     return summary
 
@@ -385,6 +413,7 @@ class _Counters:
     pu_samples: int = 0
     pu_sample_s: float = 0.0
     pu_compile_s: float = 0.0
+    pu_tokens: int = 0
     timer: Any = None  # the running `compilation.CompileTimer`
     # (samples, sampler, first prompt) of the PassUntil unit that drew the most samples.
     reference: tuple | None = None
@@ -584,6 +613,7 @@ class _TaskUnit:
                          " (capped)" if inst.capped else "", elapsed / n * (len(jobs) - n))
         self.counters.pu_sample_s += time.monotonic() - start
         self.counters.pu_compile_s += self.counters.compile_s() - compile_start
+        self.counters.pu_tokens += sampler.drawn_tokens
         if self.ctx.pu_reference and jobs and (self.counters.reference is None
                      or unit_samples > self.counters.reference[0]):
             self.counters.reference = (unit_samples, sampler, jobs[0].prompt)

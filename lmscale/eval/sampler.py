@@ -129,6 +129,8 @@ class Sampler:
                              f"tokens")
         self.max_samples_per_call = int(max_samples_per_call)
         self.min_prompt_bucket = int(min_prompt_bucket)
+        # Completions returned and their generated tokens (lengths summed), every call.
+        self.drawn_samples = self.drawn_tokens = 0
         # Validates the static arguments once, here, rather than at the first call.
         make_sampler(config, method, self.num_slots, self.max_new_tokens,
                      bucket(self.num_slots), self.eos_id, self.stop_sequences)
@@ -196,6 +198,8 @@ class Sampler:
             lengths.append(out_lengths[:n])
             logprobs.append(out_logprobs[:n])
             done += n
+            self.drawn_samples += n
+            self.drawn_tokens += int(out_lengths[:n].sum())
         s = self.max_new_tokens
         if not tokens:
             return Completions(np.zeros((0, s), np.int32), np.zeros((0,), np.int32),
@@ -270,6 +274,8 @@ class Sampler:
                                     np.asarray([starts[i] for i in take], np.int32),
                                     np.asarray(total, np.int32)))
             offsets = np.concatenate([[0], np.cumsum(n_r)])
+            self.drawn_samples += total
+            self.drawn_tokens += int(got.lengths[:total].sum())
             for j, _ in enumerate(chunk):
                 a, b = offsets[j], offsets[j + 1]
                 results.append(Completions(got.tokens[a:b], got.lengths[a:b],

@@ -345,31 +345,44 @@ def evaluation_summary(summaries: Sequence) -> str | None:
             f"{sum(s.cache_hits for s in ran)} persistent-cache hits")
     if samples:  # the summed drivers' rate, defined once by `runner.EvalSummary`
         # The reference over every rung: the time the sampler alone would take for each
-        # rung's samples at that rung's rate, summed (rungs without one left out).
+        # rung's work (its generated tokens, else its samples) at that rung's rate,
+        # summed; none when a rung lacks one (a partial reference compares unlike work).
         timed = [s for s in ran if s.pu_alone_per_s > 0 and s.pu_samples]
-        alone = (sum(s.pu_samples for s in timed)
-                 / sum(s.pu_samples / s.pu_alone_per_s for s in timed)) if timed else 0.0
-        if timed and len(timed) < len([s for s in ran if s.pu_samples]):
-            alone = 0.0  # a partial reference would compare unlike work
+        alone = length = 0.0
+        if timed and len(timed) == len([s for s in ran if s.pu_samples]):
+            length = sum(s.pu_alone_length * s.pu_samples for s in timed) / samples
+            if all(s.pu_tokens and s.pu_alone_length > 0 for s in timed):
+                alone = sum(s.pu_tokens for s in timed) / sum(
+                    s.pu_tokens / (s.pu_alone_per_s * s.pu_alone_length) for s in timed) / length
+            else:
+                alone, length = samples / sum(s.pu_samples / s.pu_alone_per_s for s in timed), 0.0
         total = runner.EvalSummary(
             units_run=0, units_skipped=0, wall_s=wall, compile_s=compile_s, programs=0,
             cache_hits=0, cache_misses=0, pu_samples=samples, pu_sample_s=sample_s,
-            pu_compile_s=sum(s.pu_compile_s for s in ran), pu_alone_per_s=alone)
+            pu_compile_s=sum(s.pu_compile_s for s in ran), pu_alone_per_s=alone,
+            pu_alone_length=length, pu_tokens=sum(s.pu_tokens for s in ran))
         line += total.line()[total.line().index("; PassUntil"):]
     return line
 
 
 def passuntil_rates(summaries: Mapping[str, Any]) -> str | None:
-    """Per rung: in-study PassUntil samples/s (compiles excluded) / the sampler alone on
-    the same shapes, and the share; None when no rung measured its reference."""
-    parts = [f"{name} {s.samples_per_s:,.0f} / {s.pu_alone_per_s:,.0f} "
-             f"({100 * s.alone_share:.0f}%)" for name, s in summaries.items()
+    """Per rung: in-study PassUntil samples/s (compiles excluded) and the share of the
+    sampler alone on the same shapes (`EvalSummary.alone_share`: by decode tokens/s when
+    counted); None when no rung measured its reference."""
+    def one(name, s):
+        alone_tokens = s.pu_alone_per_s * s.pu_alone_length
+        tokens = (f" = {s.tokens_per_s:,.0f} tokens/s vs {alone_tokens:,.0f}"
+                  if s.pu_tokens and s.pu_alone_length > 0 else
+                  f" vs {s.pu_alone_per_s:,.0f} samples/s")
+        return (f"{name} {s.samples_per_s:,.0f} samples/s{tokens} alone "
+                f"({100 * s.alone_share:.0f}%)")
+    parts = [one(name, s) for name, s in summaries.items()
              if s.pu_samples and s.pu_alone_per_s > 0]
     return ", ".join(parts) or None
 
 
-PU_RATES_KEY = ("PassUntil samples/s per rung (this invocation; in the study excluding "
-                "compiles / the sampler alone on the same shapes)")
+PU_RATES_KEY = ("PassUntil rate per rung (this invocation; in the study excluding "
+                "compiles, and its share of the sampler alone on the same shapes)")
 REPORT_KEY_FILE = "report.key"  # what the report was made from (`inputs_key`)
 
 

@@ -388,8 +388,13 @@ def test_pu_reference_times_the_sampler_alone_on_the_largest_units_shapes(tmp_pa
     off, on = summaries[False], summaries[True]
     assert off.pu_alone_per_s == 0.0 and "sampler alone" not in off.line()
     assert on.pu_alone_per_s > 0 and 1.0 <= on.pu_alone_length <= 4  # max_new_tokens 4
-    assert on.alone_share == pytest.approx(on.samples_per_s / on.pu_alone_per_s)
-    assert f"% of the sampler alone on the same shapes ({on.pu_alone_per_s:.0f} samples/s, " \
+    # Every sample generates 1 .. max_new_tokens (4) tokens; both calls counted the same.
+    assert on.pu_samples <= on.pu_tokens <= 4 * on.pu_samples and on.pu_tokens == off.pu_tokens
+    assert on.alone_share == pytest.approx(
+        on.tokens_per_s / (on.pu_alone_per_s * on.pu_alone_length))
+    assert f"% of the sampler alone on the same shapes by decode tokens/s " \
+           f"({on.tokens_per_s:.0f} vs {on.pu_alone_per_s * on.pu_alone_length:.0f}) (alone: " \
+           f"{on.pu_alone_per_s:.0f} samples/s of mean length {on.pu_alone_length:.2f}, " \
            f"{sampler_lib.REFERENCE_SAMPLES} per call" in on.line()
 
 

@@ -75,11 +75,16 @@ def test_bad_plans_are_named():
         P.plan_evaluation(runs, _tasks() + _tasks()[:1], passuntil=PU)
 
 
-def test_prompts_per_call_default_fills_the_slots():
+def test_prompts_per_call_default_asks_a_batch_per_call_and_fills_the_slots():
     final = runner.PassUntilConfig(r=4, k_max=1000, batch_size=512, num_slots=256)
-    assert final.per_call() == 1  # one draw fills the slots: one prompt per call
-    assert dataclasses.replace(final, k_max=50).per_call() == 5  # 5 draws of 50 in 256 slots
-    assert final.per_call(k_max=64) == 4  # per-instance caps: the largest one
+    assert final.per_call() == 1  # one draw of 512 is a batch and fills the slots
+    # Draws of 50: 11 make a batch of 512, rounded down to a power of two (slot groups).
+    assert dataclasses.replace(final, k_max=50).per_call() == 8
+    assert dataclasses.replace(final, k_max=50, num_slots=64).per_call() == 8
+    assert dataclasses.replace(final, k_max=50, num_slots=4).per_call() == 4  # <= slots
+    assert final.per_call(k_max=64) == 8  # per-instance caps: the largest one
+    # More slots than a batch: enough prompts to fill them.
+    assert dataclasses.replace(final, num_slots=2048).per_call() == 4
     assert dataclasses.replace(final, prompts_per_call=3).per_call() == 3
     with pytest.raises(ValueError, match="prompts_per_call=0"):
         runner.PassUntilConfig(prompts_per_call=0)

@@ -1,5 +1,7 @@
 """`EvalSummary`'s PassUntil rates: compile seconds excluded from one, kept in the other."""
 
+import pytest
+
 from lmscale.eval.runner import EvalSummary
 
 
@@ -27,20 +29,34 @@ def test_the_study_line_sums_the_evaluator_calls_with_the_same_rate_definition()
     assert "8000 samples at 2000 samples/s excluding 2.0 s compiling (1333 wall" in line
 
 
-def test_the_study_reference_weights_each_rung_by_its_samples_and_is_all_or_nothing():
+def test_the_study_reference_weights_each_rung_by_its_work_and_is_all_or_nothing():
     from lmscale.report import study  # pylint: disable=import-outside-toplevel
 
-    def call(samples, run_s, alone):
+    def call(samples, run_s, alone, tokens=0, alone_length=0.0):
         return EvalSummary(units_run=1, units_skipped=0, wall_s=run_s + 1.0, compile_s=1.0,
                            programs=1, cache_hits=0, cache_misses=1, pu_samples=samples,
-                           pu_sample_s=run_s, pu_compile_s=0.0, pu_alone_per_s=alone)
-    # Rung a: 6,000 samples in 3 s (2,000/s) against 3,000/s alone; rung b: 2,000 in 2 s
-    # against 2,000/s. Alone, the work takes 2 s + 1 s = 3 s where the study took 5 s: 60%.
+                           pu_sample_s=run_s, pu_compile_s=0.0, pu_alone_per_s=alone,
+                           pu_alone_length=alone_length, pu_tokens=tokens)
+    # Samples only. Rung a: 6,000 samples in 3 s (2,000/s) against 3,000/s alone; rung b:
+    # 2,000 in 2 s against 2,000/s. Alone the work takes 2 s + 1 s = 3 s, the study 5 s.
     rungs = {"a": call(6000, 3.0, 3000.0), "b": call(2000, 2.0, 2000.0)}
     line = study.evaluation_summary(list(rungs.values()))
     assert "1600 samples/s" in line and ", 60% of the sampler alone on the same shapes " \
-        "(2667 samples/s" in line, line
-    assert study.passuntil_rates(rungs) == "a 2,000 / 3,000 (67%), b 1,000 / 2,000 (50%)"
+        "(alone: 2667 samples/s, 4096 per call" in line, line
+    assert study.passuntil_rates(rungs) == ("a 2,000 samples/s vs 3,000 samples/s alone "
+                                            "(67%), b 1,000 samples/s vs 2,000 samples/s "
+                                            "alone (50%)")
+    # Tokens counted: a's 24,000 tokens (8,000/s) against 3,000 samples/s of length 5
+    # alone (15,000 tokens/s, 1.6 s); b's 4,000 (2,000/s) against 2,000 x 2 (1 s): 2.6 s
+    # of the study's 5 s, 52%; by samples a would read 67% (its prompt's completions are
+    # shorter than the unit's).
+    rungs = {"a": call(6000, 3.0, 3000.0, 24000, 5.0), "b": call(2000, 2.0, 2000.0, 4000, 2.0)}
+    assert rungs["a"].alone_share == pytest.approx(8000 / 15000)
+    line = study.evaluation_summary(list(rungs.values()))
+    assert ", 52% of the sampler alone on the same shapes by decode tokens/s (5600 vs " \
+        "10769)" in line, line
+    assert study.passuntil_rates(rungs).startswith(
+        "a 2,000 samples/s = 8,000 tokens/s vs 15,000 alone (53%), b 1,000 samples/s")
     # One rung without a reference: no study-wide share (it would compare unlike work).
     rungs["c"] = call(1000, 1.0, 0.0)
     assert "sampler alone" not in study.evaluation_summary(list(rungs.values()))
