@@ -490,7 +490,8 @@ def _mc_task(task, ctx: _Ctx, k, targets, loss_fit, predictions, views) -> dict[
     points = predict_mc.task_points(ctx.checkpoints, index, task, {r.N for r in fit_rungs})
     out["accuracy_method"], preds = predict_mc.choose_accuracy(
         points, [(r.N, r.D) for r in targets],
-        None if chain is None else [_accuracy(p) for p in chain[1]], ctx.settings)
+        None if chain is None else [_accuracy(p) for p in chain[1]], ctx.settings,
+        num_questions=None if q_t is None else float(q_t[0]) if len(q_t) else None)
     for pred, rung in zip(preds or [], targets):
         predictions.append(_row(pred, "accuracy", task, rung,
                                 _final_mean(index, rung, task, ACCURACY)))

@@ -57,7 +57,8 @@ def task_points(checkpoints: Sequence[Mapping[str, Any]], index, task: str,
     return out
 
 
-def choose_accuracy(points, targets, gadre: Sequence[F.Prediction] | None, settings
+def choose_accuracy(points, targets, gadre: Sequence[F.Prediction] | None, settings,
+                    num_questions: float | None = None
                     ) -> tuple[dict[str, Any], list[F.Prediction] | None]:
     """The task's accuracy predictions by the method chosen by backtest.
 
@@ -66,6 +67,8 @@ def choose_accuracy(points, targets, gadre: Sequence[F.Prediction] | None, setti
       targets: [(N, D)] of the predicted models.
       gadre: the chain's accuracy `Prediction`s (None when it failed).
       settings: `analysis.Settings` (level, num_resamples, seed).
+      num_questions: the task's question count (the two-step interval then draws the
+        target's measurement as binomial; `TwoStepFit.predictions`).
     Returns:
       (info, predictions): info has "choice", "backtest_error" {method: mean |pred -
       measured| accuracy of the largest fitted size from those below, or None},
@@ -92,7 +95,8 @@ def choose_accuracy(points, targets, gadre: Sequence[F.Prediction] | None, setti
     try:
         two = taskloss.fit_two_step(points["N"], points["D"], points["task_loss"],
                                     points["acc"], points["final"])
-        preds = two.predictions(N, D, settings.level, settings.num_resamples, settings.seed)
+        preds = two.predictions(N, D, settings.level, settings.num_resamples, settings.seed,
+                                num_questions=num_questions)
     except (ValueError, RuntimeError, np.linalg.LinAlgError) as e:
         info["failures"][TWO_STEP] = f"{type(e).__name__}: {e}"
         info["reason"] = "the two-step fit on every fitted rung failed; Gadre et al.'s chain kept"

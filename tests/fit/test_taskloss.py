@@ -61,3 +61,23 @@ def test_two_step_interval_is_the_whole_range_without_residual_dof():
     two = taskloss.fit_two_step(N[keep], D[keep], tl[keep], acc[keep], final[keep])
     (p,) = two.predictions([1e9], [2e10], 0.9, 20, 0)
     assert (p.low, p.high) == (0.0, 1.0) and any("no residual" in r for r in p.reasons)
+
+
+def test_two_step_with_the_question_count_draws_the_targets_binomial_measurement():
+    """A smooth ladder measured on 2,000 questions, predicted for a target measured on 200:
+    with num_questions the 90% band holds the target's binomial noise (sd ~0.035 at 0.5,
+    so at least ~0.1 wide); from the ladder's residuals alone it is far narrower."""
+    N, D, tl, _, final, p = _ladder(0)
+    acc = p  # noiseless: the residuals hold nothing of 200 questions' noise
+    below = N < N.max()
+    two = taskloss.fit_two_step(N[below], D[below], tl[below], acc[below], final[below])
+    at = ~below & final
+    plain = two.predictions(N[at], D[at], 0.9, 200, 0)[0]
+    binom = two.predictions(N[at], D[at], 0.9, 200, 0, num_questions=200)[0]
+    sd = np.sqrt(binom.point * (1 - binom.point) / 200)
+    assert binom.high - binom.low > 2 * 1.5 * sd > 3 * (plain.high - plain.low)
+    assert binom.point == plain.point  # the point is the fit's, not a draw's
+    # Coverage of a 200-question measurement of the true accuracy, over 200 draws.
+    rng = np.random.default_rng(1)
+    measured = rng.binomial(200, p[at][0], 200) / 200
+    assert 0.82 <= np.mean((binom.low <= measured) & (measured <= binom.high)) <= 0.98
