@@ -88,9 +88,7 @@ def evaluate_run():
 def sampler_alone(step: int) -> None:
     """The same-shape reference of --run_dir: `Sampler.sample` alone on the checkpoint,
     the unit's first prompt, the task's stops and prompt bucket, --batch_size and 4096
-    samples per call (best of --repeats after a compiling call)."""
-    import numpy as np
-
+    samples per call (`sampler.alone_rate`: best of --repeats after a compiling call)."""
     from lmscale.data import registry
     from lmscale.eval import pu_batch
     from lmscale.eval import runner
@@ -111,16 +109,11 @@ def sampler_alone(step: int) -> None:
         stop_strings=task.stop_strings, max_samples_per_call=4096,
         min_prompt_bucket=sampler_lib.bucket(max(p.size for p in prompts)))
     state = sampler.prefill(prompts[0])
-    for n in (FLAGS.batch_size, 4096):
-        sampler.sample(state, n, seed=0)
-        best, lengths = float("inf"), None
-        for rep in range(FLAGS.repeats):
-            start = time.perf_counter()
-            lengths = sampler.sample(state, n, seed=rep + 1).lengths
-            best = min(best, time.perf_counter() - start)
+    for n in (FLAGS.batch_size, sampler_lib.REFERENCE_SAMPLES):
+        rate, length = sampler_lib.alone_rate(sampler, state, n, FLAGS.repeats)
         print(f"sampler alone, same shapes (prompt bucket {state.prefix.k.shape[2]}, "
-              f"{task.max_new_tokens} new tokens, mean length {np.mean(lengths):.2f}): "
-              f"{n} samples per call: {n / best:.0f} samples/s", flush=True)
+              f"{task.max_new_tokens} new tokens, mean length {length:.2f}): "
+              f"{n} samples per call: {rate:.0f} samples/s", flush=True)
 
 
 def main(argv):
