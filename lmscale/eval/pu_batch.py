@@ -3,12 +3,13 @@
 Stage: eval. Consumes a `Sampler` and one `PassUntilJob` per instance (prompt ids, seed,
 sample cap, pass checker); produces each instance's `passuntil.PassUntilResult` in job
 order. `run_sequential` drives `passuntil.run` with one `draw` per instance (one prompt
-per sampler call). `run_batched` keeps up to `prompts_per_call` instances in flight and
+per sampler call); `run_pipelined` makes the same calls with the next one dispatched
+before the last one is checked. `run_batched` keeps up to `prompts_per_call` instances in flight and
 draws the next batch of every one of them in one `Sampler.sample_many` call (the per-call
 overhead is paid once per call instead of once per instance); an instance that reaches r
 passes or its cap leaves and the next one takes its row.
 
-Both give the same results: sample i of an instance depends only on (params, prompt,
+All give the same results: sample i of an instance depends only on (params, prompt,
 seed, i) (`lmscale.eval.sampler`), each instance draws `min(batch_size, cap - drawn)`
 samples per round exactly as `passuntil.run` asks, and its recorded outcomes are replayed
 through `passuntil.run`, so K, passes and the statistics come from the one driver.
@@ -177,6 +178,38 @@ class _InFlight:
             return out
 
         return passuntil.run(replay, r, self.job.cap, batch_size)
+
+
+def run_pipelined(sampler, jobs: Sequence[PassUntilJob], r: int, batch_size: int,
+                  depth: int = 2) -> Iterator[Outcome]:
+    """One prompt per sampler call, like `run_sequential`, with up to `depth` instances
+    in flight: the next call is dispatched (`Sampler.dispatch`) before the last one's
+    completions are checked, so the host's decoding and checking overlap the device's
+    sampling instead of leaving it idle. Same draws, same results; yields in job order."""
+    for job in jobs:
+        if job.cap < r:
+            raise ValueError(f"instance {job.instance_id!r}: cap {job.cap} < r={r}")
+    pending = collections.deque(enumerate(jobs))
+    active: collections.deque = collections.deque()  # (_InFlight, its dispatched call)
+    finished: dict[int, Outcome] = {}
+    next_out = 0
+
+    def launch(a: _InFlight):
+        active.append((a, sampler.dispatch(a.state, a.want(batch_size), a.job.seed, a.drawn)))
+
+    while pending or active:
+        while len(active) < max(1, depth) and pending:
+            index, job = pending.popleft()
+            launch(_InFlight(index, job, sampler.prefill(job.prompt)))
+        a, call = active.popleft()
+        a.add(sampler_lib.check(sampler, sampler.collect(call), a.job.checker)[1], r)
+        if a.done:
+            finished[a.index] = (a.job, a.result(r, batch_size), a.drawn)
+        else:
+            launch(a)
+        while next_out in finished:
+            yield finished.pop(next_out)
+            next_out += 1
 
 
 def run_batched(sampler, jobs: Sequence[PassUntilJob], r: int, batch_size: int,

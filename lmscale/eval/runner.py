@@ -648,6 +648,8 @@ class _TaskUnit:
             max_samples_per_call=max(4096, per_call * pu.batch_size))
         if self.ctx.draw_factory is None and per_call > 1:
             return sampler, pu_batch.run_batched(sampler, jobs, pu.r, pu.batch_size, per_call)
+        if self.ctx.draw_factory is None:
+            return sampler, pu_batch.run_pipelined(sampler, jobs, pu.r, pu.batch_size)
         factory = self.ctx.draw_factory or sampler_lib.make_draw
         return sampler, pu_batch.run_sequential(
             jobs, lambda job: factory(sampler, job.prompt, job.checker, job.seed), pu.r,

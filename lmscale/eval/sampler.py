@@ -70,6 +70,11 @@ class Completions(NamedTuple):
     logprobs: np.ndarray
 
 
+class Pending(NamedTuple):
+    """A `Sampler.dispatch`ed call: per chunk, (samples, device output arrays)."""
+    outputs: tuple
+
+
 class PromptState(NamedTuple):
     """A prefilled prompt: its `Prefix` (one row) and the logits after its last token."""
 
@@ -175,6 +180,12 @@ class Sampler:
         Returns:
           `Completions` with `num_samples` rows, in sample-index order.
         """
+        return self.collect(self.dispatch(prompt, num_samples, seed, start))
+
+    def dispatch(self, prompt, num_samples: int, seed: int, start: int = 0) -> "Pending":
+        """`sample`'s device work, started and not waited for (JAX dispatches
+        asynchronously): the host may check other completions meanwhile. `collect` waits
+        and returns the `Completions`."""
         if not isinstance(num_samples, (int, np.integer)) or num_samples < 0:
             raise ValueError(f"Sampler.sample num_samples={num_samples!r}: must be an int >= 0")
         state = prompt if isinstance(prompt, PromptState) else self.prefill(prompt)
@@ -182,7 +193,7 @@ class Sampler:
         # of a small model takes ~10 ms, and per-array dispatches (key, device slices)
         # added ~2.5 ms of it.
         key = _seed_key(int(seed))
-        tokens, lengths, logprobs = [], [], []
+        outs = []
         done = 0
         while done < num_samples:
             n = min(num_samples - done, self.max_samples_per_call)
@@ -192,12 +203,18 @@ class Sampler:
             out = fn(self.params, state.prefix, state.first_logits, key,
                      np.asarray([n], np.int32), np.asarray([start + done], np.int32),
                      np.asarray(n, np.int32))
-            out_tokens, out_lengths, out_logprobs = jax.device_get(
-                (out.tokens, out.lengths, out.logprobs))
+            outs.append((n, (out.tokens, out.lengths, out.logprobs)))
+            done += n
+        return Pending(tuple(outs))
+
+    def collect(self, pending: "Pending") -> Completions:
+        """The `Completions` of a `dispatch`ed call (waits for its device work)."""
+        tokens, lengths, logprobs = [], [], []
+        for n, arrays in pending.outputs:
+            out_tokens, out_lengths, out_logprobs = jax.device_get(arrays)
             tokens.append(out_tokens[:n])
             lengths.append(out_lengths[:n])
             logprobs.append(out_logprobs[:n])
-            done += n
             self.drawn_samples += n
             self.drawn_tokens += int(out_lengths[:n].sum())
         s = self.max_new_tokens

@@ -410,3 +410,29 @@ def test_alone_rate_samples_the_requested_count_of_one_prompt():
     # Capped at max_samples_per_call; the last timed call is seed 2.
     again = sampler.sample("say 1:", 64, seed=2)
     assert rate > 0 and mean_length == pytest.approx(float(np.mean(again.lengths)))
+
+
+def test_pipelined_driver_writes_the_rows_of_the_sequential_one(tmp_path, monkeypatch):
+    """One prompt per call: the default driver (`pu_batch.run_pipelined`, the next call
+    dispatched before the last is checked) against `run_sequential` through
+    `sampler.make_draw`: the same rows, instances finishing at different rounds."""
+    from lmscale.eval import pu_batch
+    from lmscale.eval import sampler as sampler_lib
+
+    used, real = [], pu_batch.run_pipelined
+    monkeypatch.setattr(pu_batch, "run_pipelined",
+                        lambda *a, **k: used.append(1) or real(*a, **k))
+    gen = [registry.Instance(f"g{i}", f"say {i}:", target=t) for i, t in enumerate("*}C9k")]
+    tasks = [registry.EvalTask("stand_in_gen", registry.GENERATIVE, "contains", 0.0, ("\n",),
+                               4, loader=lambda split: gen)]
+    rows = {}
+    for name, factory in (("pipelined", None), ("sequential", sampler_lib.make_draw)):
+        workdir = tmp_path / name
+        _write_runs(workdir, names=("a",), steps=(10,))
+        runner.evaluate(str(workdir), tasks, source=_Source().as_source(), mesh=ONE_DEVICE,
+                        passuntil_config=dataclasses.replace(PU, prompts_per_call=1),
+                        draw_factory=factory, validation=runner.ValidationConfig(enabled=False))
+        rows[name] = R.read_rows(workdir / runner.RESULTS_FILE)
+    assert rows["pipelined"] == rows["sequential"] and used == [1]  # the default's unit only
+    ks = [r.detail["num_samples"] for r in rows["pipelined"] if r.metric == R.INSTANCE]
+    assert len(ks) == 5 and len(set(ks)) > 1 and min(ks) < PU.k_max
