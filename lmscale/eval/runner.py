@@ -215,6 +215,8 @@ class EvalSummary:
         `pu_reference`): samples/s of the sampler alone (`sampler.alone_rate`) on the
         PassUntil unit that drew the most samples, and its mean completion length; 0
         when not measured.
+      pu_alone_samples: samples per call of the reference (`REFERENCE_SAMPLES`, fewer
+        when the unit drew under three times that).
       pu_tokens: tokens the PassUntil samples generated (their lengths summed). A
         sampler's step costs the same whatever its slots hold, so work is counted in
         generated tokens: the in-study rate is set against the reference in decode
@@ -234,6 +236,7 @@ class EvalSummary:
     pu_alone_per_s: float = 0.0
     pu_alone_length: float = 0.0
     pu_tokens: int = 0
+    pu_alone_samples: int = 0
 
     @property
     def compile_share(self) -> float:
@@ -281,8 +284,8 @@ class EvalSummary:
                    f"shapes{tokens} (alone: {self.pu_alone_per_s:.0f} samples/s"
                    + (f" of mean length {self.pu_alone_length:.2f}" if self.pu_alone_length
                       else "")
-                   + f", {sampler_lib.REFERENCE_SAMPLES} per call, tools/bench_sample.py's "
-                   "study-row measure)")
+                   + (f", {self.pu_alone_samples} per call" if self.pu_alone_samples else "")
+                   + ", tools/bench_sample.py's study-row measure)")
         return (f"{self.units_run} units ({self.units_skipped} done earlier) in "
                 f"{self.wall_s:.1f} s; compile {self.compile_s:.1f} s "
                 f"({100 * self.compile_share:.0f}%), {self.programs} programs, "
@@ -394,16 +397,21 @@ def execute(plan: plan_lib.EvalPlan, context: plan_lib.EvalContext) -> EvalSumma
                 note = _run_unit(unit, plan, checkpoint, context, counters)
                 progress.update(1, note=f"{unit.run_name}@{unit.step} {unit.task_name} {note}")
         progress.close(note=timer.summary())
-    alone = (0.0, 0.0)
+    alone, alone_n = (0.0, 0.0), 0
     if context.pu_reference and counters.reference is not None:
-        alone = sampler_lib.alone_rate(*counters.reference[1:])
+        # At most a third of the unit's own samples a call (it makes three), so the
+        # reference never costs more than the unit: 4096 on the default study's rungs.
+        samples, sampler, prompt = counters.reference
+        alone_n = min(sampler_lib.REFERENCE_SAMPLES, sampler.max_samples_per_call,
+                      max(1, samples // 3))
+        alone = sampler_lib.alone_rate(sampler, prompt, alone_n)
     summary = EvalSummary(
         units_run=len(todo), units_skipped=len(plan.units) - len(todo),
         wall_s=timer.wall_s(), compile_s=timer.compile_s, programs=timer.programs,
         cache_hits=timer.cache_hits, cache_misses=timer.cache_misses,
         pu_samples=counters.pu_samples, pu_sample_s=counters.pu_sample_s,
         pu_compile_s=counters.pu_compile_s, pu_alone_per_s=alone[0],
-        pu_alone_length=alone[1], pu_tokens=counters.pu_tokens)
+        pu_alone_length=alone[1], pu_alone_samples=alone_n, pu_tokens=counters.pu_tokens)
     logging.info("evaluate: %s", summary.line())
     return summary
 

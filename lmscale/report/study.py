@@ -360,7 +360,9 @@ def evaluation_summary(summaries: Sequence) -> str | None:
             units_run=0, units_skipped=0, wall_s=wall, compile_s=compile_s, programs=0,
             cache_hits=0, cache_misses=0, pu_samples=samples, pu_sample_s=sample_s,
             pu_compile_s=sum(s.pu_compile_s for s in ran), pu_alone_per_s=alone,
-            pu_alone_length=length, pu_tokens=sum(s.pu_tokens for s in ran))
+            pu_alone_length=length, pu_tokens=sum(s.pu_tokens for s in ran),
+            pu_alone_samples=(timed[0].pu_alone_samples if timed and len(
+                {s.pu_alone_samples for s in timed}) == 1 else 0))
         line += total.line()[total.line().index("; PassUntil"):]
     return line
 

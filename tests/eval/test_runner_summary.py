@@ -36,7 +36,8 @@ def test_the_study_reference_weights_each_rung_by_its_work_and_is_all_or_nothing
         return EvalSummary(units_run=1, units_skipped=0, wall_s=run_s + 1.0, compile_s=1.0,
                            programs=1, cache_hits=0, cache_misses=1, pu_samples=samples,
                            pu_sample_s=run_s, pu_compile_s=0.0, pu_alone_per_s=alone,
-                           pu_alone_length=alone_length, pu_tokens=tokens)
+                           pu_alone_length=alone_length, pu_tokens=tokens,
+                           pu_alone_samples=4096)
     # Samples only. Rung a: 6,000 samples in 3 s (2,000/s) against 3,000/s alone; rung b:
     # 2,000 in 2 s against 2,000/s. Alone the work takes 2 s + 1 s = 3 s, the study 5 s.
     rungs = {"a": call(6000, 3.0, 3000.0), "b": call(2000, 2.0, 2000.0)}
