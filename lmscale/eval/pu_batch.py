@@ -180,15 +180,19 @@ class _InFlight:
         return passuntil.run(replay, r, self.job.cap, batch_size)
 
 
+def _check_caps(jobs: Sequence[PassUntilJob], r: int) -> None:
+    for job in jobs:
+        if job.cap < r:
+            raise ValueError(f"instance {job.instance_id!r}: cap {job.cap} < r={r}")
+
+
 def run_pipelined(sampler, jobs: Sequence[PassUntilJob], r: int, batch_size: int,
                   depth: int = 2) -> Iterator[Outcome]:
     """One prompt per sampler call, like `run_sequential`, with up to `depth` instances
     in flight: the next call is dispatched (`Sampler.dispatch`) before the last one's
     completions are checked, so the host's decoding and checking overlap the device's
     sampling instead of leaving it idle. Same draws, same results; yields in job order."""
-    for job in jobs:
-        if job.cap < r:
-            raise ValueError(f"instance {job.instance_id!r}: cap {job.cap} < r={r}")
+    _check_caps(jobs, r)
     pending = collections.deque(enumerate(jobs))
     active: collections.deque = collections.deque()  # (_InFlight, its dispatched call)
     finished: dict[int, Outcome] = {}
@@ -220,9 +224,7 @@ def run_batched(sampler, jobs: Sequence[PassUntilJob], r: int, batch_size: int,
     Every call has the same shapes (rows padded to `prompts_per_call`, output capacity
     `prompts_per_call` draws), so a unit compiles the sampling loop once.
     """
-    for job in jobs:
-        if job.cap < r:
-            raise ValueError(f"instance {job.instance_id!r}: cap {job.cap} < r={r}")
+    _check_caps(jobs, r)
     capacity = prompts_per_call * min(batch_size, max((j.cap for j in jobs), default=1))
     pending = collections.deque(enumerate(jobs))
     active: list[_InFlight] = []
