@@ -4,10 +4,10 @@ Stage: eval. Consumes a `Sampler` and one `PassUntilJob` per instance (prompt id
 sample cap, pass checker); produces each instance's `passuntil.PassUntilResult` in job
 order. `run_sequential` drives `passuntil.run` with one `draw` per instance (one prompt
 per sampler call); `run_pipelined` makes the same calls with the next one dispatched
-before the last one is checked. `run_batched` keeps up to `prompts_per_call` instances in flight and
-draws the next batch of every one of them in one `Sampler.sample_many` call (the per-call
-overhead is paid once per call instead of once per instance); an instance that reaches r
-passes or its cap leaves and the next one takes its row.
+before the last one is checked. `run_batched` keeps up to `prompts_per_call` instances in
+flight and draws the next batch of every one of them in one `Sampler.dispatch_many` call
+(the per-call overhead is paid once per call instead of once per instance); an instance
+that reaches r passes or its cap leaves and the next one takes its row.
 
 All give the same results: sample i of an instance depends only on (params, prompt,
 seed, i) (`lmscale.eval.sampler`), each instance draws `min(batch_size, cap - drawn)`
@@ -219,31 +219,47 @@ def run_pipelined(sampler, jobs: Sequence[PassUntilJob], r: int, batch_size: int
 def run_batched(sampler, jobs: Sequence[PassUntilJob], r: int, batch_size: int,
                 prompts_per_call: int) -> Iterator[Outcome]:
     """PassUntil for every job, the next batch of up to `prompts_per_call` instances per
-    `Sampler.sample_many` call; yields (job, result, samples drawn) in job order.
+    `Sampler.dispatch_many` call; yields (job, result, samples drawn) in job order.
 
     Every call has the same shapes (rows padded to `prompts_per_call`, output capacity
-    `prompts_per_call` draws), so a unit compiles the sampling loop once.
+    `prompts_per_call` draws), so a unit compiles the sampling loop once. When every
+    instance of a call ends with it (its draw reaches its cap, as on the study's
+    intermediate checkpoints, whose cap is below a batch), the next call holds new
+    instances only and is dispatched before this one is checked, so prefilling and
+    checking overlap the sampling; otherwise the next call waits for this one's outcomes.
     """
     _check_caps(jobs, r)
     capacity = prompts_per_call * min(batch_size, max((j.cap for j in jobs), default=1))
     pending = collections.deque(enumerate(jobs))
-    active: list[_InFlight] = []
+    calls: collections.deque = collections.deque()  # (instances, their draws, the call)
+    carry: list[_InFlight] = []  # instances going on into the next call
     finished: dict[int, Outcome] = {}
     next_out = 0
-    while pending or active:
-        while len(active) < prompts_per_call and pending:
+
+    def dispatch(members: list[_InFlight]) -> None:
+        while len(members) < prompts_per_call and pending:
             index, job = pending.popleft()
-            active.append(_InFlight(index, job, sampler.prefill(job.prompt)))
-        wants = [a.want(batch_size) for a in active]
-        completions = sampler.sample_many(
-            [a.state for a in active], wants, [a.job.seed for a in active],
-            [a.drawn for a in active], min_rows=prompts_per_call,
-            min_capacity=capacity)
-        for a, got in zip(active, completions):
+            members.append(_InFlight(index, job, sampler.prefill(job.prompt)))
+        wants = [a.want(batch_size) for a in members]
+        calls.append((members, wants, sampler.dispatch_many(
+            [a.state for a in members], wants, [a.job.seed for a in members],
+            [a.drawn for a in members], min_rows=prompts_per_call, min_capacity=capacity)))
+
+    while pending or carry or calls:
+        if not calls:
+            dispatch(carry)
+            carry = []
+        members, wants, call = calls[-1]
+        if len(calls) == 1 and pending and all(
+                a.drawn + w >= a.job.cap for a, w in zip(members, wants)):
+            dispatch([])  # the newest call's instances all end with it
+        members, _, call = calls.popleft()
+        for a, got in zip(members, sampler.collect_many(call)):
             a.add(sampler_lib.check(sampler, got, a.job.checker)[1], r)
             if a.done:
                 finished[a.index] = (a.job, a.result(r, batch_size), a.drawn)
-        active = [a for a in active if not a.done]
+            else:
+                carry.append(a)
         while next_out in finished:
             yield finished.pop(next_out)
             next_out += 1

@@ -75,6 +75,13 @@ class Pending(NamedTuple):
     outputs: tuple
 
 
+class PendingMany(NamedTuple):
+    """A `Sampler.dispatch_many`ed call: how many prompts, and per jitted call (positions
+    of its prompts, their sample counts, device output)."""
+    num_prompts: int
+    calls: tuple
+
+
 class PromptState(NamedTuple):
     """A prefilled prompt: its `Prefix` (one row) and the logits after its last token."""
 
@@ -246,6 +253,14 @@ class Sampler:
         Returns:
           One `Completions` per prompt, in the order given.
         """
+        return self.collect_many(self.dispatch_many(
+            prompts, num_samples, seeds, starts, min_rows=min_rows, min_capacity=min_capacity))
+
+    def dispatch_many(self, prompts: Sequence, num_samples: Sequence[int],
+                      seeds: Sequence[int], starts: Sequence[int] | None = None, *,
+                      min_rows: int = 1, min_capacity: int = 0) -> "PendingMany":
+        """`sample_many`'s device work, started and not waited for (as `dispatch`);
+        `collect_many` waits and returns one `Completions` per prompt."""
         starts = [0] * len(prompts) if starts is None else list(starts)
         if not len(prompts) == len(num_samples) == len(seeds) == len(starts):
             raise ValueError(f"Sampler.sample_many: {len(prompts)} prompts need as many "
@@ -255,19 +270,31 @@ class Sampler:
         groups: dict[int, list[int]] = {}
         for i, state in enumerate(states):
             groups.setdefault(int(state.prefix.k.shape[2]), []).append(i)
-        out: list[Completions | None] = [None] * len(states)
+        calls = []
         for members in groups.values():
-            for i, completions in zip(members, self._sample_group(
+            for chunk, counts, arrays in self._dispatch_group(
                     [states[i] for i in members], [int(num_samples[i]) for i in members],
                     [int(seeds[i]) for i in members], [int(starts[i]) for i in members],
-                    int(min_rows), int(min_capacity))):
-                out[i] = completions
+                    int(min_rows), int(min_capacity)):
+                calls.append(([members[j] for j in chunk], counts, arrays))
+        return PendingMany(len(states), tuple(calls))
+
+    def collect_many(self, pending: "PendingMany") -> list[Completions]:
+        """The `Completions` of a `dispatch_many`ed call, one per prompt in order."""
+        out: list[Completions | None] = [None] * pending.num_prompts
+        for members, counts, arrays in pending.calls:
+            got = jax.device_get(arrays)
+            offsets = np.concatenate([[0], np.cumsum(counts)])
+            self.drawn_tokens += int(got.lengths[:offsets[-1]].sum())
+            for j, i in enumerate(members):
+                a, b = offsets[j], offsets[j + 1]
+                out[i] = Completions(got.tokens[a:b], got.lengths[a:b], got.logprobs[a:b])
         return out
 
-    def _sample_group(self, states, counts, seeds, starts, min_rows=1,
-                      min_capacity=0) -> list[Completions]:
-        """One jitted call per at most `max_samples_per_call` samples of same-bucket prompts."""
-        results = []
+    def _dispatch_group(self, states, counts, seeds, starts, min_rows=1, min_capacity=0):
+        """One jitted call per at most `max_samples_per_call` samples of same-bucket
+        prompts: (member positions, their counts, the call's device output) per call."""
+        calls = []
         chunk: list[int] = []
 
         def flush():
@@ -286,15 +313,10 @@ class Sampler:
             fn = make_sampler(self.config, self.method, self.num_slots, self.max_new_tokens,
                               bucket(total, max(self.num_slots, min_capacity)), self.eos_id,
                               self.stop_sequences)
-            got = jax.device_get(fn(self.params, prefix, first, keys, n_r,
-                                    np.asarray([starts[i] for i in take], np.int32),
-                                    np.asarray(total, np.int32)))
-            offsets = np.concatenate([[0], np.cumsum(n_r)])
-            self.drawn_tokens += int(got.lengths[:total].sum())
-            for j, _ in enumerate(chunk):
-                a, b = offsets[j], offsets[j + 1]
-                results.append(Completions(got.tokens[a:b], got.lengths[a:b],
-                                           got.logprobs[a:b]))
+            calls.append((list(chunk), n_r[:len(chunk)],
+                          fn(self.params, prefix, first, keys, n_r,
+                             np.asarray([starts[i] for i in take], np.int32),
+                             np.asarray(total, np.int32))))
             chunk.clear()
 
         for i, n in enumerate(counts):
@@ -305,7 +327,7 @@ class Sampler:
                 flush()
             chunk.append(i)
         flush()
-        return results
+        return calls
 
     def text(self, completions: Completions) -> list[str]:
         """Decoded completions, without a final EOS and cut before the first stop string."""

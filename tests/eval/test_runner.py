@@ -328,6 +328,42 @@ def test_batched_prompts_write_the_rows_of_one_prompt_per_call(tmp_path):
     assert len(set(ks)) > 1 and min(ks) < PU.k_max  # instances finish at different rounds
 
 
+def test_batched_calls_whose_instances_all_end_are_dispatched_ahead(tmp_path, monkeypatch):
+    """Caps below a batch (the study's intermediate checkpoints): every instance of a call
+    ends with it, so `run_batched` dispatches the next call before checking this one
+    (dispatch, dispatch, collect, ...), and the rows are those of one prompt per call."""
+    from lmscale.eval import sampler as sampler_lib
+
+    events = []
+    for name in ("dispatch_many", "collect_many"):
+        real = getattr(sampler_lib.Sampler, name)
+        monkeypatch.setattr(sampler_lib.Sampler, name,
+                            lambda self, *a, _real=real, _name=name, **k:
+                            events.append(_name) or _real(self, *a, **k))
+    gen = [registry.Instance(f"g{i}", f"say {i}:", target=t) for i, t in enumerate("*}C9k")]
+    tasks = [registry.EvalTask("stand_in_gen", registry.GENERATIVE, "contains", 0.0, ("\n",),
+                               4, loader=lambda split: gen)]
+    rows = {}
+    for per_call, k_max in ((1, 12), (2, 12), (2, 48)):
+        workdir = tmp_path / f"per_call_{per_call}_{k_max}"
+        _write_runs(workdir, names=("a",), steps=(10,))
+        events.clear()
+        runner.evaluate(str(workdir), tasks, source=_Source().as_source(), mesh=ONE_DEVICE,
+                        passuntil_config=dataclasses.replace(PU, k_max=k_max,
+                                                             prompts_per_call=per_call),
+                        validation=runner.ValidationConfig(enabled=False))
+        rows[per_call, k_max] = R.read_rows(workdir / runner.RESULTS_FILE)
+        if per_call == 2 and k_max == 12:  # 3 calls (2 + 2 + 1 instances), each one ahead
+            assert events == ["dispatch_many"] * 2 + ["collect_many", "dispatch_many"] + [
+                "collect_many"] * 2
+        elif per_call == 2:  # instances go on into the next call: it waits for the outcomes
+            assert events[:2] == ["dispatch_many", "collect_many"]
+            assert all(a != b for a, b in zip(events, events[1:]))
+    assert rows[1, 12] == rows[2, 12]
+    ks = [r.detail["num_samples"] for r in rows[2, 12] if r.metric == R.INSTANCE]
+    assert len(ks) == 5 and max(ks) <= 12
+
+
 def test_per_instance_caps_are_used_and_recorded(tmp_path):
     _write_runs(tmp_path, names=("a",), steps=(10,))
     caps = {"stand_in_gen": {"g0": 5, "g2": 30}}
