@@ -58,6 +58,8 @@ SCORE_ROW_TOKENS = 32768
 # Fewest slots per prompt when several prompts share a sampler call (see
 # `PassUntilConfig.prompts_per_call`).
 MIN_GROUP_SLOTS = 16
+# Timed calls of the same-shape reference spread over a unit (`evaluate(pu_reference=)`).
+REFERENCE_CALLS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,6 +228,9 @@ class EvalSummary:
         when not measured.
       pu_alone_samples: samples per call of the reference (`REFERENCE_SAMPLES`, fewer
         when the unit drew under three times that).
+      pu_alone_how: how the reference was timed: the median of `REFERENCE_CALLS` calls
+        spread over the unit (`sampler.InterleavedReference`, where that costs at most a
+        third of the unit's samples) or the best of 2 calls after the units.
       pu_tokens: tokens the PassUntil samples generated (their lengths summed). A
         sampler's step costs the same whatever its slots hold, so work is counted in
         generated tokens: the in-study rate is set against the reference in decode
@@ -246,6 +251,7 @@ class EvalSummary:
     pu_alone_length: float = 0.0
     pu_tokens: int = 0
     pu_alone_samples: int = 0
+    pu_alone_how: str = ""
 
     @property
     def compile_share(self) -> float:
@@ -294,6 +300,7 @@ class EvalSummary:
                    + (f" of mean length {self.pu_alone_length:.2f}" if self.pu_alone_length
                       else "")
                    + (f", {self.pu_alone_samples} per call" if self.pu_alone_samples else "")
+                   + (f", {self.pu_alone_how}" if self.pu_alone_how else "")
                    + ", tools/bench_sample.py's study-row measure)")
         return (f"{self.units_run} units ({self.units_skipped} done earlier) in "
                 f"{self.wall_s:.1f} s; compile {self.compile_s:.1f} s "
@@ -348,11 +355,13 @@ def evaluate(workdir_or_run_dirs, tasks: Sequence = (), *, results_path: str | N
       greedy_tasks: generative task names or `EvalTask`s (with a checker) also decoded
         greedily on every checkpoint: greedy exact match beside PassUntil (they need not
         be in `tasks`; `passuntil_config.num_slots` prompts are decoded together).
-      pu_reference: after the plan, time the sampler alone (`sampler.alone_rate`) on the
-        shapes of the PassUntil unit that drew the most samples (its model, sampler
-        settings and first prompt; about 1 s of compiling and 1 s of sampling for a study
-        rung), outside the summary's wall and compile times: the summary's
-        `pu_alone_per_s`, the reference the in-study rate is set against.
+      pu_reference: time the sampler alone on the shapes of the PassUntil unit that drew
+        the most samples (its model, sampler settings and first prompt): the summary's
+        `pu_alone_per_s`, the reference the in-study rate is set against. Where it costs
+        at most a third of a unit's samples, `REFERENCE_CALLS` calls of 4096 spread over
+        the unit (`sampler.InterleavedReference`, median; left out of the unit's
+        PassUntil time, inside the summary's wall: about 2 s of a study rung); else the
+        best of 2 calls after the plan (`sampler.alone_rate`, outside the wall).
 
     Returns:
       The `ResultsFile` (all rows, earlier ones included); its `summary` attribute holds
@@ -406,21 +415,27 @@ def execute(plan: plan_lib.EvalPlan, context: plan_lib.EvalContext) -> EvalSumma
                 note = _run_unit(unit, plan, checkpoint, context, counters)
                 progress.update(1, note=f"{unit.run_name}@{unit.step} {unit.task_name} {note}")
         progress.close(note=timer.summary())
-    alone, alone_n = (0.0, 0.0), 0
+    alone, alone_n, how = (0.0, 0.0), 0, ""
     if context.pu_reference and counters.reference is not None:
-        # At most a third of the unit's own samples a call (it makes three), so the
-        # reference never costs more than the unit: 4096 on the default study's rungs.
-        samples, sampler, prompt = counters.reference
-        alone_n = min(sampler_lib.REFERENCE_SAMPLES, sampler.max_samples_per_call,
-                      max(1, samples // 3))
-        alone = sampler_lib.alone_rate(sampler, prompt, alone_n)
+        samples, sampler, prompt, interleaved = counters.reference
+        if interleaved is not None and interleaved.seconds:
+            alone, alone_n = interleaved.rate, interleaved.num_samples
+            how = f"median of {len(interleaved.seconds)} calls spread over the unit"
+        else:
+            # At most a third of the unit's own samples a call (it makes three), so the
+            # reference never costs more than the unit.
+            alone_n = min(sampler_lib.REFERENCE_SAMPLES, sampler.max_samples_per_call,
+                          max(1, samples // 3))
+            alone = sampler_lib.alone_rate(sampler, prompt, alone_n)
+            how = "best of 2 calls after the units"
     summary = EvalSummary(
         units_run=len(todo), units_skipped=len(plan.units) - len(todo),
         wall_s=timer.wall_s(), compile_s=timer.compile_s, programs=timer.programs,
         cache_hits=timer.cache_hits, cache_misses=timer.cache_misses,
         pu_samples=counters.pu_samples, pu_sample_s=counters.pu_sample_s,
         pu_compile_s=counters.pu_compile_s, pu_alone_per_s=alone[0],
-        pu_alone_length=alone[1], pu_alone_samples=alone_n, pu_tokens=counters.pu_tokens)
+        pu_alone_length=alone[1], pu_alone_samples=alone_n, pu_tokens=counters.pu_tokens,
+        pu_alone_how=how)
     logging.info("evaluate: %s", summary.line())
     return summary
 
@@ -432,7 +447,8 @@ class _Counters:
     pu_compile_s: float = 0.0
     pu_tokens: int = 0
     timer: Any = None  # the running `compilation.CompileTimer`
-    # (samples, sampler, first prompt) of the PassUntil unit that drew the most samples.
+    # (samples, sampler, first prompt, its InterleavedReference or None) of the PassUntil
+    # unit that drew the most samples.
     reference: tuple | None = None
 
     def compile_s(self) -> float:
@@ -616,7 +632,8 @@ class _TaskUnit:
         jobs, point = self._jobs(todo), self.ckpt.point
         start, compile_start = time.monotonic(), self.counters.compile_s()
         sampler, results = self._drive(jobs)
-        unit_samples = 0
+        reference = self._interleaved_reference(sampler, jobs)
+        unit_samples, reference_compile_s = 0, 0.0
         for n, (job, res, drawn) in enumerate(results, 1):
             inst = pu_batch.PassUntilInstance.make(job, res, losses[job.instance_id])
             self.ctx.results.append([self._row(R.INSTANCE, inst.estimate, inst.instance_id,
@@ -628,12 +645,32 @@ class _TaskUnit:
                          point.run, point.step, self.task.name, n, len(jobs),
                          inst.instance_id, inst.num_samples, inst.num_passes,
                          " (capped)" if inst.capped else "", elapsed / n * (len(jobs) - n))
-        self.counters.pu_sample_s += time.monotonic() - start
-        self.counters.pu_compile_s += self.counters.compile_s() - compile_start
+            if reference is not None:
+                before = self.counters.compile_s()
+                reference.after(n)
+                reference_compile_s += self.counters.compile_s() - before
+        spent = reference.spent_s if reference is not None else 0.0
+        self.counters.pu_sample_s += time.monotonic() - start - spent
+        self.counters.pu_compile_s += (self.counters.compile_s() - compile_start
+                                       - reference_compile_s)
         self.counters.pu_tokens += sampler.drawn_tokens
         if self.ctx.pu_reference and jobs and (self.counters.reference is None
                      or unit_samples > self.counters.reference[0]):
-            self.counters.reference = (unit_samples, sampler, jobs[0].prompt)
+            self.counters.reference = (unit_samples, sampler, jobs[0].prompt, reference)
+
+    def _interleaved_reference(self, sampler, jobs):
+        """A `sampler_lib.InterleavedReference` for this unit when the context asks for
+        the reference and it costs at most a third of the unit's fewest samples (one draw
+        per instance): on the default study, the final checkpoints' units; else None."""
+        if not self.ctx.pu_reference or not jobs:
+            return None
+        pu = self.unit.passuntil
+        per_call = min(sampler_lib.REFERENCE_SAMPLES, sampler.max_samples_per_call)
+        fewest = sum(min(pu.batch_size, j.cap) for j in jobs)
+        if (REFERENCE_CALLS + 1) * per_call * 3 > fewest:
+            return None
+        return sampler_lib.InterleavedReference(sampler, jobs[0].prompt, per_call, len(jobs),
+                                                calls=REFERENCE_CALLS)
 
     def _jobs(self, todo) -> list[pu_batch.PassUntilJob]:
         """One `PassUntilJob` per instance: bos + the prompt, left-truncated so prompt +

@@ -362,7 +362,9 @@ def evaluation_summary(summaries: Sequence) -> str | None:
             pu_compile_s=sum(s.pu_compile_s for s in ran), pu_alone_per_s=alone,
             pu_alone_length=length, pu_tokens=sum(s.pu_tokens for s in ran),
             pu_alone_samples=(timed[0].pu_alone_samples if timed and len(
-                {s.pu_alone_samples for s in timed}) == 1 else 0))
+                {s.pu_alone_samples for s in timed}) == 1 else 0),
+            pu_alone_how=(timed[0].pu_alone_how if timed and len(
+                {s.pu_alone_how for s in timed}) == 1 else ""))
         line += total.line()[total.line().index("; PassUntil"):]
     return line
 

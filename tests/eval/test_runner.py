@@ -437,6 +437,66 @@ def test_pu_reference_times_the_sampler_alone_on_the_largest_units_shapes(tmp_pa
     assert 0 < on.pu_alone_samples <= on.pu_samples // 3 < sampler_lib.REFERENCE_SAMPLES
 
 
+def test_pu_reference_is_spread_over_a_unit_large_enough_to_afford_it(tmp_path, monkeypatch):
+    """Where the reference costs at most a third of a unit's fewest samples, it is timed
+    between the unit's instances (`InterleavedReference`: median of REFERENCE_CALLS
+    calls), left out of the unit's time and tokens, and the rows do not change."""
+    from lmscale.eval import sampler as sampler_lib
+
+    gen_only = [t for t in _tasks() if t.kind == registry.GENERATIVE]
+    made = []
+    real = sampler_lib.InterleavedReference
+    monkeypatch.setattr(sampler_lib, "InterleavedReference",
+                        lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    rows, summaries = {}, {}
+    for reference, per_call in ((False, 4), (True, 4), (True, 64)):
+        monkeypatch.setattr(sampler_lib, "REFERENCE_SAMPLES", per_call)
+        workdir = tmp_path / f"reference_{reference}_{per_call}"
+        _write_runs(workdir, names=("a",), steps=(10,))
+        made.clear()
+        results = runner.evaluate(str(workdir), gen_only, source=_Source().as_source(),
+                                  mesh=ONE_DEVICE, passuntil_config=PU, pu_reference=reference,
+                                  validation=runner.ValidationConfig(enabled=False))
+        rows[reference, per_call] = [(r.run, r.step, r.instance, r.value, r.detail)
+                                     for r in R.read_rows(workdir / runner.RESULTS_FILE)]
+        summaries[reference, per_call] = (results.summary, list(made))
+    assert rows[False, 4] == rows[True, 4] == rows[True, 64]
+    off = summaries[False, 4][0]
+    spread, made = summaries[True, 4]
+    # 4 instances of >= 16 samples each (one batch): (3 + 1) x 4 x 3 = 48 <= 64.
+    assert len(made) == 1 and made[0].points == [1, 2, 3] and len(made[0].seconds) == 3
+    assert spread.pu_alone_how == "median of 3 calls spread over the unit"
+    assert spread.pu_alone_samples == 4 and spread.pu_alone_per_s == pytest.approx(
+        4 / float(np.median(made[0].seconds)))
+    assert spread.pu_tokens == off.pu_tokens and spread.pu_samples == off.pu_samples
+    assert "median of 3 calls spread over the unit" in spread.line()
+    # 64 a call would cost more than a third of the unit: the reference after the units.
+    after, made = summaries[True, 64]
+    assert made == [] and after.pu_alone_how == "best of 2 calls after the units"
+
+
+def test_interleaved_reference_times_at_its_points_and_keeps_the_units_tokens():
+    from lmscale.eval import sampler as sampler_lib
+    from lmscale.data.vocab import get_vocabulary
+
+    params = _restore("a", 10, CONFIG)
+    sampler = sampler_lib.Sampler(params, CONFIG, get_vocabulary("byte"), num_slots=8,
+                                  max_new_tokens=4, stop_strings=("\n",),
+                                  max_samples_per_call=64)
+    ref = sampler_lib.InterleavedReference(sampler, "say 1:", 100, num_instances=10)
+    assert ref.points == [2, 5, 8] and ref.num_samples == 64 and ref.rate == (0.0, 0.0)
+    sampler.drawn_tokens = 7
+    for done in range(1, 11):
+        ref.after(done)
+        assert len(ref.seconds) == sum(p <= done for p in ref.points)
+    assert sampler.drawn_tokens == 7  # the reference's samples are not the unit's
+    again = [sampler.sample("say 1:", 64, seed=s).lengths.mean() for s in (1, 2, 3)]
+    rate, length = ref.rate
+    assert rate == pytest.approx(64 / np.median(ref.seconds))
+    assert length == pytest.approx(float(np.mean(again)))
+    assert ref.spent_s >= sum(ref.seconds)
+
+
 def test_alone_rate_samples_the_requested_count_of_one_prompt():
     from lmscale.eval import sampler as sampler_lib
     from lmscale.data.vocab import get_vocabulary
