@@ -232,9 +232,10 @@ class EvalSummary:
         spread over the unit (`sampler.InterleavedReference`, where that costs at most a
         third of the unit's samples) or the best of 2 calls after the units.
       pu_tokens: tokens the PassUntil samples generated (their lengths summed). A
-        sampler's step costs the same whatever its slots hold, so work is counted in
-        generated tokens: the in-study rate is set against the reference in decode
-        tokens/s (one prompt's completions may be shorter than the unit's mix).
+        sampler's decode step costs the same whatever its slots hold, and a sample's first
+        token comes from the prompt's logits without one, so work is counted in decode
+        tokens (`pu_tokens - pu_samples`): the in-study rate is set against the reference
+        in decode tokens/s (one prompt's completions may be shorter than the unit's mix).
     """
 
     units_run: int
@@ -277,13 +278,27 @@ class EvalSummary:
         return self.pu_tokens / run_s if run_s > 0 else 0.0
 
     @property
+    def decode_tokens_per_s(self) -> float:
+        """`tokens_per_s` less each sample's first token, which the sampler draws from
+        the prompt's logits without a decode step: the tokens its steps computed."""
+        run_s = self.pu_sample_s - self.pu_compile_s
+        return (self.pu_tokens - self.pu_samples) / run_s if run_s > 0 else 0.0
+
+    @property
+    def alone_decode_tokens_per_s(self) -> float:
+        """The reference's `decode_tokens_per_s` (0 when not measured or not counted)."""
+        return self.pu_alone_per_s * max(0.0, self.pu_alone_length - 1.0)
+
+    @property
     def alone_share(self) -> float:
-        """The in-study rate over the sampler-alone reference, in decode tokens/s (in
-        samples/s when the tokens were not counted); 0 when not measured."""
+        """The in-study rate over the sampler-alone reference, in decode tokens/s (a
+        decode step costs the same whatever its slots hold, and one prompt's completions
+        may be shorter or longer than the unit's mix); in samples/s when the tokens were
+        not counted; 0 when not measured."""
         if self.pu_alone_per_s <= 0:
             return 0.0
-        if self.pu_tokens and self.pu_alone_length > 0:
-            return self.tokens_per_s / (self.pu_alone_per_s * self.pu_alone_length)
+        if self.pu_tokens and self.alone_decode_tokens_per_s > 0:
+            return self.decode_tokens_per_s / self.alone_decode_tokens_per_s
         return self.samples_per_s / self.pu_alone_per_s
 
     def line(self) -> str:
@@ -292,9 +307,10 @@ class EvalSummary:
               f"excluding {self.pu_compile_s:.1f} s compiling ({self.wall_samples_per_s:.0f} "
               f"wall)" if self.pu_samples else "")
         if self.pu_samples and self.pu_alone_per_s > 0:
-            tokens = (f" by decode tokens/s ({self.tokens_per_s:.0f} vs "
-                      f"{self.pu_alone_per_s * self.pu_alone_length:.0f})"
-                      if self.pu_tokens and self.pu_alone_length > 0 else "")
+            tokens = (f" by decode tokens/s ({self.decode_tokens_per_s:.0f} vs "
+                      f"{self.alone_decode_tokens_per_s:.0f}; the tokens after each sample's "
+                      f"first, which needs no decode step)"
+                      if self.pu_tokens and self.alone_decode_tokens_per_s > 0 else "")
             pu += (f", {100 * self.alone_share:.0f}% of the sampler alone on the same "
                    f"shapes{tokens} (alone: {self.pu_alone_per_s:.0f} samples/s"
                    + (f" of mean length {self.pu_alone_length:.2f}" if self.pu_alone_length

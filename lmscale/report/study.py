@@ -345,15 +345,17 @@ def evaluation_summary(summaries: Sequence) -> str | None:
             f"{sum(s.cache_hits for s in ran)} persistent-cache hits")
     if samples:  # the summed drivers' rate, defined once by `runner.EvalSummary`
         # The reference over every rung: the time the sampler alone would take for each
-        # rung's work (its generated tokens, else its samples) at that rung's rate,
-        # summed; none when a rung lacks one (a partial reference compares unlike work).
+        # rung's work (its decode tokens, else its samples) at that rung's rate, summed;
+        # none when a rung lacks one (a partial reference compares unlike work).
         timed = [s for s in ran if s.pu_alone_per_s > 0 and s.pu_samples]
         alone = length = 0.0
         if timed and len(timed) == len([s for s in ran if s.pu_samples]):
             length = sum(s.pu_alone_length * s.pu_samples for s in timed) / samples
-            if all(s.pu_tokens and s.pu_alone_length > 0 for s in timed):
-                alone = sum(s.pu_tokens for s in timed) / sum(
-                    s.pu_tokens / (s.pu_alone_per_s * s.pu_alone_length) for s in timed) / length
+            if all(s.pu_tokens and s.alone_decode_tokens_per_s > 0 for s in timed):
+                work = [s.pu_tokens - s.pu_samples for s in timed]
+                decode = sum(work) / sum(w / s.alone_decode_tokens_per_s
+                                         for w, s in zip(work, timed))
+                alone = decode / (length - 1.0)  # so that alone x (length - 1) = decode
             else:
                 alone, length = samples / sum(s.pu_samples / s.pu_alone_per_s for s in timed), 0.0
         total = runner.EvalSummary(
@@ -372,11 +374,11 @@ def evaluation_summary(summaries: Sequence) -> str | None:
 def passuntil_rates(summaries: Mapping[str, Any]) -> str | None:
     """Per rung: in-study PassUntil samples/s (compiles excluded) and the share of the
     sampler alone on the same shapes (`EvalSummary.alone_share`: by decode tokens/s when
-    counted); None when no rung measured its reference."""
+    counted, each sample's first token left out); None when no rung measured its reference."""
     def one(name, s):
-        alone_tokens = s.pu_alone_per_s * s.pu_alone_length
-        tokens = (f" = {s.tokens_per_s:,.0f} tokens/s vs {alone_tokens:,.0f}"
-                  if s.pu_tokens and s.pu_alone_length > 0 else
+        tokens = (f" = {s.decode_tokens_per_s:,.0f} decode tokens/s vs "
+                  f"{s.alone_decode_tokens_per_s:,.0f}"
+                  if s.pu_tokens and s.alone_decode_tokens_per_s > 0 else
                   f" vs {s.pu_alone_per_s:,.0f} samples/s")
         return (f"{name} {s.samples_per_s:,.0f} samples/s{tokens} alone "
                 f"({100 * s.alone_share:.0f}%)")

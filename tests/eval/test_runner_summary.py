@@ -47,17 +47,21 @@ def test_the_study_reference_weights_each_rung_by_its_work_and_is_all_or_nothing
     assert study.passuntil_rates(rungs) == ("a 2,000 samples/s vs 3,000 samples/s alone "
                                             "(67%), b 1,000 samples/s vs 2,000 samples/s "
                                             "alone (50%)")
-    # Tokens counted: a's 24,000 tokens (8,000/s) against 3,000 samples/s of length 5
-    # alone (15,000 tokens/s, 1.6 s); b's 4,000 (2,000/s) against 2,000 x 2 (1 s): 2.6 s
-    # of the study's 5 s, 52%; by samples a would read 67% (its prompt's completions are
-    # shorter than the unit's).
-    rungs = {"a": call(6000, 3.0, 3000.0, 24000, 5.0), "b": call(2000, 2.0, 2000.0, 4000, 2.0)}
-    assert rungs["a"].alone_share == pytest.approx(8000 / 15000)
+    # Tokens counted, each sample's first one (no decode step) left out. a: 24,000 tokens
+    # of 6,000 samples, 18,000 decode tokens in 3 s (6,000/s), against 3,000 samples/s of
+    # length 5 alone (12,000 decode tokens/s: 1.5 s for a's work); b: 2,000 decode tokens
+    # in 2 s (1,000/s) against 2,000 x (3 - 1) (0.5 s). Alone 2 s of the study's 5 s: 40%.
+    # By generated tokens a would read 53%, by samples 67%: its reference prompt's
+    # completions are shorter than the unit's, and their free first tokens count more.
+    rungs = {"a": call(6000, 3.0, 3000.0, 24000, 5.0), "b": call(2000, 2.0, 2000.0, 4000, 3.0)}
+    assert rungs["a"].alone_share == pytest.approx(6000 / 12000)
+    assert rungs["a"].decode_tokens_per_s == 6000 and rungs["b"].alone_share == 0.25
     line = study.evaluation_summary(list(rungs.values()))
-    assert ", 52% of the sampler alone on the same shapes by decode tokens/s (5600 vs " \
-        "10769)" in line, line
-    assert study.passuntil_rates(rungs).startswith(
-        "a 2,000 samples/s = 8,000 tokens/s vs 15,000 alone (53%), b 1,000 samples/s")
+    assert ", 40% of the sampler alone on the same shapes by decode tokens/s (4000 vs " \
+        "10000; the tokens after each sample's first, which needs no decode step)" in line, line
+    assert study.passuntil_rates(rungs) == (
+        "a 2,000 samples/s = 6,000 decode tokens/s vs 12,000 alone (50%), b 1,000 "
+        "samples/s = 1,000 decode tokens/s vs 4,000 alone (25%)")
     # One rung without a reference: no study-wide share (it would compare unlike work).
     rungs["c"] = call(1000, 1.0, 0.0)
     assert "sampler alone" not in study.evaluation_summary(list(rungs.values()))
