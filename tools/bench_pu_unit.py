@@ -16,7 +16,8 @@ it times the evaluator itself instead: `runner.evaluate` on that run's checkpoin
 file under --out_dir (the run directory is only read), and prints each call's
 `runner.EvalSummary` line (the study's "PassUntil ... samples/s excluding ... compiling"
 figure, the same count as the study log) and whether every setting wrote the same
-per-instance rows as the first.
+per-instance rows as the first. --warmup evaluates each setting once before the timed call,
+as a study's second and later units of a rung find their programs compiled.
 
 Usage:
   .venv/bin/python tools/bench_pu_unit.py [--num_instances=16 --prompts_per_call=1,4,8
@@ -47,6 +48,8 @@ flags.DEFINE_string("run_dir", None, "a trained run: time runner.evaluate on it 
 flags.DEFINE_integer("step", None, "--run_dir's checkpoint (default: the last)")
 flags.DEFINE_string("task", "py_identifier_tail:n120:c96", "--run_dir: the PassUntil task")
 flags.DEFINE_string("out_dir", "/tmp/bench_pu_unit", "--run_dir: results files go here")
+flags.DEFINE_bool("warmup", False, "--run_dir: evaluate each setting once untimed first (as "
+                  "a study's later units find their programs compiled)")
 FLAGS = flags.FLAGS
 
 
@@ -71,6 +74,13 @@ def evaluate_run():
             path.unlink()
         pu = runner.PassUntilConfig(r=FLAGS.r, k_max=FLAGS.k_max, batch_size=FLAGS.batch_size,
                                     num_slots=FLAGS.num_slots, prompts_per_call=per_call)
+        if FLAGS.warmup:  # the same unit once, untimed, so the timed one finds it compiled
+            warm = pathlib.Path(FLAGS.out_dir) / f"warmup_ppc{per_call}.jsonl"
+            if warm.exists():
+                warm.unlink()
+            runner.evaluate([FLAGS.run_dir], [FLAGS.task], results_path=str(warm),
+                            passuntil_config=pu, steps=[step],
+                            validation=runner.ValidationConfig(enabled=False))
         res = runner.evaluate([FLAGS.run_dir], [FLAGS.task], results_path=str(path),
                               passuntil_config=pu, steps=[step],
                               validation=runner.ValidationConfig(enabled=False))
@@ -114,6 +124,18 @@ def sampler_alone(step: int) -> None:
         print(f"sampler alone, same shapes (prompt bucket {state.prefix.k.shape[2]}, "
               f"{task.max_new_tokens} new tokens, mean length {length:.2f}): "
               f"{n} samples per call: {rate:.0f} samples/s", flush=True)
+    # The machine's drift: --repeats calls of 4096 one after another, each timed alone.
+    import time
+
+    import numpy as np
+    rates = []
+    for rep in range(max(3, FLAGS.repeats)):
+        start = time.perf_counter()
+        sampler.sample(state, sampler_lib.REFERENCE_SAMPLES, seed=100 + rep)
+        rates.append(sampler_lib.REFERENCE_SAMPLES / (time.perf_counter() - start))
+    print(f"sampler alone, {len(rates)} calls of {sampler_lib.REFERENCE_SAMPLES} in a row: "
+          f"{min(rates):.0f} / {np.median(rates):.0f} / {max(rates):.0f} samples/s "
+          f"(min / median / max)", flush=True)
 
 
 def main(argv):

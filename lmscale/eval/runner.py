@@ -55,9 +55,6 @@ RESULTS_FILE = "results.jsonl"
 SCORE_ROW_TOKENS = 32768
 
 
-# Fewest slots per prompt when several prompts share a sampler call (see
-# `PassUntilConfig.prompts_per_call`).
-MIN_GROUP_SLOTS = 16
 # Timed calls of the same-shape reference spread over a unit (`evaluate(pu_reference=)`).
 REFERENCE_CALLS = 3
 
@@ -77,14 +74,14 @@ class PassUntilConfig:
       seed: base seed; instance seeds derive from it, the task and the instance id.
       prompts_per_call: instances sampled together per `Sampler.sample_many` call;
         None: enough prompts for a batch's worth of samples per call and for the slots,
-        max(ceil(batch_size / d), num_slots // d) with d = min(batch_size, k_max), but at
-        most one prompt per `MIN_GROUP_SLOTS` slots, rounded down to a power of two (slot
-        groups): 1 for the study's final checkpoints (d = 512), 4 on its 64 slots for the
-        intermediate ones (d = 50). Each prompt samples in its own group of slots, so a
-        call lasts as long as its slowest group: groups of 8 slots idled on the prompts
-        with short completions (w96@416: 8 prompts a call 2.09 s a unit, 4 1.26 s, 2
-        1.47 s, 1 2.45 s). Speed only, never results (figures: `tools/bench_pu_unit.py
-        --run_dir`, docs/performance.md).
+        max(ceil(batch_size / d), num_slots // d) with d = min(batch_size, k_max), rounded
+        down to a power of two (slot groups) and at most num_slots: 1 for the study's
+        final checkpoints (d = 512), 8 for its intermediate ones (d = 50). With the
+        next call dispatched ahead (`pu_batch.run_batched`), 4 and 8 prompts a call
+        measured alike on w96@416 (`tools/bench_pu_unit.py --run_dir=... --step=416
+        --k_max=50 --num_slots=64 --prompts_per_call=4,8,4,8,4,8 --warmup`: 2,383 /
+        2,904 / 2,431 against 2,355 / 2,627 / 3,178 samples/s). Speed only, never
+        results (docs/performance.md).
     """
 
     r: int = 2
@@ -123,8 +120,7 @@ class PassUntilConfig:
         if self.prompts_per_call is not None:
             return self.prompts_per_call
         draw = min(self.batch_size, k_max or self.k_max)
-        want = min(max(-(-self.batch_size // draw), self.num_slots // draw),
-                   self.num_slots // MIN_GROUP_SLOTS)
+        want = min(max(-(-self.batch_size // draw), self.num_slots // draw), self.num_slots)
         return 1 << (max(1, want).bit_length() - 1)
 
     @property

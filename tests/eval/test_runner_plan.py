@@ -80,11 +80,9 @@ def test_prompts_per_call_default_asks_a_batch_per_call_and_fills_the_slots():
     assert final.per_call() == 1  # one draw of 512 is a batch and fills the slots
     # Draws of 50: 11 make a batch of 512, rounded down to a power of two (slot groups).
     assert dataclasses.replace(final, k_max=50).per_call() == 8
+    assert dataclasses.replace(final, k_max=50, num_slots=64).per_call() == 8
+    assert dataclasses.replace(final, k_max=50, num_slots=4).per_call() == 4  # <= slots
     assert final.per_call(k_max=64) == 8  # per-instance caps: the largest one
-    # ... but each prompt keeps MIN_GROUP_SLOTS slots: 4 on 64 slots, 1 on 4.
-    assert runner.MIN_GROUP_SLOTS == 16
-    assert dataclasses.replace(final, k_max=50, num_slots=64).per_call() == 4
-    assert dataclasses.replace(final, k_max=50, num_slots=4).per_call() == 1
     # More slots than a batch: enough prompts to fill them.
     assert dataclasses.replace(final, num_slots=2048).per_call() == 4
     assert dataclasses.replace(final, prompts_per_call=3).per_call() == 3
