@@ -448,8 +448,9 @@ class InterleavedReference:
     """The same-shape reference of a PassUntil unit, timed between its instances.
 
     A unit samples for seconds to minutes, and a shared machine's speed drifts over that
-    time (on the 2-core hosts of docs/performance.md, calls of 4096 samples seconds apart
-    ran 42,900-67,400 tokens/s). A reference timed once after the unit, best of two,
+    time (on the 2-core host of docs/performance.md, `tools/bench_pu_unit.py`'s calls of
+    4096 samples on one checkpoint had medians of 12,688, 9,136 and 6,871 samples/s in
+    three runs within ten minutes). A reference timed once after the unit, best of two,
     catches a fast moment and sets a sustained rate against it. This one times `calls`
     calls of `num_samples` samples of one prompt (`alone_rate`'s measure) spread evenly
     over the unit's `num_instances` instances, each after the unit's in-flight calls have
