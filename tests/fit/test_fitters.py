@@ -169,7 +169,11 @@ def test_compute_law_irreducible_loss_is_bounded_at_zero():
     fit = fitters.fit_loss_law(N, D, loss, form="compute")
     assert fit.params["E"] >= 0.0 and fit.params["eta"] > 0.01
     assert fit.details["bounded"] and fit.details["unbounded_floor"] < -100
-    assert not fit.reliable and "at its bound 0 (unbounded, the fit went to -1.41e+03)" \
+    # The unbounded fit runs off along a flat valley: where it stops (-1.41e+03 on one
+    # host, -1.52e+03 on another) depends on the CPU's float rounding; the reason names it.
+    floor = fit.details["unbounded_floor"]
+    assert -2000 < floor < -1000
+    assert not fit.reliable and f"at its bound 0 (unbounded, the fit went to {floor:.3g})" \
         in fit.reason
     # The held-out rung (N = 212448, D = 1912832, measured 1.5758) within 3%.
     assert fit.predict(N=np.array([212448.0]), D=np.array([1912832.0]))[0] == \
