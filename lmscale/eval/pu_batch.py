@@ -249,7 +249,7 @@ def run_batched(sampler, jobs: Sequence[PassUntilJob], r: int, batch_size: int,
         if not calls:
             dispatch(carry)
             carry = []
-        members, wants, call = calls[-1]
+        members, wants, _ = calls[-1]
         if len(calls) == 1 and pending and all(
                 a.drawn + w >= a.job.cap for a, w in zip(members, wants)):
             dispatch([])  # the newest call's instances all end with it

@@ -29,6 +29,7 @@ L layers, K kv heads, H head dim, V vocab, C output capacity of one call, R prom
 from __future__ import annotations
 
 import functools
+import time
 from typing import Callable, NamedTuple, Sequence
 
 import jax
@@ -429,19 +430,27 @@ def alone_rate(sampler: Sampler, prompt, num_samples: int = REFERENCE_SAMPLES,
     The same-shape reference of a PassUntil unit: the unit's model, parameters, slots,
     stops and prompt bucket, `num_samples` samples of one prompt per call (what
     tools/bench_sample.py's study row times), no checking; the best of `repeats` calls
-    after one that compiles. Seeds 1 .. repeats (the compiling call uses 0).
+    after one that compiles, and the last call's mean length. Seeds 1 .. repeats (the
+    compiling call uses 0).
     """
-    import time
-
     state = prompt if isinstance(prompt, PromptState) else sampler.prefill(prompt)
     num_samples = min(int(num_samples), sampler.max_samples_per_call)
-    sampler.sample(state, num_samples, seed=0)
-    best, lengths = float("inf"), None
-    for rep in range(max(1, int(repeats))):
-        start = time.perf_counter()
-        lengths = sampler.sample(state, num_samples, seed=rep + 1).lengths
-        best = min(best, time.perf_counter() - start)
-    return num_samples / best, float(np.mean(lengths))
+    _timed_call(sampler, state, num_samples, seed=0)
+    calls = [_timed_call(sampler, state, num_samples, seed=rep + 1)
+             for rep in range(max(1, int(repeats)))]
+    return num_samples / min(seconds for seconds, _ in calls), calls[-1][1]
+
+
+def _timed_call(sampler: Sampler, state: PromptState, num_samples: int,
+                seed: int) -> tuple[float, float]:
+    """(seconds, mean completion length) of one `sampler.sample` call, whose tokens are
+    left out of `sampler.drawn_tokens` (a reference's samples are not a unit's)."""
+    tokens = sampler.drawn_tokens
+    start = time.perf_counter()
+    lengths = sampler.sample(state, num_samples, seed=seed).lengths
+    seconds = time.perf_counter() - start
+    sampler.drawn_tokens = tokens
+    return seconds, float(np.mean(lengths))
 
 
 class InterleavedReference:
@@ -471,23 +480,17 @@ class InterleavedReference:
 
     def after(self, done: int) -> None:
         """Times one call if `done` (instances finished so far) is one of the points."""
-        import time
-
         if done not in self.points:
             return
         self.sampler.wait()  # the unit's own calls finish inside the unit's time
         begin = time.perf_counter()
-        tokens = self.sampler.drawn_tokens
         if not self.seconds:
-            self.sampler.sample(self.state, self.num_samples, seed=0)  # compiles
-        start = time.perf_counter()
-        lengths = self.sampler.sample(self.state, self.num_samples,
-                                      seed=len(self.seconds) + 1).lengths
-        end = time.perf_counter()
-        self.sampler.drawn_tokens = tokens  # not the unit's tokens
-        self.seconds.append(end - start)
-        self.lengths.append(float(np.mean(lengths)))
-        self.spent_s += end - begin
+            _timed_call(self.sampler, self.state, self.num_samples, seed=0)  # compiles
+        seconds, length = _timed_call(self.sampler, self.state, self.num_samples,
+                                      seed=len(self.seconds) + 1)
+        self.seconds.append(seconds)
+        self.lengths.append(length)
+        self.spent_s += time.perf_counter() - begin
 
     @property
     def rate(self) -> tuple[float, float]:
