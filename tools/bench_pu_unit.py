@@ -17,7 +17,10 @@ file under --out_dir (the run directory is only read), and prints each call's
 `runner.EvalSummary` line (the study's "PassUntil ... samples/s excluding ... compiling"
 figure, the same count as the study log) and whether every setting wrote the same
 per-instance rows as the first. --warmup evaluates each setting once before the timed call,
-as a study's second and later units of a rung find their programs compiled.
+as a study's second and later units of a rung find their programs compiled. --first_draw
+times each --prompts_per_call with the instances' first draws sized by their answer loss
+('loss', the default) and by the batch ('batch'), e.g. --prompts_per_call=1
+--first_draw=loss,batch,loss,batch for an alternating A/B.
 
 Usage:
   .venv/bin/python tools/bench_pu_unit.py [--num_instances=16 --prompts_per_call=1,4,8
@@ -48,6 +51,10 @@ flags.DEFINE_string("run_dir", None, "a trained run: time runner.evaluate on it 
 flags.DEFINE_integer("step", None, "--run_dir's checkpoint (default: the last)")
 flags.DEFINE_string("task", "py_identifier_tail:n120:c96", "--run_dir: the PassUntil task")
 flags.DEFINE_string("out_dir", "/tmp/bench_pu_unit", "--run_dir: results files go here")
+flags.DEFINE_list("first_draw", ["loss"], "--run_dir: first draw of each instance, per "
+                  "setting: 'loss' (its cap where the answer loss says a batch is too "
+                  "few, `PassUntilConfig.loss_sized_first_draw`) or 'batch'; every "
+                  "--prompts_per_call runs with each, in the order given")
 flags.DEFINE_bool("warmup", False, "--run_dir: evaluate each setting once untimed first (as "
                   "a study's later units find their programs compiled)")
 FLAGS = flags.FLAGS
@@ -67,15 +74,21 @@ def evaluate_run():
     from lmscale.train import checkpoints
 
     step = FLAGS.step or max(checkpoints.list_eval_checkpoints(FLAGS.run_dir))
-    first = None
-    for per_call in map(int, FLAGS.prompts_per_call):
-        path = pathlib.Path(FLAGS.out_dir) / f"results_ppc{per_call}.jsonl"
+    baseline = None
+    settings = [(int(per_call), first) for per_call in FLAGS.prompts_per_call
+                for first in FLAGS.first_draw]
+    for index, (per_call, first) in enumerate(settings):
+        if first not in ("loss", "batch"):
+            raise app.UsageError(f"--first_draw={first!r}: 'loss' or 'batch'")
+        name = f"{index}_ppc{per_call}_{first}"
+        path = pathlib.Path(FLAGS.out_dir) / f"results_{name}.jsonl"
         if path.exists():
             path.unlink()
         pu = runner.PassUntilConfig(r=FLAGS.r, k_max=FLAGS.k_max, batch_size=FLAGS.batch_size,
-                                    num_slots=FLAGS.num_slots, prompts_per_call=per_call)
+                                    num_slots=FLAGS.num_slots, prompts_per_call=per_call,
+                                    loss_sized_first_draw=first == "loss")
         if FLAGS.warmup:  # the same unit once, untimed, so the timed one finds it compiled
-            warm = pathlib.Path(FLAGS.out_dir) / f"warmup_ppc{per_call}.jsonl"
+            warm = pathlib.Path(FLAGS.out_dir) / f"warmup_{name}.jsonl"
             if warm.exists():
                 warm.unlink()
             runner.evaluate([FLAGS.run_dir], [FLAGS.task], results_path=str(warm),
@@ -86,11 +99,11 @@ def evaluate_run():
                               validation=runner.ValidationConfig(enabled=False))
         rows = sorted((r.instance, r.value, repr(sorted(r.detail.items())))
                       for r in res.rows if r.metric == R.INSTANCE)
-        same = "" if first is None else "; rows " + (
-            "identical to" if rows == first else "DIFFER FROM") + \
-            f" prompts/call {FLAGS.prompts_per_call[0]}"
-        first = rows if first is None else first
-        print(f"{pathlib.Path(FLAGS.run_dir).name}@{step} prompts/call {per_call}: "
+        same = "" if baseline is None else "; rows " + (
+            "identical to" if rows == baseline else "DIFFER FROM") + " the first setting's"
+        baseline = rows if baseline is None else baseline
+        print(f"{pathlib.Path(FLAGS.run_dir).name}@{step} prompts/call {per_call}, "
+              f"first draw {first}: "
               f"{res.summary.line()}{same}", flush=True)
     sampler_alone(step)
 

@@ -11,8 +11,9 @@ that reaches r passes or its cap leaves and the next one takes its row.
 
 All give the same results: sample i of an instance depends only on (params, prompt,
 seed, i) (`lmscale.eval.sampler`), each instance draws `min(batch_size, cap - drawn)`
-samples per round exactly as `passuntil.run` asks, and its recorded outcomes are replayed
-through `passuntil.run`, so K, passes and the statistics come from the one driver.
+samples per round as `passuntil.run` asks (its first round may be larger:
+`PassUntilJob.first_draw`), and its recorded outcomes are replayed through
+`passuntil.run`, so K, passes and the statistics come from the one driver.
 Results are yielded in job order, so the rows a unit writes (and what an interrupted unit
 leaves) do not depend on the driver.
 """
@@ -52,7 +53,15 @@ def prompt_ids(vocab, prompt: str, start_id: int, room: int) -> tuple[np.ndarray
 @dataclasses.dataclass(frozen=True)
 class PassUntilJob:
     """One instance to sample: prompt ids [T] int32 (bos first), the seed of its samples,
-    its sample cap, its pass checker, and how many prompt tokens were cut to fit."""
+    its sample cap, its pass checker, and how many prompt tokens were cut to fit.
+
+    `first_draw`: samples of the instance's first draw in `run_pipelined` and
+    `run_batched` (at most the cap; None: a batch, as `passuntil.run` asks). The runner
+    sets it to the cap where the instance's answer loss says a batch will not hold its r
+    passes (`first_draw_for`), so such an instance takes one sampler call instead of
+    several, each ending on idle slots. Speed only, never results: `passuntil.run` keeps
+    outcomes up to the r-th pass only, so its batches are replayed from what was drawn.
+    """
 
     instance_id: str
     prompt: np.ndarray
@@ -60,6 +69,22 @@ class PassUntilJob:
     cap: int
     checker: Callable[[str], bool]
     truncated: int = 0
+    first_draw: int | None = None
+
+
+def first_draw_for(answer_loss_sum: float, r: int, batch_size: int, cap: int) -> int | None:
+    """The cap when sampling the target itself (probability exp(-answer_loss_sum), the
+    target's summed NLL in nats) would take more than a batch to give r passes,
+    r * exp(answer_loss_sum) > batch_size; else None (a batch first).
+
+    For an exact-match checker the target's probability is the pass probability up to
+    other token paths to the same text, so an instance above the line draws past the
+    batch anyway: on the default study's final checkpoints every such instance did
+    (w32..w96: 102, 93, 80, 63, 56 of 120, none ending inside the first batch), and 3-7
+    below it did too."""
+    if cap <= batch_size or not np.isfinite(answer_loss_sum):
+        return None
+    return cap if np.log(r) + answer_loss_sum > np.log(batch_size) else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,6 +184,8 @@ class _InFlight:
         self.done = False
 
     def want(self, batch_size: int) -> int:
+        if self.drawn == 0 and self.job.first_draw:
+            return min(self.job.first_draw, self.job.cap)
         return min(batch_size, self.job.cap - self.drawn)
 
     def add(self, outcomes: np.ndarray, r: int) -> None:
@@ -168,16 +195,27 @@ class _InFlight:
         self.done = self.passes >= r or self.drawn >= self.job.cap
 
     def result(self, r: int, batch_size: int) -> passuntil.PassUntilResult:
-        """`passuntil.run` over the recorded outcomes (it asks for the same batches)."""
-        recorded = list(self.outcomes)
+        """`passuntil.run` over the recorded outcomes, its batches cut from them in order.
+
+        Drawing stopped at r passes or the cap, so every outcome `passuntil.run` keeps
+        (those up to the r-th pass) was recorded; a batch reaching past the record (a
+        first draw larger than a batch ended inside passuntil's next one) is filled with
+        fails it discards."""
+        flat = np.concatenate(self.outcomes) if self.outcomes else np.zeros((0,), bool)
+        at = [0]
 
         def replay(n):
-            out = recorded.pop(0)
-            if len(out) != n:
-                raise AssertionError(f"replay: asked {n}, recorded {len(out)}")
+            out = np.zeros((n,), bool)
+            got = flat[at[0]:at[0] + n]
+            out[:len(got)] = got
+            at[0] += n
             return out
 
-        return passuntil.run(replay, r, self.job.cap, batch_size)
+        result = passuntil.run(replay, r, self.job.cap, batch_size)
+        if result.num_samples > len(flat):
+            raise AssertionError(f"replay: K={result.num_samples} past the {len(flat)} "
+                                 f"outcomes drawn")
+        return result
 
 
 def _check_caps(jobs: Sequence[PassUntilJob], r: int) -> None:
@@ -229,7 +267,8 @@ def run_batched(sampler, jobs: Sequence[PassUntilJob], r: int, batch_size: int,
     checking overlap the sampling; otherwise the next call waits for this one's outcomes.
     """
     _check_caps(jobs, r)
-    capacity = prompts_per_call * min(batch_size, max((j.cap for j in jobs), default=1))
+    capacity = prompts_per_call * max(
+        (min(max(batch_size, j.first_draw or 0), j.cap) for j in jobs), default=1)
     pending = collections.deque(enumerate(jobs))
     calls: collections.deque = collections.deque()  # (instances, their draws, the call)
     carry: list[_InFlight] = []  # instances going on into the next call

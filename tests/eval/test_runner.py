@@ -537,3 +537,83 @@ def test_pipelined_driver_writes_the_rows_of_the_sequential_one(tmp_path, monkey
     assert rows["pipelined"] == rows["sequential"] and used == [1]  # the default's unit only
     ks = [r.detail["num_samples"] for r in rows["pipelined"] if r.metric == R.INSTANCE]
     assert len(ks) == 5 and len(set(ks)) > 1 and min(ks) < PU.k_max
+
+
+def test_first_draw_for_sizes_by_the_targets_own_probability():
+    from lmscale.eval import pu_batch
+
+    # r * exp(loss) against the batch: 4 * e^5 = 594 > 512, 4 * e^4.8 = 486 < 512.
+    assert pu_batch.first_draw_for(5.0, 4, 512, 1000) == 1000
+    assert pu_batch.first_draw_for(4.8, 4, 512, 1000) is None
+    assert pu_batch.first_draw_for(50.0, 4, 512, 512) is None  # the cap fits a batch
+    assert pu_batch.first_draw_for(float("nan"), 4, 512, 1000) is None
+
+
+def test_first_draws_past_a_batch_give_the_results_of_batched_draws(tmp_path):
+    """`PassUntilJob.first_draw` = the cap (or any size): the pipelined driver makes one
+    call of that size first and replays `passuntil.run`'s batches from it, K falling
+    inside or past its first batch; results equal those of batch-sized draws."""
+    from lmscale.data.vocab import get_vocabulary
+    from lmscale.eval import checkers as checkers_lib
+    from lmscale.eval import pu_batch
+    from lmscale.eval import sampler as sampler_lib
+
+    _write_runs(tmp_path, names=("a",), steps=(10,))
+    vocab = get_vocabulary("byte")
+    sampler = sampler_lib.Sampler(_restore("a", 10, CONFIG), CONFIG, vocab, num_slots=8,
+                                  max_new_tokens=4, stop_strings=("\n",))
+    task = registry.EvalTask("stand_in_gen", registry.GENERATIVE, "contains", 0.0, ("\n",), 4,
+                             loader=lambda split: [])
+    jobs = [pu_batch.PassUntilJob(
+        f"g{i}", pu_batch.prompt_ids(vocab, f"say {i}:", 0, 40)[0], seed=i, cap=48,
+        checker=checkers_lib.make_checker(task, registry.Instance(f"g{i}", "", target=t)))
+        for i, t in enumerate("*}C9ke")]
+    calls, real = [], sampler.dispatch
+
+    def dispatch(state, n, seed, start=0):
+        calls.append((seed, n, start))
+        return real(state, n, seed, start)
+
+    sampler.dispatch = dispatch
+    plain = list(pu_batch.run_pipelined(sampler, jobs, 2, 16))
+    for first in (48, 40, 20):
+        calls.clear()
+        sized = list(pu_batch.run_pipelined(
+            sampler, [dataclasses.replace(j, first_draw=first) for j in jobs], 2, 16))
+        assert [res for _, res, _ in sized] == [res for _, res, _ in plain]
+        assert all(n == first for seed, n, start in calls if start == 0)
+        for _, res, drawn in sized:
+            assert res.num_samples <= drawn <= 48
+    ks = [res.num_samples for _, res, _ in plain]
+    assert min(ks) <= 16 < max(ks)  # K inside the first batch and past it
+
+
+def test_exact_match_instances_draw_their_cap_first_where_the_loss_says(tmp_path, monkeypatch):
+    """An exact-match task on the random stand-in model: every target is improbable (its
+    summed loss ~ 11 nats), so each instance's first call asks its cap; with
+    `loss_sized_first_draw=False` it asks a batch; the rows are the same."""
+    from lmscale.eval import sampler as sampler_lib
+
+    sizes, real = [], sampler_lib.Sampler.dispatch
+    monkeypatch.setattr(sampler_lib.Sampler, "dispatch",
+                        lambda self, p, n, seed, start=0: sizes.append((n, start))
+                        or real(self, p, n, seed, start))
+    gen = [registry.Instance(f"g{i}", f"say {i}:", target=t) for i, t in enumerate(["ab", "c"])]
+    tasks = [registry.EvalTask("stand_in_exact", registry.GENERATIVE, "exact", 0.0, ("\n",),
+                               4, loader=lambda split: gen)]
+    rows = {}
+    for sized in (True, False):
+        workdir = tmp_path / str(sized)
+        _write_runs(workdir, names=("a",), steps=(10,))
+        sizes.clear()
+        runner.evaluate(str(workdir), tasks, source=_Source().as_source(), mesh=ONE_DEVICE,
+                        passuntil_config=dataclasses.replace(
+                            PU, prompts_per_call=1, loss_sized_first_draw=sized),
+                        validation=runner.ValidationConfig(enabled=False))
+        rows[sized] = [(r.instance, r.value, r.detail) for r in
+                       R.read_rows(workdir / runner.RESULTS_FILE) if r.metric == R.INSTANCE]
+        firsts = [n for n, start in sizes if start == 0]
+        assert firsts == ([PU.k_max] * 2 if sized else [PU.batch_size] * 2)
+        losses = [d[R.ANSWER_LOSS_SUM] for _, _, d in rows[sized]]
+        assert min(losses) > np.log(PU.batch_size / PU.r)  # why the cap was drawn first
+    assert rows[True] == rows[False]
