@@ -218,6 +218,12 @@ class _InFlight:
         return result
 
 
+def _largest_draw(jobs: Sequence[PassUntilJob], batch_size: int) -> int:
+    """The most samples one instance's draw asks for (a batch, a larger first draw, or a
+    cap below both): every call's output capacity, so a unit compiles one loop."""
+    return max((min(max(batch_size, j.first_draw or 0), j.cap) for j in jobs), default=1)
+
+
 def _check_caps(jobs: Sequence[PassUntilJob], r: int) -> None:
     for job in jobs:
         if job.cap < r:
@@ -229,15 +235,19 @@ def run_pipelined(sampler, jobs: Sequence[PassUntilJob], r: int, batch_size: int
     """One prompt per sampler call, like `run_sequential`, with up to `depth` instances
     in flight: the next call is dispatched (`Sampler.dispatch`) before the last one's
     completions are checked, so the host's decoding and checking overlap the device's
-    sampling instead of leaving it idle. Same draws, same results; yields in job order."""
+    sampling instead of leaving it idle. Every call has the output capacity of the
+    unit's largest draw (one compiled loop). Same draws, same results; yields in job
+    order."""
     _check_caps(jobs, r)
+    capacity = _largest_draw(jobs, batch_size)
     pending = collections.deque(enumerate(jobs))
     active: collections.deque = collections.deque()  # (_InFlight, its dispatched call)
     finished: dict[int, Outcome] = {}
     next_out = 0
 
     def launch(a: _InFlight):
-        active.append((a, sampler.dispatch(a.state, a.want(batch_size), a.job.seed, a.drawn)))
+        active.append((a, sampler.dispatch(a.state, a.want(batch_size), a.job.seed, a.drawn,
+                                           min_capacity=capacity)))
 
     while pending or active:
         while len(active) < max(1, depth) and pending:
@@ -267,8 +277,7 @@ def run_batched(sampler, jobs: Sequence[PassUntilJob], r: int, batch_size: int,
     checking overlap the sampling; otherwise the next call waits for this one's outcomes.
     """
     _check_caps(jobs, r)
-    capacity = prompts_per_call * max(
-        (min(max(batch_size, j.first_draw or 0), j.cap) for j in jobs), default=1)
+    capacity = prompts_per_call * _largest_draw(jobs, batch_size)
     pending = collections.deque(enumerate(jobs))
     calls: collections.deque = collections.deque()  # (instances, their draws, the call)
     carry: list[_InFlight] = []  # instances going on into the next call

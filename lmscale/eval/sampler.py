@@ -191,10 +191,13 @@ class Sampler:
         """
         return self.collect(self.dispatch(prompt, num_samples, seed, start))
 
-    def dispatch(self, prompt, num_samples: int, seed: int, start: int = 0) -> "Pending":
+    def dispatch(self, prompt, num_samples: int, seed: int, start: int = 0, *,
+                 min_capacity: int = 0) -> "Pending":
         """`sample`'s device work, started and not waited for (JAX dispatches
         asynchronously): the host may check other completions meanwhile. `collect` waits
-        and returns the `Completions`."""
+        and returns the `Completions`. `min_capacity`: output rows of every call at least
+        this many (up to `max_samples_per_call`), so calls of different sizes share one
+        compiled loop."""
         if not isinstance(num_samples, (int, np.integer)) or num_samples < 0:
             raise ValueError(f"Sampler.sample num_samples={num_samples!r}: must be an int >= 0")
         state = prompt if isinstance(prompt, PromptState) else self.prefill(prompt)
@@ -206,7 +209,8 @@ class Sampler:
         done = 0
         while done < num_samples:
             n = min(num_samples - done, self.max_samples_per_call)
-            capacity = bucket(n, self.num_slots)
+            capacity = bucket(n, max(self.num_slots,
+                                     min(int(min_capacity), self.max_samples_per_call)))
             fn = make_sampler(self.config, self.method, self.num_slots, self.max_new_tokens,
                               capacity, self.eos_id, self.stop_sequences)
             out = fn(self.params, state.prefix, state.first_logits, key,

@@ -570,9 +570,9 @@ def test_first_draws_past_a_batch_give_the_results_of_batched_draws(tmp_path):
         for i, t in enumerate("*}C9ke")]
     calls, real = [], sampler.dispatch
 
-    def dispatch(state, n, seed, start=0):
+    def dispatch(state, n, seed, start=0, **kw):
         calls.append((seed, n, start))
-        return real(state, n, seed, start)
+        return real(state, n, seed, start, **kw)
 
     sampler.dispatch = dispatch
     plain = list(pu_batch.run_pipelined(sampler, jobs, 2, 16))
@@ -582,6 +582,7 @@ def test_first_draws_past_a_batch_give_the_results_of_batched_draws(tmp_path):
             sampler, [dataclasses.replace(j, first_draw=first) for j in jobs], 2, 16))
         assert [res for _, res, _ in sized] == [res for _, res, _ in plain]
         assert all(n == first for seed, n, start in calls if start == 0)
+        assert all(n == min(16, 48 - start) for seed, n, start in calls if start > 0)
         for _, res, drawn in sized:
             assert res.num_samples <= drawn <= 48
     ks = [res.num_samples for _, res, _ in plain]
@@ -596,8 +597,8 @@ def test_exact_match_instances_draw_their_cap_first_where_the_loss_says(tmp_path
 
     sizes, real = [], sampler_lib.Sampler.dispatch
     monkeypatch.setattr(sampler_lib.Sampler, "dispatch",
-                        lambda self, p, n, seed, start=0: sizes.append((n, start))
-                        or real(self, p, n, seed, start))
+                        lambda self, p, n, seed, start=0, **kw: sizes.append((n, start))
+                        or real(self, p, n, seed, start, **kw))
     gen = [registry.Instance(f"g{i}", f"say {i}:", target=t) for i, t in enumerate(["ab", "c"])]
     tasks = [registry.EvalTask("stand_in_exact", registry.GENERATIVE, "exact", 0.0, ("\n",),
                                4, loader=lambda split: gen)]

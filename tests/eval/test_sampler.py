@@ -433,3 +433,20 @@ def test_grouped_prefix_attention_equals_the_gathered_one():
     np.testing.assert_allclose(read_grouped(probs), read_gathered(probs), rtol=1e-6,
                                atol=1e-6)
     assert float(grouped[per, 0, 0, 0, 3]) < -1e29  # prefix 1 has 2 valid positions
+
+
+def test_min_capacity_shares_one_loop_and_changes_no_sample(model):
+    """Calls of 5 and 20 samples with min_capacity=32 run one compiled loop (capacity 32)
+    and draw the samples a plain call draws (sample i depends on its index only)."""
+    config, params = model
+    sampler = S.Sampler(params, config, num_slots=4, max_new_tokens=3,
+                        max_samples_per_call=64)
+    plain = sampler.sample(PROMPT, 5, seed=3)
+    S.make_sampler.cache_clear()
+    small = sampler.collect(sampler.dispatch(PROMPT, 5, 3, min_capacity=32))
+    large = sampler.collect(sampler.dispatch(PROMPT, 20, 3, min_capacity=32))
+    assert S.make_sampler.cache_info().currsize == 1
+    for got in (small, large):
+        np.testing.assert_array_equal(got.tokens[:5], plain.tokens)
+        np.testing.assert_array_equal(got.lengths[:5], plain.lengths)
+    assert len(large.lengths) == 20
