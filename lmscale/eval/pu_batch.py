@@ -218,7 +218,7 @@ class _InFlight:
         return result
 
 
-def _largest_draw(jobs: Sequence[PassUntilJob], batch_size: int) -> int:
+def largest_draw(jobs: Sequence[PassUntilJob], batch_size: int) -> int:
     """The most samples one instance's draw asks for (a batch, a larger first draw, or a
     cap below both): every call's output capacity, so a unit compiles one loop."""
     return max((min(max(batch_size, j.first_draw or 0), j.cap) for j in jobs), default=1)
@@ -239,7 +239,7 @@ def run_pipelined(sampler, jobs: Sequence[PassUntilJob], r: int, batch_size: int
     unit's largest draw (one compiled loop). Same draws, same results; yields in job
     order."""
     _check_caps(jobs, r)
-    capacity = _largest_draw(jobs, batch_size)
+    capacity = largest_draw(jobs, batch_size)
     pending = collections.deque(enumerate(jobs))
     active: collections.deque = collections.deque()  # (_InFlight, its dispatched call)
     finished: dict[int, Outcome] = {}
@@ -277,7 +277,7 @@ def run_batched(sampler, jobs: Sequence[PassUntilJob], r: int, batch_size: int,
     checking overlap the sampling; otherwise the next call waits for this one's outcomes.
     """
     _check_caps(jobs, r)
-    capacity = prompts_per_call * _largest_draw(jobs, batch_size)
+    capacity = prompts_per_call * largest_draw(jobs, batch_size)
     pending = collections.deque(enumerate(jobs))
     calls: collections.deque = collections.deque()  # (instances, their draws, the call)
     carry: list[_InFlight] = []  # instances going on into the next call

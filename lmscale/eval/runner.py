@@ -723,7 +723,8 @@ class _TaskUnit:
             self.ckpt.params, self.ckpt.config, self.ckpt.vocab, method=pu.method,
             num_slots=pu.num_slots, max_new_tokens=self.task.max_new_tokens,
             stop_strings=self.task.stop_strings, min_prompt_bucket=sampler_lib.bucket(longest),
-            max_samples_per_call=max(4096, per_call * pu.batch_size))
+            max_samples_per_call=max(4096,
+                                     per_call * pu_batch.largest_draw(jobs, pu.batch_size)))
         if self.ctx.draw_factory is None and per_call > 1:
             return sampler, pu_batch.run_batched(sampler, jobs, pu.r, pu.batch_size, per_call)
         if self.ctx.draw_factory is None:

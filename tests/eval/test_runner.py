@@ -618,3 +618,24 @@ def test_exact_match_instances_draw_their_cap_first_where_the_loss_says(tmp_path
         losses = [d[R.ANSWER_LOSS_SUM] for _, _, d in rows[sized]]
         assert min(losses) > np.log(PU.batch_size / PU.r)  # why the cap was drawn first
     assert rows[True] == rows[False]
+
+
+def test_cap_sized_first_draws_of_several_prompts_fit_one_call(tmp_path):
+    """Two exact-match instances with caps of 4,500, two prompts a call: each first draw
+    asks its whole cap, above the sampler's default 4,096 samples a call, so the unit's
+    sampler is sized to the largest draw; each instance ends at r passes or its cap."""
+    gen = [registry.Instance(f"g{i}", f"say {i}:", target=t) for i, t in enumerate(["ab", "c"])]
+    tasks = [registry.EvalTask("stand_in_exact", registry.GENERATIVE, "exact", 0.0, ("\n",),
+                               4, loader=lambda split: gen)]
+    _write_runs(tmp_path, names=("a",), steps=(10,))
+    runner.evaluate(str(tmp_path), tasks, source=_Source().as_source(), mesh=ONE_DEVICE,
+                    passuntil_config=dataclasses.replace(PU, prompts_per_call=2),
+                    passuntil_caps={"stand_in_exact": {"g0": 4500, "g1": 4500}},
+                    validation=runner.ValidationConfig(enabled=False))
+    got = [r.detail for r in R.read_rows(tmp_path / runner.RESULTS_FILE)
+           if r.metric == R.INSTANCE]
+    assert len(got) == 2
+    for d in got:
+        assert d["k_max"] == 4500
+        assert (d["capped"] and d["num_samples"] == 4500) or (
+            not d["capped"] and d["num_passes"] == PU.r and d["num_samples"] <= 4500)
