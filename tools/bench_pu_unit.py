@@ -75,11 +75,13 @@ def evaluate_run():
 
     step = FLAGS.step or max(checkpoints.list_eval_checkpoints(FLAGS.run_dir))
     baseline = None
+    bad = [first for first in FLAGS.first_draw if first not in ("loss", "batch")]
+    if bad:  # before any setting runs
+        raise app.UsageError(f"--first_draw={','.join(FLAGS.first_draw)}: {bad[0]!r} is "
+                             f"neither 'loss' nor 'batch'")
     settings = [(int(per_call), first) for per_call in FLAGS.prompts_per_call
                 for first in FLAGS.first_draw]
     for index, (per_call, first) in enumerate(settings):
-        if first not in ("loss", "batch"):
-            raise app.UsageError(f"--first_draw={first!r}: 'loss' or 'batch'")
         name = f"{index}_ppc{per_call}_{first}"
         path = pathlib.Path(FLAGS.out_dir) / f"results_{name}.jsonl"
         if path.exists():
