@@ -29,10 +29,12 @@ the same alternating blocks; the first is the baseline the others' ratios refer 
   --sides=lmscale --variant=base --variant=onednn:xla_cpu_use_onednn=true
       --variant=noynn:xla_cpu_experimental_ynn_fusion_type= --variant=autodiff:explicit_vjp=0
 
-KEY `explicit_vjp` (0/1) and `attention_impl` change the traced program; any other KEY is
-an XLA debug option for that executable alone (`jax.jit(compiler_options=)`: true/false
-and integers are converted). Every variant must start with the baseline's loss and
-gradient norm (1e-4).
+KEY `explicit_vjp` (0/1), `fused_projections` (0/1: queries/keys/values and gate/up each
+one matmul, `layers.fused_projections`; off by default), `attention_blocks` (N: query
+blocks of the CPU attention, `ops.attention_block_count`; 1 = one product) and
+`attention_impl` change the traced program; any other KEY is an XLA debug option for that
+executable alone (`jax.jit(compiler_options=)`: true/false and integers are converted).
+Every variant must start with the baseline's loss and gradient norm (1e-4).
 
 --profile=DIR traces 5 steps of each width's first lmscale side with `jax.profiler` and
 prints the time per step in each traced XLA operation (library calls: YNNPACK/oneDNN
@@ -111,7 +113,9 @@ def lmscale_stepper(config: ModelConfig, batch: int, seq: int, total_steps: int,
     vjp = options.pop("explicit_vjp", None)
     vjp = ops.explicit_vjp_enabled() if vjp is None else bool(vjp)
     from lmscale.models import layers  # pylint: disable=g-import-not-at-top
-    fuse = bool(options.pop("fuse_qkv", False))
+    blocks = options.pop("attention_blocks", None)
+    fuse = options.pop("fused_projections", None)
+    fuse = None if fuse is None else bool(fuse)
     if "attention_impl" in options:
         config = config.replace(attention_impl=options.pop("attention_impl"))
     spec = spec_lib.RunSpec(config, seq_len=seq, batch_size=batch,
@@ -120,7 +124,8 @@ def lmscale_stepper(config: ModelConfig, batch: int, seq: int, total_steps: int,
         spec, optim.OptimizerConfig(warmup_steps=1), compiler_options=options or None)
     data = jax.device_put(synthetic_batch(batch, seq), batch_sharding)
     params0 = jax.device_get(state.params)
-    with ops.explicit_vjp(vjp), layers.fused_qkv(fuse):
+    with ops.explicit_vjp(vjp), layers.fused_projections(fuse), \
+            ops.attention_block_count(blocks):
         probe = jax.jit(jax.value_and_grad(lambda p: _mean_loss(config, p, data)),
                         compiler_options=options or None)
         loss0, grads0 = probe(state.params)
@@ -131,7 +136,8 @@ def lmscale_stepper(config: ModelConfig, batch: int, seq: int, total_steps: int,
     def run(n: int) -> None:
         state = box[0]
         # read while the step is traced (first call)
-        with ops.explicit_vjp(vjp), layers.fused_qkv(fuse):
+        with ops.explicit_vjp(vjp), layers.fused_projections(fuse), \
+                ops.attention_block_count(blocks):
             for _ in range(n):
                 state, m = train_step(state, data)
         jax.block_until_ready((state, m))

@@ -10,17 +10,15 @@ the token-weighted validation loss of a held-out corpus. `Scorer.score_partial` 
 Winograd-style questions whose choices are different contexts before one shared
 continuation (LLM-foundry's "schema" tasks: the continuation's log-likelihood).
 
-How a question is scored (the context is computed once per question):
-  1. prefill the contexts (bos's keys/values, the same in every row, are computed once and
-     read as a one-row prefix, so bos is not padded into the context's bucket) for a
-     batch of questions with `return_kv=True`; the logits at
-     the last context position give log p(first choice token), the keys/values become a
-     `Prefix`;
-  2. a question's choices are packed back to back into one row (a packing segment each, so
-     a choice attends causally to itself and to the whole context, never to another
-     choice), at positions len(context) + [0, len(choice)); row q reads prefix q, so no
-     choice gets its own copy of the context's keys/values; the logits at choice position
-     j give log p(token j + 1);
+How a question is scored (the context is computed once per question, one forward a batch):
+  1. row q of a batch is [bos] + context q (right-padded to the batch's bucket) + its
+     choices packed back to back at positions len(context) + [0, len(choice)) (a segment
+     each); the attention mask (`Decoder(attention_mask=)`) keeps the context causal by
+     itself and lets each choice attend to the valid context and, causally, to itself
+     only, never to another choice or the padding, so no choice gets its own copy of the
+     context;
+  2. log-probabilities are read where a choice token is predicted: at the last context
+     position (log p(first choice token)) and at choice position j (log p(token j + 1));
   3. target-token log-probs are summed per segment (t5x `score_batch` style).
 The `bos` id (0 by default) is prepended because seqio's DecoderFeatureConverter shifts
 every training sequence right with id 0, so a document always starts after a 0 in training.
@@ -278,7 +276,7 @@ def _bucket(n: int, minimum: int) -> int:
 
 def _batch_shape(questions, contexts) -> tuple[int, int, int]:
     """Padded (context, choice count, packed choices width) of one scorer call."""
-    return (_bucket(max(len(c) for c in contexts) - 1, 8),  # bos is not in the row
+    return (_bucket(max(len(c) for c in contexts) - 1, 8),  # bos: outside the bucket
             _bucket(max(len(q.choice_ids) for q in questions), 2),
             _bucket(max(sum(len(x) for x in q.choice_ids) for q in questions), 4))
 
@@ -300,28 +298,33 @@ def _score_fn(model: nn.Module):
         # segments [Q, L] = choice index + 1 (0: padding); offsets [Q, L]: position within
         # its choice; is_first [Q, L]: a choice's first token; bos [1, 1]: the bos id;
         # slots [C]: 1..C (its length is the static choice count).
-        variables = {"params": params}
+        #
+        # One forward per batch: row q is [bos, context q (padded to P), its choices], and
+        # the attention mask lets each choice see the valid context and, causally, its own
+        # tokens; the context is causal by itself.
         q, p = ctx_tokens.shape
-        # bos at position 0 attends to itself only, so its keys/values are the same in
-        # every row: computed once, read as a one-row prefix by every context, and not
-        # counted in the context's bucket (a 64-token context pads to 64, not 80).
-        bos_logits, bos_kv = model.apply(variables, bos, return_kv=True)  # [1, 1, V]
-        n = ctx_len - 1
-        positions = jnp.broadcast_to(1 + jnp.arange(p, dtype=jnp.int32), (q, p))
-        last, kv = model.apply(variables, ctx_tokens, positions, return_kv=True,
-                               prefix=Prefix(bos_kv.k, bos_kv.v, jnp.ones((1,), jnp.int32)),
-                               logits_at=jnp.maximum(n - 1, 0))  # [Q, 1, V]
-        last = jnp.where((n > 0)[:, None, None], last, bos_logits)  # empty context: bos's
+        width = tokens.shape[1]
+        row = jnp.concatenate([jnp.broadcast_to(bos, (q, 1)), ctx_tokens, tokens], axis=1)
+        positions = jnp.concatenate(
+            [jnp.broadcast_to(jnp.arange(1 + p, dtype=jnp.int32), (q, 1 + p)),
+             ctx_len[:, None] + offsets], axis=1)
+        idx = jnp.arange(1 + p + width)
+        in_ctx = idx < 1 + p
+        seg = jnp.concatenate([jnp.zeros((q, 1 + p), segments.dtype), segments], axis=1)
+        causal = idx[:, None] >= idx[None, :]
+        sees_ctx = (in_ctx[None, None, :] & (idx[None, None, :] < ctx_len[:, None, None]))
+        ctx_rows = in_ctx[None, :, None] & in_ctx[None, None, :] & causal[None]
+        choice_rows = (~in_ctx[None, :, None]) & (
+            sees_ctx | ((seg[:, :, None] == seg[:, None, :]) & ~in_ctx[None, None, :]
+                        & causal[None]))
+        mask = ctx_rows | choice_rows  # [Q, T, T]
+        logits = model.apply({"params": params}, row, positions,
+                             attention_mask=mask)  # [Q, T, V]
+        # The logits at the last context position and at the choices (a static slice: a
+        # gather of the 1 + L hidden rows before the unembedding was slower on CPU).
+        last = jnp.take_along_axis(logits, (ctx_len - 1)[:, None, None], axis=1)
         first_logp = jax.nn.log_softmax(last)  # [Q, 1, V]
-        positions = ctx_len[:, None] + offsets
-        # Every choice attends to its own context (row q reads prefix q: bos, then the
-        # context) and, causally, to itself only (its segment): one row per question.
-        bos_k, bos_v = (jnp.broadcast_to(x, (x.shape[0], q, *x.shape[2:]))
-                        for x in (bos_kv.k, bos_kv.v))
-        prefix = Prefix(jnp.concatenate([bos_k, kv.k], axis=2),
-                        jnp.concatenate([bos_v, kv.v], axis=2), ctx_len)
-        logits = model.apply(variables, tokens, positions, segments, prefix=prefix)
-        logp = jax.nn.log_softmax(logits)  # [Q, L, V]
+        logp = jax.nn.log_softmax(logits[:, 1 + p:])  # [Q, L, V]
         # Token j of a choice is predicted by choice position j - 1, token 0 by the context.
         prev = jnp.concatenate([first_logp, logp[:, :-1]], axis=1)
         prev = jnp.where(is_first[..., None], first_logp, prev)

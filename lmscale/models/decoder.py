@@ -72,7 +72,7 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(self, x, positions, segment_ids, cache, cache_index, prefix, prefix_index,
-                 rope=None):
+                 rope=None, attention_mask=None):
         c = self.config
         dtype = jnp.dtype(c.dtype)
         out_std = c.init_std / (2 * c.n_layers) ** 0.5
@@ -85,7 +85,7 @@ class Block(nn.Module):
                   init_std=c.init_std, out_std=out_std, dtype=dtype, name="mlp")
         h = Norm(c.norm, c.norm_eps, name="ln_attn")(x)
         a, kv, new_cache = attn(h, positions, segment_ids, cache, cache_index, prefix,
-                                prefix_index, rope)
+                                prefix_index, rope, attention_mask)
         if c.parallel_residual:
             x = x + a + mlp(Norm(c.norm, c.norm_eps, name="ln_mlp")(x))
         else:
@@ -105,7 +105,7 @@ class Decoder(nn.Module):
                  segment_ids: Array | None = None, *, cache: KVCache | None = None,
                  cache_index: Array | None = None, prefix: Prefix | None = None,
                  prefix_index: Array | None = None, return_kv: bool = False,
-                 logits_at: Array | None = None):
+                 logits_at: Array | None = None, attention_mask: Array | None = None):
         """Runs the decoder.
 
         Args:
@@ -127,7 +127,13 @@ class Decoder(nn.Module):
             prefix r.
           return_kv: also return this call's keys/values as a `KVCache` ([L, B, T, K, H]).
           logits_at: optional [B] int: compute the logits of position logits_at[b] of row
-            b only (the scorer's prefill needs the last context position's), [B, 1, V].
+            b only, [B, 1, V].
+          attention_mask: optional [B, T, T] bool (train/score, no cache): query i of row
+            b attends to key j where it is True, in place of the causal (and segment)
+            mask; every row must see at least one key, and no query a later key (the CPU
+            path skips the keys after each block of queries, `ops.causal_masked_attention`).
+            The scorer's one forward per batch lets each choice see its context and,
+            causally, itself.
 
         Returns:
           logits [B, T, vocab_size] float32, then (decode) the new `KVCache`, or
@@ -136,6 +142,10 @@ class Decoder(nn.Module):
         c = self.config
         dtype = jnp.dtype(c.dtype)
         b, t = tokens.shape
+        if attention_mask is not None and (cache is not None or
+                                           attention_mask.shape != (b, t, t)):
+            raise ValueError(f"Decoder: attention_mask {attention_mask.shape} must be "
+                             f"[B, T, T] = {(b, t, t)}, and is not taken with a cache")
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
         embed = nn.Embed(
@@ -154,7 +164,7 @@ class Decoder(nn.Module):
                                                         prefix.lengths)
             x, (k_i, v_i), stacked = Block(c, name=f"block_{i}")(
                 x, positions, segment_ids, layer_cache, cache_index, layer_prefix,
-                prefix_index, rope)
+                prefix_index, rope, attention_mask)
             if return_kv:
                 keys.append(k_i)
                 values.append(v_i)

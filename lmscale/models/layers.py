@@ -131,7 +131,13 @@ class Mlp(nn.Module):
                             kernel_init=_dense_init(std, (in_name, out_name)),
                             bias_init=_zeros((out_name,)), name=name)
 
-        if self.kind == "gated":
+        if self.kind == "gated" and fused_projections_enabled() and not self.use_bias:
+            kernels = [_Kernel((d, self.d_ff), ("embed", "mlp"), self.init_std, name=name)()
+                       for name in ("wi_gate", "wi_up")]
+            w = jnp.concatenate(kernels, axis=1).astype(self.dtype)
+            y = ops.dot_general(x.astype(self.dtype), w, (((x.ndim - 1,), (0,)), ((), ())))
+            h = act(y[..., :self.d_ff]) * y[..., self.d_ff:]
+        elif self.kind == "gated":
             gate = dense("wi_gate", self.d_ff, "embed", "mlp", self.init_std)(x)
             up = dense("wi_up", self.d_ff, "embed", "mlp", self.init_std)(x)
             h = act(gate) * up
@@ -171,24 +177,35 @@ class HeadsDense(nn.Module):
         return y
 
 
-_FUSE_QKV = [False]
+_FUSED: list[bool | None] = [None]
 
 
 @contextlib.contextmanager
-def fused_qkv(enabled: bool):
-    """Within the block, attention traced without biases computes queries, keys and values
-    with one matmul against the joined kernels (`Attention._fused_qkv`; same parameters);
-    bench_train's `fuse_qkv` variant (issue 18). Read at trace time, like
-    `ops.explicit_vjp`."""
-    previous, _FUSE_QKV[0] = _FUSE_QKV[0], bool(enabled)
+def fused_projections(enabled: bool | None):
+    """Within the block, projections traced without biases that read the same input run
+    as one matmul against their joined kernels, the parameters keeping their own names and
+    shapes: queries, keys and values (`Attention._fused_qkv`) and a gated MLP's gate and
+    up kernels (`Mlp`). None: the default (off, `fused_projections_enabled`). Read at
+    trace time, like `ops.explicit_vjp`."""
+    previous, _FUSED[0] = _FUSED[0], enabled
     try:
         yield
     finally:
-        _FUSE_QKV[0] = previous
+        _FUSED[0] = previous
+
+
+def fused_projections_enabled() -> bool:
+    """Whether projections traced now are fused; off by default: on this project's CPU
+    hosts the fused train step ran within 2% of the separate one and the scorer 2-4%
+    slower (docs/performance.md, issue 18), and on TPU and GPU a kernel sharded on its
+    heads or mlp axis would be concatenated across devices. `tools/bench_train.py`'s
+    `fused_projections` variant key turns it on."""
+    return bool(_FUSED[0])
 
 
 class _Kernel(nn.Module):
-    """A `HeadsDense` kernel alone (same name and shape), for `Attention._fused_qkv`."""
+    """A projection's kernel alone (same name, shape and initialiser), for the fused
+    projections (`fused_projections`)."""
 
     shape: tuple[int, ...]
     names: tuple[str, ...]
@@ -227,7 +244,7 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x, positions, segment_ids=None, cache=None, cache_index=None,
-                 prefix=None, prefix_index=None, rope=None):
+                 prefix=None, prefix_index=None, rope=None, attention_mask=None):
         q, key, value = self._project(x, positions, rope)
         b, t, n, h = q.shape
         k = self.n_kv_heads
@@ -242,13 +259,16 @@ class Attention(nn.Module):
             part, new_cache = _cache_part(qg, key, value, cache, cache_index)
             parts.append(part)
         else:
-            mask = _causal_mask(b, t, segment_ids)
+            mask = (_causal_mask(b, t, segment_ids) if attention_mask is None
+                    else attention_mask)
             if prefix is None and self.attention_impl != "default":
-                out = _fused_attention(qg, key, value, mask, segment_ids, self.attention_impl)
+                out = _fused_attention(qg, key, value, mask, segment_ids, self.attention_impl,
+                                       custom_mask=attention_mask is not None)
                 return self._output(out, b, t, n, h, x.shape[-1]), (key, value), None
             if prefix is None and ops.explicit_vjp_enabled():
-                # Training and scoring on CPU: one op with a hand-written backward.
-                out = ops.masked_attention(qg, key, value, mask)
+                # Training and scoring on CPU: one op with a hand-written backward, per
+                # block of queries (the mask is causal: keys after a block are skipped).
+                out = ops.causal_masked_attention(qg, key, value, mask)
                 return self._output(out, b, t, n, h, x.shape[-1]), (key, value), None
             parts.append(_self_part(qg, key, value, mask))
         out = _attend(parts, value.dtype)
@@ -274,7 +294,7 @@ class Attention(nn.Module):
             return HeadsDense((heads, h), ("embed", heads_axis, "head_dim"), self.use_bias,
                               self.init_std, self.dtype, name=name)(x)
 
-        if _FUSE_QKV[0] and not self.use_bias:
+        if fused_projections_enabled() and not self.use_bias:
             q, key, value = self._fused_qkv(x)
         else:
             q = proj("query", n, "heads")
@@ -314,17 +334,22 @@ def _causal_mask(b: int, t: int, segment_ids: Array | None) -> Array:
 
 
 def _fused_attention(qg: Array, key: Array, value: Array, mask: Array,
-                     segment_ids: Array | None, impl: str) -> Array:
+                     segment_ids: Array | None, impl: str, custom_mask: bool = False) -> Array:
     """[B, T, K, G, H] by `jax.nn.dot_product_attention` ("xla" or "cudnn" kernel).
 
     qg is already scaled, so the call's own scale is 1. With "xla" the [B, T, T] `mask`
     (causal, and same segment when packed) is passed as is; with "cudnn" the kernel's own
     causal mask is used and packing segments, when given, enter as an additive bias (cuDNN
-    fuses a bias, not a boolean mask).
+    fuses a bias, not a boolean mask); a caller's own mask (`custom_mask`) enters whole as
+    a bias, without the kernel's causal mask.
     """
     b, t, k, g, h = qg.shape
     q = qg.reshape(b, t, k * g, h)
-    if impl == "cudnn":
+    if impl == "cudnn" and custom_mask:
+        bias = jnp.where(mask, 0.0, _NEG_INF).astype(q.dtype)[:, None]
+        out = jax.nn.dot_product_attention(q, key, value, bias=bias, scale=1.0,
+                                           implementation="cudnn")
+    elif impl == "cudnn":
         bias = None
         if segment_ids is not None:
             same = segment_ids[:, :, None] == segment_ids[:, None, :]

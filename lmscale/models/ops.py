@@ -185,3 +185,55 @@ def _masked_attention_bwd(residuals, d_out):
 
 
 masked_attention.defvjp(_masked_attention_fwd, _masked_attention_bwd)
+
+
+# Queries per block of `causal_masked_attention` (at least): at T = 128, two blocks of 64
+# beat one by 6-13% of the train step at d_model 128-256 and tied at d_model 64 in
+# tools/bench_train.py's `attention_blocks` variants; four blocks of 32 lost 8-20% at
+# d_model 64 (more, smaller ops), docs/performance.md.
+ATTENTION_BLOCK = 64
+MAX_ATTENTION_BLOCKS = 8
+
+
+_BLOCKS: list[int | None] = [None]
+
+
+@contextlib.contextmanager
+def attention_block_count(blocks: int | None):
+    """Within the block, `causal_masked_attention` traced there splits its queries into
+    `blocks` blocks (1: one product over the whole mask; None: `attention_blocks`'s
+    rule); tools/bench_train.py's `attention_blocks` variant key."""
+    previous, _BLOCKS[0] = _BLOCKS[0], blocks
+    try:
+        yield
+    finally:
+        _BLOCKS[0] = previous
+
+
+def attention_blocks(length: int) -> int:
+    """How many query blocks `causal_masked_attention` splits `length` queries into: one
+    per `ATTENTION_BLOCK` queries, at most `MAX_ATTENTION_BLOCKS` (or the count set by
+    `attention_block_count`)."""
+    if _BLOCKS[0] is not None:
+        return max(1, min(int(_BLOCKS[0]), length))
+    return max(1, min(MAX_ATTENTION_BLOCKS, length // ATTENTION_BLOCK))
+
+
+def causal_masked_attention(q, k, v, mask, blocks: int | None = None):
+    """`masked_attention` for a causal mask (no query attends to a later key), by blocks.
+
+    The queries are cut into `blocks` (default `attention_blocks(T)`) consecutive blocks;
+    block [a, e) attends to keys [0, e) only, since every later key is masked anyway. At
+    T = 128 in two blocks a quarter of the [T, T] scores, their softmax and their
+    backward are never computed, and each block's scores are smaller. The result is the
+    same (to float rounding) as one `masked_attention` with the whole mask, IF the mask
+    is causal; q [B, T, K, G, H], k, v [B, T, K, H], mask [B, T, T] as there.
+    """
+    t = q.shape[1]
+    blocks = attention_blocks(t) if blocks is None else max(1, min(int(blocks), t))
+    if blocks == 1:
+        return masked_attention(q, k, v, mask)
+    edges = [t * i // blocks for i in range(blocks + 1)]
+    return jnp.concatenate(
+        [masked_attention(q[:, a:e], k[:, :e], v[:, :e], mask[:, a:e, :e])
+         for a, e in zip(edges[:-1], edges[1:])], axis=1)

@@ -100,7 +100,7 @@ class _Bigram(nn.Module):
     @nn.compact
     def __call__(self, tokens, positions=None, segment_ids=None, *, cache=None,
                  cache_index=None, prefix=None, prefix_index=None, return_kv=False,
-                 logits_at=None):
+                 logits_at=None, attention_mask=None):
         table = self.param("table", nn.initializers.zeros, (self.vocab, self.vocab))
         logits = table[tokens]
         if logits_at is not None:

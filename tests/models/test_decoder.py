@@ -237,21 +237,25 @@ def test_logits_at_equals_the_full_logits_at_those_positions():
     np.testing.assert_allclose(kv.k, kv_full.k, atol=1e-6)
 
 
-def test_fused_qkv_projection_equals_three_projections():
-    """bench_train's `fuse_qkv` variant: one matmul against the joined kernels, the same
-    parameters (names and shapes) and the same logits and gradients."""
+@pytest.mark.parametrize("overrides", [{}, {"activation": "silu", "n_kv_heads": 1}])
+def test_fused_projections_equal_the_separate_ones(overrides):
+    """`layers.fused_projections` (bench_train's ablation): queries, keys and values, and a gated
+    MLP's gate and up, each from one matmul against the joined kernels, with the same
+    parameters (names, shapes and initial values) and the same logits and gradients."""
     from lmscale.models import layers
 
-    config = CONFIGS["gqa_half_rotary"]
+    config = tiny_config(**overrides)  # a gated MLP, no biases
     params = tiny_params(config)
     tokens = jnp.asarray(np.random.RandomState(0).randint(0, config.vocab_size, (2, 12)))
     loss = lambda p: jnp.mean(Decoder(config).apply({"params": p}, tokens) ** 2)  # noqa: E731
-    want, want_grad = jax.value_and_grad(loss)(params)
-    with layers.fused_qkv(True):
+    with layers.fused_projections(False):
+        want, want_grad = jax.value_and_grad(loss)(params)
+        apart_params = Decoder(config).init(jax.random.PRNGKey(0), tokens)["params"]
+    with layers.fused_projections(True):
         got, got_grad = jax.value_and_grad(loss)(params)
         fused_params = Decoder(config).init(jax.random.PRNGKey(0), tokens)["params"]
-    shapes = lambda t: jax.tree_util.tree_map(jnp.shape, nn.unbox(t))  # noqa: E731
-    assert shapes(fused_params) == shapes(params)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, nn.unbox(fused_params),
+                           nn.unbox(apart_params))
     np.testing.assert_allclose(got, want, rtol=1e-5)
     for g, w in zip(jax.tree_util.tree_leaves(got_grad), jax.tree_util.tree_leaves(want_grad)):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)

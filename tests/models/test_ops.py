@@ -162,6 +162,36 @@ def test_masked_attention_grads_equal_autodiff():
         np.testing.assert_allclose(a, w, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("blocks", [2, 3, 7])
+def test_blocked_causal_attention_equals_one_product_in_values_and_grads(blocks):
+    """`causal_masked_attention` (query blocks skip the keys after them) == one
+    `masked_attention` over the whole causal, packed mask; and its default at T = 128 is
+    two blocks, at T = 64 one (the rule the decoder's CPU path uses)."""
+    b, t, k, g, h = 2, 7, 2, 2, 4
+    keys = jax.random.split(jax.random.PRNGKey(5), 4)
+    q = jax.random.normal(keys[0], (b, t, k, g, h))
+    kk = jax.random.normal(keys[1], (b, t, k, h))
+    v = jax.random.normal(keys[2], (b, t, k, h))
+    ct = jax.random.normal(keys[3], (b, t, k, g, h))
+    segments = jnp.array([[1, 1, 1, 2, 2, 2, 2], [1, 1, 1, 1, 1, 1, 0]])
+    mask = jnp.tril(jnp.ones((t, t), bool))[None] & (segments[:, :, None] ==
+                                                     segments[:, None, :])
+
+    def value_and_grads(fn):
+        return jax.jit(jax.value_and_grad(lambda *a: jnp.sum(fn(*a) * ct),
+                                          argnums=(0, 1, 2)))(q, kk, v)
+
+    want = value_and_grads(lambda *a: ops.masked_attention(*a, mask))
+    got = value_and_grads(lambda *a: ops.causal_masked_attention(*a, mask, blocks=blocks))
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+    for a, w in zip(got[1], want[1]):
+        np.testing.assert_allclose(a, w, rtol=1e-4, atol=1e-5)
+    assert ops.attention_blocks(128) == 2 and ops.attention_blocks(64) == 1
+    assert ops.attention_blocks(4096) == ops.MAX_ATTENTION_BLOCKS
+    with ops.attention_block_count(1):
+        assert ops.attention_blocks(128) == 1
+
+
 def test_dot_product_attention_path_equals_default_in_values_and_grads():
     """attention_impl="xla" (jax.nn.dot_product_attention) == the default path on CPU."""
     config = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
