@@ -16,7 +16,9 @@ How a question is scored (the context is computed once per question, one forward
      each); the attention mask (`Decoder(attention_mask=)`) keeps the context causal by
      itself and lets each choice attend to the valid context and, causally, to itself
      only, never to another choice or the padding, so no choice gets its own copy of the
-     context;
+     context; where the choices are short against the packed width, the CPU attention
+     reads, per block of choice tokens, the context and a band of choice keys only
+     (`Decoder(attention_window=)`, `ops.prefix_window_attention`);
   2. log-probabilities are read where a choice token is predicted: at the last context
      position (log p(first choice token)) and at choice position j (log p(token j + 1));
   3. target-token log-probs are summed per segment (t5x `score_batch` style).
@@ -40,7 +42,7 @@ import numpy as np
 from absl import logging
 
 from lmscale.eval import results as results_lib
-from lmscale.models import Decoder, ModelConfig, Prefix
+from lmscale.models import Decoder, ModelConfig
 
 Array = jax.Array
 # What joins a choice to its context in lm-evaluation-harness (its `target_delimiter`).
@@ -274,11 +276,20 @@ def _bucket(n: int, minimum: int) -> int:
     raise AssertionError(target)
 
 
-def _batch_shape(questions, contexts) -> tuple[int, int, int]:
-    """Padded (context, choice count, packed choices width) of one scorer call."""
+def _batch_shape(questions, contexts, band: bool = True) -> tuple[int, int, int, int]:
+    """Padded (context, choice count, packed choices width, window) of one scorer call.
+
+    window (0: none) is the longest choice rounded up to a power of two, when it is at
+    most a quarter of the width (and `band`): the CPU attention then reads, per block of `window`
+    choice tokens, the context and the `2 window - 1` choice keys around the block
+    only (`ops.prefix_window_attention`), not every choice key.
+    """
+    width = _bucket(max(sum(len(x) for x in q.choice_ids) for q in questions), 4)
+    longest = max(len(x) for q in questions for x in q.choice_ids)
+    window = 1 << max(0, longest - 1).bit_length()
     return (_bucket(max(len(c) for c in contexts) - 1, 8),  # bos: outside the bucket
-            _bucket(max(len(q.choice_ids) for q in questions), 2),
-            _bucket(max(sum(len(x) for x in q.choice_ids) for q in questions), 4))
+            _bucket(max(len(q.choice_ids) for q in questions), 2), width,
+            window if band and 4 * window <= width else 0)
 
 
 def _as_params(params):
@@ -292,12 +303,14 @@ def _as_params(params):
 def _score_fn(model: nn.Module):
     """Jitted shared-context scorer for `model`; jit caches one executable per shape."""
 
-    def score(params, ctx_tokens, ctx_len, tokens, segments, offsets, is_first, bos, slots):
+    def score(params, ctx_tokens, ctx_len, tokens, segments, offsets, is_first, bos, slots,
+              window):
         # ctx_tokens [Q, P]: the contexts without bos (right-padded); ctx_len [Q] (>= 1):
         # context lengths plus one (bos). tokens [Q, L]: question q's choices back to back;
         # segments [Q, L] = choice index + 1 (0: padding); offsets [Q, L]: position within
         # its choice; is_first [Q, L]: a choice's first token; bos [1, 1]: the bos id;
-        # slots [C]: 1..C (its length is the static choice count).
+        # slots [C]: 1..C (its length is the static choice count); window (static): the
+        # longest choice's bound, or 0 (see `_batch_shape`).
         #
         # One forward per batch: row q is [bos, context q (padded to P), its choices], and
         # the attention mask lets each choice see the valid context and, causally, its own
@@ -314,12 +327,14 @@ def _score_fn(model: nn.Module):
         causal = idx[:, None] >= idx[None, :]
         sees_ctx = (in_ctx[None, None, :] & (idx[None, None, :] < ctx_len[:, None, None]))
         ctx_rows = in_ctx[None, :, None] & in_ctx[None, None, :] & causal[None]
+        # A padding choice token (segment 0) sees the context only.
         choice_rows = (~in_ctx[None, :, None]) & (
-            sees_ctx | ((seg[:, :, None] == seg[:, None, :]) & ~in_ctx[None, None, :]
+            sees_ctx | ((seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] > 0)
                         & causal[None]))
         mask = ctx_rows | choice_rows  # [Q, T, T]
-        logits = model.apply({"params": params}, row, positions,
-                             attention_mask=mask)  # [Q, T, V]
+        band = {"attention_window": (1 + p, window)} if window else {}
+        logits = model.apply({"params": params}, row, positions, attention_mask=mask,
+                             **band)  # [Q, T, V]
         # The logits at the last context position and at the choices (a static slice: a
         # gather of the 1 + L hidden rows before the unembedding was slower on CPU).
         last = jnp.take_along_axis(logits, (ctx_len - 1)[:, None, None], axis=1)
@@ -335,7 +350,7 @@ def _score_fn(model: nn.Module):
         greedy = ~jnp.any(member & ~hit[..., None], axis=1)
         return loglik, greedy
 
-    return jax.jit(score)
+    return jax.jit(score, static_argnames=("window",))
 
 
 class Scorer:
@@ -349,14 +364,18 @@ class Scorer:
       bos_id: id prepended to every context (0: the feature converter's shift token).
       model: a Linen module with `Decoder`'s call forms (default `Decoder(config)`; tests pass
         a fake-logits model).
+      band: let the CPU attention read a band of the choice keys where the choices are
+        short (`_batch_shape`'s window); False reads every choice key (the same result;
+        an ablation of tools/bench_score.py).
     """
 
     def __init__(self, config: ModelConfig, params, *, batch_questions: int = 8,
-                 bos_id: int = 0, model: nn.Module | None = None):
+                 bos_id: int = 0, model: nn.Module | None = None, band: bool = True):
         if batch_questions < 1:
             raise ValueError(f"Scorer: batch_questions={batch_questions} must be >= 1")
         self.config, self.params = config, _as_params(params)
         self.batch_questions, self.bos_id = int(batch_questions), int(bos_id)
+        self.band = bool(band)
         self._fn = _score_fn(model if model is not None else Decoder(config))
 
     def _prepare(self, q: Question) -> tuple[np.ndarray, int]:
@@ -432,16 +451,16 @@ class Scorer:
         return self._batches([self._prepare(q) for q in questions])
 
     def batch_shapes(self, questions: Sequence[Question]) -> list[tuple[int, int, int]]:
-        """(context, choices, width) padded sizes of each jitted call `score(questions)`
+        """(context, choices, width, window) padded sizes of each jitted call `score(questions)`
         makes: one compiled program per distinct shape (what `lmscale.report.plan`
         counts). Nothing is computed on the device (params may be None)."""
         prepared = [self._prepare(q) for q in questions]
-        return [_batch_shape([questions[i] for i in idx], [prepared[i][0] for i in idx])
-                for idx in self._batches(prepared)]
+        return [_batch_shape([questions[i] for i in idx], [prepared[i][0] for i in idx],
+                             self.band) for idx in self._batches(prepared)]
 
     def _score_batch(self, questions, contexts):
         qn = self.batch_questions
-        p, c, width = _batch_shape(questions, contexts)
+        p, c, width, window = _batch_shape(questions, contexts, self.band)
         ctx_tokens = np.zeros((qn, p), np.int32)
         ctx_len = np.ones((qn,), np.int32)  # padding questions: bos alone
         tokens, segments, offsets = (np.zeros((qn, width), np.int32) for _ in range(3))
@@ -458,7 +477,7 @@ class Scorer:
                 at += n
         loglik, greedy = self._fn(self.params, ctx_tokens, ctx_len, tokens, segments, offsets,
                                   is_first, np.full((1, 1), self.bos_id, np.int32),
-                                  np.arange(1, c + 1, dtype=np.int32))
+                                  np.arange(1, c + 1, dtype=np.int32), window=window)
         loglik = np.asarray(loglik, np.float64)
         greedy = np.asarray(greedy)
         lls = [loglik[qi, :len(q.choice_ids)] for qi, q in enumerate(questions)]

@@ -72,7 +72,7 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(self, x, positions, segment_ids, cache, cache_index, prefix, prefix_index,
-                 rope=None, attention_mask=None):
+                 rope=None, attention_mask=None, attention_window=None):
         c = self.config
         dtype = jnp.dtype(c.dtype)
         out_std = c.init_std / (2 * c.n_layers) ** 0.5
@@ -85,7 +85,7 @@ class Block(nn.Module):
                   init_std=c.init_std, out_std=out_std, dtype=dtype, name="mlp")
         h = Norm(c.norm, c.norm_eps, name="ln_attn")(x)
         a, kv, new_cache = attn(h, positions, segment_ids, cache, cache_index, prefix,
-                                prefix_index, rope, attention_mask)
+                                prefix_index, rope, attention_mask, attention_window)
         if c.parallel_residual:
             x = x + a + mlp(Norm(c.norm, c.norm_eps, name="ln_mlp")(x))
         else:
@@ -105,7 +105,8 @@ class Decoder(nn.Module):
                  segment_ids: Array | None = None, *, cache: KVCache | None = None,
                  cache_index: Array | None = None, prefix: Prefix | None = None,
                  prefix_index: Array | None = None, return_kv: bool = False,
-                 logits_at: Array | None = None, attention_mask: Array | None = None):
+                 logits_at: Array | None = None, attention_mask: Array | None = None,
+                 attention_window: tuple[int, int] | None = None):
         """Runs the decoder.
 
         Args:
@@ -134,6 +135,10 @@ class Decoder(nn.Module):
             path skips the keys after each block of queries, `ops.causal_masked_attention`).
             The scorer's one forward per batch lets each choice see its context and,
             causally, itself.
+          attention_window: optional static (prefix, window), with `attention_mask` only:
+            the mask lets no query at i >= prefix see a key in [prefix, i - window], so
+            the CPU path skips those too (`ops.prefix_window_attention`; the scorer's
+            choices, at most `window` tokens each). Other paths apply the mask as is.
 
         Returns:
           logits [B, T, vocab_size] float32, then (decode) the new `KVCache`, or
@@ -146,6 +151,14 @@ class Decoder(nn.Module):
                                            attention_mask.shape != (b, t, t)):
             raise ValueError(f"Decoder: attention_mask {attention_mask.shape} must be "
                              f"[B, T, T] = {(b, t, t)}, and is not taken with a cache")
+        if attention_window is not None and (
+                attention_mask is None or len(attention_window) != 2
+                or not 0 < attention_window[0] < t or attention_window[1] < 1):
+            raise ValueError(f"Decoder: attention_window={attention_window} must be a "
+                             f"(prefix, window) with 0 < prefix < T = {t} and window >= 1, "
+                             "given with attention_mask")
+        attention_window = None if attention_window is None else tuple(
+            int(x) for x in attention_window)
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
         embed = nn.Embed(
@@ -164,7 +177,7 @@ class Decoder(nn.Module):
                                                         prefix.lengths)
             x, (k_i, v_i), stacked = Block(c, name=f"block_{i}")(
                 x, positions, segment_ids, layer_cache, cache_index, layer_prefix,
-                prefix_index, rope, attention_mask)
+                prefix_index, rope, attention_mask, attention_window)
             if return_kv:
                 keys.append(k_i)
                 values.append(v_i)

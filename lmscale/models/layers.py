@@ -244,7 +244,8 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x, positions, segment_ids=None, cache=None, cache_index=None,
-                 prefix=None, prefix_index=None, rope=None, attention_mask=None):
+                 prefix=None, prefix_index=None, rope=None, attention_mask=None,
+                 attention_window=None):
         q, key, value = self._project(x, positions, rope)
         b, t, n, h = q.shape
         k = self.n_kv_heads
@@ -267,8 +268,11 @@ class Attention(nn.Module):
                 return self._output(out, b, t, n, h, x.shape[-1]), (key, value), None
             if prefix is None and ops.explicit_vjp_enabled():
                 # Training and scoring on CPU: one op with a hand-written backward, per
-                # block of queries (the mask is causal: keys after a block are skipped).
-                out = ops.causal_masked_attention(qg, key, value, mask)
+                # block of queries (the mask is causal: keys after a block are skipped;
+                # with a window, those before its band too).
+                out = (ops.causal_masked_attention(qg, key, value, mask)
+                       if attention_window is None else
+                       ops.prefix_window_attention(qg, key, value, mask, *attention_window))
                 return self._output(out, b, t, n, h, x.shape[-1]), (key, value), None
             parts.append(_self_part(qg, key, value, mask))
         out = _attend(parts, value.dtype)

@@ -237,3 +237,30 @@ def causal_masked_attention(q, k, v, mask, blocks: int | None = None):
     return jnp.concatenate(
         [masked_attention(q[:, a:e], k[:, :e], v[:, :e], mask[:, a:e, :e])
          for a, e in zip(edges[:-1], edges[1:])], axis=1)
+
+
+def prefix_window_attention(q, k, v, mask, prefix: int, window: int):
+    """`causal_masked_attention` for a mask with a shared prefix and a band after it.
+
+    For a mask where every query at i >= `prefix` attends to no key in [prefix, i - window]
+    (it sees the first `prefix` keys and at most the `window` keys up to itself: the
+    scorer's packed choices, each at most `window` tokens, each reading its context and
+    itself), the queries after the prefix go in blocks of `window`, and block [a, e)
+    reads keys [0, prefix) and [a - window + 1, e) only. The first `prefix` queries go
+    through `causal_masked_attention`. Same result (to float rounding) as one
+    `masked_attention` with the whole mask IF the mask has that form (and is causal).
+    """
+    t = q.shape[1]
+    prefix, window = int(prefix), int(window)
+    if not 0 < prefix < t or window < 1:
+        raise ValueError(f"prefix_window_attention: prefix={prefix} must be in (0, {t}) "
+                         f"and window={window} >= 1")
+    outs = [causal_masked_attention(q[:, :prefix], k[:, :prefix], v[:, :prefix],
+                                    mask[:, :prefix, :prefix])]
+    for a in range(prefix, t, window):
+        e, lo = min(a + window, t), max(prefix, a - window + 1)
+        keys = jnp.concatenate([k[:, :prefix], k[:, lo:e]], axis=1)
+        values = jnp.concatenate([v[:, :prefix], v[:, lo:e]], axis=1)
+        block_mask = jnp.concatenate([mask[:, a:e, :prefix], mask[:, a:e, lo:e]], axis=2)
+        outs.append(masked_attention(q[:, a:e], keys, values, block_mask))
+    return jnp.concatenate(outs, axis=1)

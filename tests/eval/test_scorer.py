@@ -77,6 +77,27 @@ def test_shared_context_matches_full_forward_per_choice(model):
     assert np.ptp(scores[0].loglik) > 0.1
 
 
+def test_many_short_choices_take_the_window_and_match_full_forward(model):
+    """Six choices of 1-4 tokens pack to 16 or more with the longest at most 4: the call
+    reads only a band of choice keys (`ops.prefix_window_attention`), and every
+    log-likelihood still equals the full forward's."""
+    config, params = model
+    rng = np.random.default_rng(1)
+    qs = []
+    for i, ctx_len in enumerate([3, 9, 0]):
+        choices = [rng.integers(3, 256, size=n).astype(np.int32) for n in (4, 1, 3, 4, 2, 3)]
+        qs.append(S.Question(id=f"w{i}", context_ids=rng.integers(3, 256, ctx_len),
+                             choice_ids=tuple(choices),
+                             choice_texts=tuple("x" * len(c) for c in choices), gold=0))
+    scorer = S.Scorer(config, params, batch_questions=2)
+    assert [shape[3] for shape in scorer.batch_shapes(qs)] == [4, 4]
+    for q, s in zip(qs, scorer.score(qs)):
+        for c, choice in enumerate(q.choice_ids):
+            want, want_greedy = _brute_loglik(config, params, q.context_ids, choice)
+            assert s.loglik[c] == pytest.approx(want, abs=1e-4)
+            assert bool(s.greedy[c]) == want_greedy
+
+
 def test_greedy_flag_true_for_argmax_continuation(model):
     config, params = model
     ctx = np.array([10, 20, 30], np.int32)
@@ -100,7 +121,7 @@ class _Bigram(nn.Module):
     @nn.compact
     def __call__(self, tokens, positions=None, segment_ids=None, *, cache=None,
                  cache_index=None, prefix=None, prefix_index=None, return_kv=False,
-                 logits_at=None, attention_mask=None):
+                 logits_at=None, attention_mask=None, attention_window=None):
         table = self.param("table", nn.initializers.zeros, (self.vocab, self.vocab))
         logits = table[tokens]
         if logits_at is not None:

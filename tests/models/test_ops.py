@@ -192,6 +192,51 @@ def test_blocked_causal_attention_equals_one_product_in_values_and_grads(blocks)
         assert ops.attention_blocks(128) == 1
 
 
+@pytest.mark.parametrize("prefix,window", [(3, 2), (4, 3), (2, 9)])
+def test_prefix_window_attention_equals_one_product_in_values_and_grads(prefix, window):
+    """`prefix_window_attention` == one `masked_attention` over a mask of its form (a
+    causal prefix, then packed segments of at most `window` tokens that each see the
+    valid prefix and, causally, themselves), values and gradients; a window wider than
+    the band is the same; bad arguments are named."""
+    b, t, k, g, h = 2, 11, 1, 2, 4
+    keys = jax.random.split(jax.random.PRNGKey(6), 4)
+    q = jax.random.normal(keys[0], (b, t, k, g, h))
+    kk = jax.random.normal(keys[1], (b, t, k, h))
+    v = jax.random.normal(keys[2], (b, t, k, h))
+    ct = jax.random.normal(keys[3], (b, t, k, g, h))
+    idx = jnp.arange(t)
+    causal = idx[:, None] >= idx[None, :]
+    seg = np.zeros((b, t), np.int32)  # after the prefix: segments of <= 2 tokens
+    for row, lengths in enumerate([(2, 1, 2, 1, 2), (1, 2, 2, 2)]):
+        at = prefix
+        for s_id, n in enumerate(lengths, 1):
+            seg[row, at:min(t, at + n)] = s_id
+            at += n
+    seg = jnp.asarray(seg)
+    valid = jnp.array([prefix, prefix - 1])  # row 1's last prefix key is padding
+    in_prefix = idx < prefix
+    mask = ((in_prefix[None, :, None] & in_prefix[None, None, :] & causal[None])
+            | (~in_prefix[None, :, None] & ((idx[None, None, :] < valid[:, None, None])
+                                            | ((seg[:, :, None] == seg[:, None, :])
+                                               & (seg[:, None, :] > 0) & causal[None]))))
+
+    def value_and_grads(fn):
+        return jax.jit(jax.value_and_grad(lambda *a: jnp.sum(fn(*a) * ct),
+                                          argnums=(0, 1, 2)))(q, kk, v)
+
+    want = value_and_grads(lambda *a: ops.masked_attention(*a, mask))
+    got = value_and_grads(lambda *a: ops.prefix_window_attention(*a, mask, prefix,
+                                                                 max(window, 2)))
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+    for a, w in zip(got[1], want[1]):
+        np.testing.assert_allclose(a, w, rtol=1e-4, atol=1e-5)
+    # A window narrower than a segment drops keys the mask keeps: the result differs.
+    narrow = ops.prefix_window_attention(q, kk, v, mask, prefix, 1)
+    assert not np.allclose(narrow, ops.masked_attention(q, kk, v, mask), atol=1e-3)
+    with pytest.raises(ValueError, match="prefix=0"):
+        ops.prefix_window_attention(q, kk, v, mask, 0, 2)
+
+
 def test_dot_product_attention_path_equals_default_in_values_and_grads():
     """attention_impl="xla" (jax.nn.dot_product_attention) == the default path on CPU."""
     config = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,

@@ -337,9 +337,9 @@ def test_scorer_batch_shapes_are_the_shapes_it_calls():
     s = scorer.Scorer(tiny, params, batch_questions=4)
     seen = []
     fn = s._fn
-    s._fn = lambda p, ctx, ctx_len, tokens, *rest: (  # noqa: E731
-        seen.append((ctx.shape[1], rest[-1].size, tokens.shape[1])) or fn(
-            p, ctx, ctx_len, tokens, *rest))
+    s._fn = lambda p, ctx, ctx_len, tokens, *rest, window: (  # noqa: E731
+        seen.append((ctx.shape[1], rest[-1].size, tokens.shape[1], window)) or fn(
+            p, ctx, ctx_len, tokens, *rest, window=window))
     s.score(questions)
     assert seen == scorer.Scorer(tiny, None, batch_questions=4).batch_shapes(questions)
     assert len(seen) == 3 and len(set(seen)) > 1
