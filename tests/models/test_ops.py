@@ -137,13 +137,28 @@ def test_rotary_table_lookup_equals_computed_angles():
     np.testing.assert_allclose(sin_p[0, 0], sin_t[0, 3])
 
 
+def _attention_inputs(seed, b, t, k, g, h):
+    """Random queries, keys, values and an output cotangent of the attention tests."""
+    keys = jax.random.split(jax.random.PRNGKey(seed), 4)
+    return (jax.random.normal(keys[0], (b, t, k, g, h)), jax.random.normal(keys[1], (b, t, k, h)),
+            jax.random.normal(keys[2], (b, t, k, h)), jax.random.normal(keys[3], (b, t, k, g, h)))
+
+
+def _assert_same_value_and_grads(fn, reference, q, kk, v, ct, jit_reference=True):
+    """sum(fn(q, k, v) * ct) and its gradients in q, k, v == the reference's."""
+    def value_and_grads(f, jit=True):
+        vg = jax.value_and_grad(lambda *a: jnp.sum(f(*a) * ct), argnums=(0, 1, 2))
+        return (jax.jit(vg) if jit else vg)(q, kk, v)
+
+    got, want = value_and_grads(fn), value_and_grads(reference, jit_reference)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+    for a, w in zip(got[1], want[1]):
+        np.testing.assert_allclose(a, w, rtol=1e-4, atol=1e-5)
+
+
 def test_masked_attention_grads_equal_autodiff():
     b, t, k, g, h = 2, 6, 2, 3, 4
-    keys = jax.random.split(jax.random.PRNGKey(3), 5)
-    q = jax.random.normal(keys[0], (b, t, k, g, h))
-    kk = jax.random.normal(keys[1], (b, t, k, h))
-    v = jax.random.normal(keys[2], (b, t, k, h))
-    ct = jax.random.normal(keys[3], (b, t, k, g, h))
+    q, kk, v, ct = _attention_inputs(3, b, t, k, g, h)
     causal = jnp.tril(jnp.ones((t, t), bool))
     segments = jnp.array([[1, 1, 1, 2, 2, 2], [1, 1, 1, 1, 1, 0]])
     mask = causal[None] & (segments[:, :, None] == segments[:, None, :])
@@ -153,13 +168,8 @@ def test_masked_attention_grads_equal_autodiff():
         p = jax.nn.softmax(jnp.where(mask[:, None, None], s, -1e30), axis=-1)
         return jnp.einsum("bkgts,bskh->btkgh", p, v)
 
-    got = jax.jit(jax.value_and_grad(lambda *a: jnp.sum(ops.masked_attention(*a, mask) * ct),
-                                     argnums=(0, 1, 2)))(q, kk, v)
-    want = jax.value_and_grad(lambda *a: jnp.sum(reference(*a) * ct),
-                              argnums=(0, 1, 2))(q, kk, v)
-    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
-    for a, w in zip(got[1], want[1]):
-        np.testing.assert_allclose(a, w, rtol=1e-4, atol=1e-5)
+    _assert_same_value_and_grads(lambda *a: ops.masked_attention(*a, mask), reference,
+                                 q, kk, v, ct, jit_reference=False)
 
 
 @pytest.mark.parametrize("blocks", [2, 3, 7])
@@ -168,24 +178,13 @@ def test_blocked_causal_attention_equals_one_product_in_values_and_grads(blocks)
     `masked_attention` over the whole causal, packed mask; and its default at T = 128 is
     two blocks, at T = 64 one (the rule the decoder's CPU path uses)."""
     b, t, k, g, h = 2, 7, 2, 2, 4
-    keys = jax.random.split(jax.random.PRNGKey(5), 4)
-    q = jax.random.normal(keys[0], (b, t, k, g, h))
-    kk = jax.random.normal(keys[1], (b, t, k, h))
-    v = jax.random.normal(keys[2], (b, t, k, h))
-    ct = jax.random.normal(keys[3], (b, t, k, g, h))
+    q, kk, v, ct = _attention_inputs(5, b, t, k, g, h)
     segments = jnp.array([[1, 1, 1, 2, 2, 2, 2], [1, 1, 1, 1, 1, 1, 0]])
     mask = jnp.tril(jnp.ones((t, t), bool))[None] & (segments[:, :, None] ==
                                                      segments[:, None, :])
 
-    def value_and_grads(fn):
-        return jax.jit(jax.value_and_grad(lambda *a: jnp.sum(fn(*a) * ct),
-                                          argnums=(0, 1, 2)))(q, kk, v)
-
-    want = value_and_grads(lambda *a: ops.masked_attention(*a, mask))
-    got = value_and_grads(lambda *a: ops.causal_masked_attention(*a, mask, blocks=blocks))
-    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
-    for a, w in zip(got[1], want[1]):
-        np.testing.assert_allclose(a, w, rtol=1e-4, atol=1e-5)
+    _assert_same_value_and_grads(lambda *a: ops.causal_masked_attention(*a, mask, blocks=blocks),
+                                 lambda *a: ops.masked_attention(*a, mask), q, kk, v, ct)
     assert ops.attention_blocks(128) == 2 and ops.attention_blocks(64) == 1
     assert ops.attention_blocks(4096) == ops.MAX_ATTENTION_BLOCKS
     with ops.attention_block_count(1):
@@ -199,11 +198,7 @@ def test_prefix_window_attention_equals_one_product_in_values_and_grads(prefix, 
     valid prefix and, causally, themselves), values and gradients; a window wider than
     the band is the same; bad arguments are named."""
     b, t, k, g, h = 2, 11, 1, 2, 4
-    keys = jax.random.split(jax.random.PRNGKey(6), 4)
-    q = jax.random.normal(keys[0], (b, t, k, g, h))
-    kk = jax.random.normal(keys[1], (b, t, k, h))
-    v = jax.random.normal(keys[2], (b, t, k, h))
-    ct = jax.random.normal(keys[3], (b, t, k, g, h))
+    q, kk, v, ct = _attention_inputs(6, b, t, k, g, h)
     idx = jnp.arange(t)
     causal = idx[:, None] >= idx[None, :]
     seg = np.zeros((b, t), np.int32)  # after the prefix: segments of <= 2 tokens
@@ -220,16 +215,9 @@ def test_prefix_window_attention_equals_one_product_in_values_and_grads(prefix, 
                                             | ((seg[:, :, None] == seg[:, None, :])
                                                & (seg[:, None, :] > 0) & causal[None]))))
 
-    def value_and_grads(fn):
-        return jax.jit(jax.value_and_grad(lambda *a: jnp.sum(fn(*a) * ct),
-                                          argnums=(0, 1, 2)))(q, kk, v)
-
-    want = value_and_grads(lambda *a: ops.masked_attention(*a, mask))
-    got = value_and_grads(lambda *a: ops.prefix_window_attention(*a, mask, prefix,
-                                                                 max(window, 2)))
-    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
-    for a, w in zip(got[1], want[1]):
-        np.testing.assert_allclose(a, w, rtol=1e-4, atol=1e-5)
+    _assert_same_value_and_grads(
+        lambda *a: ops.prefix_window_attention(*a, mask, prefix, max(window, 2)),
+        lambda *a: ops.masked_attention(*a, mask), q, kk, v, ct)
     # A window narrower than a segment drops keys the mask keeps: the result differs.
     narrow = ops.prefix_window_attention(q, kk, v, mask, prefix, 1)
     assert not np.allclose(narrow, ops.masked_attention(q, kk, v, mask), atol=1e-3)
