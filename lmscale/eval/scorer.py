@@ -42,7 +42,7 @@ import numpy as np
 from absl import logging
 
 from lmscale.eval import results as results_lib
-from lmscale.models import Decoder, ModelConfig
+from lmscale.models import Decoder, ModelConfig, ops
 
 Array = jax.Array
 # What joins a choice to its context in lm-evaluation-harness (its `target_delimiter`).
@@ -366,7 +366,9 @@ class Scorer:
         a fake-logits model).
       band: let the CPU attention read a band of the choice keys where the choices are
         short (`_batch_shape`'s window); False reads every choice key (the same result;
-        an ablation of tools/bench_score.py).
+        an ablation of tools/bench_score.py). Taken only where the model's attention
+        reads it (`ops.explicit_vjp_enabled()`, attention_impl "default"): elsewhere a
+        window would only compile more programs.
     """
 
     def __init__(self, config: ModelConfig, params, *, batch_questions: int = 8,
@@ -375,7 +377,8 @@ class Scorer:
             raise ValueError(f"Scorer: batch_questions={batch_questions} must be >= 1")
         self.config, self.params = config, _as_params(params)
         self.batch_questions, self.bos_id = int(batch_questions), int(bos_id)
-        self.band = bool(band)
+        self.band = (bool(band) and config.attention_impl == "default"
+                     and ops.explicit_vjp_enabled())
         self._fn = _score_fn(model if model is not None else Decoder(config))
 
     def _prepare(self, q: Question) -> tuple[np.ndarray, int]:
@@ -450,7 +453,7 @@ class Scorer:
         """The indices into `questions` of each jitted call `score(questions)` makes."""
         return self._batches([self._prepare(q) for q in questions])
 
-    def batch_shapes(self, questions: Sequence[Question]) -> list[tuple[int, int, int]]:
+    def batch_shapes(self, questions: Sequence[Question]) -> list[tuple[int, int, int, int]]:
         """(context, choices, width, window) padded sizes of each jitted call `score(questions)`
         makes: one compiled program per distinct shape (what `lmscale.report.plan`
         counts). Nothing is computed on the device (params may be None)."""

@@ -11,7 +11,7 @@ import pytest
 
 from lmscale.eval import results as R
 from lmscale.eval import scorer as S
-from lmscale.models import Decoder, KVCache, init_params
+from lmscale.models import Decoder, KVCache, init_params, ops
 from lmscale.testing import tiny_config
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
@@ -91,6 +91,10 @@ def test_many_short_choices_take_the_window_and_match_full_forward(model):
                              choice_texts=tuple("x" * len(c) for c in choices), gold=0))
     scorer = S.Scorer(config, params, batch_questions=2)
     assert [shape[3] for shape in scorer.batch_shapes(qs)] == [4, 4]
+    # Where the attention would not read it (no explicit-VJP path), no window is compiled.
+    with ops.explicit_vjp(False):
+        plain = S.Scorer(config, params, batch_questions=2)
+    assert [shape[3] for shape in plain.batch_shapes(qs)] == [0, 0]
     for q, s in zip(qs, scorer.score(qs)):
         for c, choice in enumerate(q.choice_ids):
             want, want_greedy = _brute_loglik(config, params, q.context_ids, choice)
