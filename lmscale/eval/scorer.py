@@ -333,13 +333,12 @@ def _score_fn(model: nn.Module):
                         & causal[None]))
         mask = ctx_rows | choice_rows  # [Q, T, T]
         band = {"attention_window": (1 + p, window)} if window else {}
+        # Only the last context position and the choices are unembedded: one gathered
+        # row, then a static slice (a gather of all 1 + L rows was slower on CPU).
         logits = model.apply({"params": params}, row, positions, attention_mask=mask,
-                             **band)  # [Q, T, V]
-        # The logits at the last context position and at the choices (a static slice: a
-        # gather of the 1 + L hidden rows before the unembedding was slower on CPU).
-        last = jnp.take_along_axis(logits, (ctx_len - 1)[:, None, None], axis=1)
-        first_logp = jax.nn.log_softmax(last)  # [Q, 1, V]
-        logp = jax.nn.log_softmax(logits[:, 1 + p:])  # [Q, L, V]
+                             logits_at=ctx_len - 1, logits_from=1 + p, **band)  # [Q, 1+L, V]
+        first_logp = jax.nn.log_softmax(logits[:, :1])  # [Q, 1, V]
+        logp = jax.nn.log_softmax(logits[:, 1:])  # [Q, L, V]
         # Token j of a choice is predicted by choice position j - 1, token 0 by the context.
         prev = jnp.concatenate([first_logp, logp[:, :-1]], axis=1)
         prev = jnp.where(is_first[..., None], first_logp, prev)

@@ -105,7 +105,8 @@ class Decoder(nn.Module):
                  segment_ids: Array | None = None, *, cache: KVCache | None = None,
                  cache_index: Array | None = None, prefix: Prefix | None = None,
                  prefix_index: Array | None = None, return_kv: bool = False,
-                 logits_at: Array | None = None, attention_mask: Array | None = None,
+                 logits_at: Array | None = None, logits_from: int | None = None,
+                 attention_mask: Array | None = None,
                  attention_window: tuple[int, int] | None = None):
         """Runs the decoder.
 
@@ -128,7 +129,11 @@ class Decoder(nn.Module):
             prefix r.
           return_kv: also return this call's keys/values as a `KVCache` ([L, B, T, K, H]).
           logits_at: optional [B] int: compute the logits of position logits_at[b] of row
-            b only, [B, 1, V].
+            b only, [B, 1, V]; or [B, R] int: of positions logits_at[b, :], [B, R, V].
+          logits_from: optional static int: compute the logits of positions
+            [logits_from, T) only, [B, T - logits_from, V]; with `logits_at`, those rows
+            follow logits_at's (the scorer's last context position, then its choices: the
+            context's other positions are never unembedded).
           attention_mask: optional [B, T, T] bool (train/score, no cache): query i of row
             b attends to key j where it is True, in place of the causal (and segment)
             mask; every row must see at least one key, and no query a later key (the CPU
@@ -181,8 +186,14 @@ class Decoder(nn.Module):
             if return_kv:
                 keys.append(k_i)
                 values.append(v_i)
-        if logits_at is not None:
-            x = jnp.take_along_axis(x, logits_at[:, None, None], axis=1)  # [B, 1, D]
+        if logits_from is not None and not 0 <= int(logits_from) < t:
+            raise ValueError(f"Decoder: logits_from={logits_from} must be in [0, T = {t})")
+        rows = [] if logits_at is None else [jnp.take_along_axis(  # [B, R, D]
+            x, (logits_at[:, None] if logits_at.ndim == 1 else logits_at)[..., None], axis=1)]
+        if logits_from is not None:
+            rows.append(x[:, int(logits_from):])  # a static slice
+        if rows:
+            x = rows[0] if len(rows) == 1 else jnp.concatenate(rows, axis=1)
         x = Norm(c.norm, c.norm_eps, name="ln_final")(x)
         if c.tie_embeddings:
             # embed.attend(x), with the product through ops.dot_general.

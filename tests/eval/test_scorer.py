@@ -125,11 +125,16 @@ class _Bigram(nn.Module):
     @nn.compact
     def __call__(self, tokens, positions=None, segment_ids=None, *, cache=None,
                  cache_index=None, prefix=None, prefix_index=None, return_kv=False,
-                 logits_at=None, attention_mask=None, attention_window=None):
+                 logits_at=None, logits_from=None, attention_mask=None,
+                 attention_window=None):
         table = self.param("table", nn.initializers.zeros, (self.vocab, self.vocab))
-        logits = table[tokens]
-        if logits_at is not None:
-            logits = jnp.take_along_axis(logits, logits_at[:, None, None], axis=1)
+        full = table[tokens]
+        rows = [] if logits_at is None else [jnp.take_along_axis(
+            full, (logits_at[:, None] if logits_at.ndim == 1 else logits_at)[..., None],
+            axis=1)]
+        if logits_from is not None:
+            rows.append(full[:, logits_from:])
+        logits = jnp.concatenate(rows, axis=1) if rows else full
         if cache is not None:
             return logits, cache
         if return_kv:

@@ -259,3 +259,23 @@ def test_fused_projections_equal_the_separate_ones(overrides):
     np.testing.assert_allclose(got, want, rtol=1e-5)
     for g, w in zip(jax.tree_util.tree_leaves(got_grad), jax.tree_util.tree_leaves(want_grad)):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
+
+
+def test_logits_rows_and_a_static_tail_equal_the_full_logits_there():
+    """`logits_at` [B, R] gathers R rows per row; `logits_from` adds the static tail
+    [logits_from, T) after them (the scorer's last context position, then its choices)."""
+    config = tiny_config()
+    params = nn.unbox(init_params(config, jax.random.PRNGKey(4)))["params"]
+    tokens = jax.random.randint(jax.random.PRNGKey(5), (3, 9), 0, config.vocab_size)
+    model = Decoder(config)
+    full = model.apply({"params": params}, tokens)
+    at = jnp.array([[2, 7], [0, 0], [5, 1]])
+    both = model.apply({"params": params}, tokens, logits_at=at, logits_from=6)
+    assert both.shape == (3, 2 + 3, config.vocab_size)
+    np.testing.assert_allclose(both[:, :2], jnp.take_along_axis(full, at[..., None], axis=1),
+                               atol=1e-5)
+    np.testing.assert_allclose(both[:, 2:], full[:, 6:], atol=1e-5)
+    tail = model.apply({"params": params}, tokens, logits_from=8)
+    np.testing.assert_allclose(tail, full[:, 8:], atol=1e-5)
+    with pytest.raises(ValueError, match="logits_from=9"):
+        model.apply({"params": params}, tokens, logits_from=9)
